@@ -1,0 +1,1 @@
+"""Calibration procedures, records and corrections (a later issue)."""

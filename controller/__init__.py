@@ -1,0 +1,1 @@
+"""Site daemon: configuration, clock, errors, hardware ports and drivers, CLI root."""

@@ -1,0 +1,108 @@
+"""The one exception tree of chamberd.
+
+Every error chamberd raises on purpose is a :class:`ChamberError`. Each branch also inherits
+the builtin that callers would naturally catch, so ``except ValueError`` keeps working for
+code that does not know our names::
+
+    ChamberError (Exception)
+     +-- ConfigError (ValueError)            bad site.toml, bad command-line value
+     +-- DataFileError (ValueError)          an instrument or import file we cannot read
+     |    +-- TruncatedObservationError      an observation cut short: reported, never refitted
+     +-- FitError (ArithmeticError)          a trace that cannot be fitted at all
+     +-- HardwareError (OSError)             a device did not do what it was told
+     |    +-- HardwareTimeoutError (TimeoutError)
+     +-- ProtocolError (ValueError)          bytes on a wire that do not parse, NAK, bad CRC
+     +-- StorageError (OSError)              the site or central database failed
+     +-- SyncError (ConnectionError)         the central database is unreachable or refused
+
+Foreign exceptions (pyserial, pymodbus, sqlite3, psycopg) are translated at the adapter with
+``raise ... from``. ``chamberd.fitting`` does not import this module (it imports nothing of
+ours); it raises plain ``ValueError`` for invalid arguments, and callers translate.
+Only the command line turns these errors into messages and exit codes.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ChamberError",
+    "ConfigError",
+    "DataFileError",
+    "FitError",
+    "HardwareError",
+    "HardwareTimeoutError",
+    "ProtocolError",
+    "StorageError",
+    "SyncError",
+    "TruncatedObservationError",
+]
+
+
+class ChamberError(Exception):
+    """Root of every error chamberd raises on purpose."""
+
+    exit_code = 1
+
+
+class ConfigError(ChamberError, ValueError):
+    """Invalid configuration or command-line value; the message names the field."""
+
+    exit_code = 2
+
+
+class DataFileError(ChamberError, ValueError):
+    """A data file that cannot be read.
+
+    ``path``, ``line`` (1-based) and ``observation`` (1-based order in the file) say where,
+    when known; the message always names the file.
+    """
+
+    exit_code = 3
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        path: str | None = None,
+        line: int | None = None,
+        observation: int | None = None,
+    ) -> None:
+        self.path = path
+        self.line = line
+        self.observation = observation
+        self.reason = message
+        where = []
+        if path is not None:
+            where.append(str(path))
+        if observation is not None:
+            where.append(f"observation {observation}")
+        if line is not None:
+            where.append(f"line {line}")
+        super().__init__(f"{', '.join(where)}: {message}" if where else message)
+
+
+class TruncatedObservationError(DataFileError):
+    """An observation whose trace stops short of its observation length."""
+
+
+class FitError(ChamberError, ArithmeticError):
+    """A trace that cannot be fitted at all (too few points, no finite values)."""
+
+
+class HardwareError(ChamberError, OSError):
+    """A device did not respond as commanded."""
+
+
+class HardwareTimeoutError(HardwareError, TimeoutError):
+    """A device did not answer in time."""
+
+
+class ProtocolError(ChamberError, ValueError):
+    """Bytes on a wire that do not parse, a negative acknowledgement, a bad checksum."""
+
+
+class StorageError(ChamberError, OSError):
+    """The site or central database failed."""
+
+
+class SyncError(ChamberError, ConnectionError):
+    """The central database is unreachable or refused a batch."""

@@ -1,0 +1,1 @@
+"""Network sync: instrument-file readers, refits, and (later) the central database."""

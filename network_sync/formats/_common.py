@@ -1,0 +1,57 @@
+"""Checks shared by the instrument-file readers."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from chamberd.controller.errors import TruncatedObservationError
+
+# A trace counts as truncated when it ends more than this many sample intervals before the
+# observation length, or when consecutive samples are further apart than this many intervals.
+GAP_INTERVALS = 3.0
+
+
+def check_complete(
+    elapsed_s: np.ndarray,
+    obs_length_s: float | None,
+    *,
+    path: str,
+    index: int,
+    line: int | None = None,
+    notes: str = "",
+) -> None:
+    """Raise :class:`TruncatedObservationError` for a closed-chamber trace with holes.
+
+    ``obs_length_s`` None skips the end check (formats that do not state the length).
+    """
+    closed = np.sort(elapsed_s[np.isfinite(elapsed_s) & (elapsed_s >= 0)])
+    suffix = f" ({notes})" if notes else ""
+    length = f"{obs_length_s:g} s" if obs_length_s is not None else "the observation"
+    if closed.size < 2:
+        raise TruncatedObservationError(
+            f"truncated: {closed.size} closed-chamber samples for {length}{suffix}",
+            path=path,
+            observation=index,
+            line=line,
+        )
+    steps = np.diff(closed)
+    positive = steps[steps > 0]
+    interval = float(np.median(positive)) if positive.size else 1.0
+    big = np.flatnonzero(steps > GAP_INTERVALS * interval)
+    if big.size:
+        i = int(big[0])
+        raise TruncatedObservationError(
+            f"truncated: samples missing between elapsed {closed[i]:g} s and "
+            f"{closed[i + 1]:g} s{suffix}",
+            path=path,
+            observation=index,
+            line=line,
+        )
+    if obs_length_s is not None and closed[-1] < obs_length_s - GAP_INTERVALS * interval:
+        raise TruncatedObservationError(
+            f"truncated: trace ends at elapsed {closed[-1]:g} s of an observation length of "
+            f"{obs_length_s:g} s{suffix}",
+            path=path,
+            observation=index,
+            line=line,
+        )

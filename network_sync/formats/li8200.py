@@ -1,0 +1,247 @@
+"""Reader for LI-COR LI-8200 Smart Chamber ``.json`` files.
+
+Layout: ``datasets[] -> {label: {reps: {REP_n: {header, labels, data, summary, footer}}}}``.
+``data`` holds equal-length columns (``timestamp`` in s since closure, ``chamber_p`` kPa,
+``chamber_t`` degC, ``h2o`` mmol mol-1, and dry mole fractions ``co2`` umol mol-1,
+``ch4`` and ``n2o`` nmol mol-1); ``labels`` names the columns the firmware used for time,
+pressure, temperature and water. ``footer`` carries P_o, T_o, W_o and one entry per gas in
+``fluxes`` (F_o, slope, a, C_x, C_o, t_o, r2, iter, n).
+
+Observations are numbered in file order: datasets, then labels, then reps. The firmware
+keeps samples with timestamp > DeadBand; its exponential falls back to the OLS slope with
+C_x pinned at 1e6 (rising) or 0 (falling), which this reader reports as model "linear".
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from chamberd.controller.errors import DataFileError
+
+from ._common import check_complete
+from .records import ChamberObservation, GasChannel, InstrumentFlux, ReadResult
+
+__all__ = ["read_li8200_json", "sniff_li8200"]
+
+_GASES = {
+    "co2": ("co2_dry_umol_mol", "umol/mol"),
+    "ch4": ("ch4_dry_nmol_mol", "nmol/mol"),
+    "n2o": ("n2o_dry_nmol_mol", "nmol/mol"),
+}
+_FALLBACK_CX = (1e6, 0.0)
+
+
+def sniff_li8200(head: bytes) -> bool:
+    """True when the first bytes look like Smart Chamber JSON."""
+    text = head.lstrip()
+    return text.startswith(b"{") and b"datasets" in head
+
+
+def _number(value: Any) -> float:
+    if isinstance(value, bool) or value is None:
+        return math.nan
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _column(data: Mapping[str, Any], key: str, where: str, path: str, index: int) -> np.ndarray:
+    values = data.get(key)
+    if not isinstance(values, list):
+        raise DataFileError(f"{where}: no data column {key!r}", path=path, observation=index)
+    return np.array([_number(v) for v in values], dtype=float)
+
+
+def _reference(entry: Mapping[str, Any]) -> InstrumentFlux | None:
+    n = _number(entry.get("n"))
+    if not n or not math.isfinite(n):
+        return None  # the firmware computed nothing (all-zero entry)
+    cx = _number(entry.get("C_x"))
+    t0 = _number(entry.get("t_o"))
+    fallback = cx in _FALLBACK_CX and t0 == 0
+    flux = _number(entry.get("F_o"))
+    return InstrumentFlux(
+        gas=str(entry.get("name", "")).lower(),
+        flux=flux,
+        model="linear" if fallback else "exponential",
+        lin_flux=flux if fallback else None,
+        lin_r2=None,  # in a fallback r2 belongs to the abandoned exponential, not the line
+        exp_flux=None if fallback else flux,
+        exp_r2=None if fallback else _number(entry.get("r2")),
+        exp_a_per_s=_number(entry.get("a")),
+        exp_cx=cx,
+        exp_c0=_number(entry.get("C_o")),
+        exp_t0_s=t0,
+        iterations=int(_number(entry.get("iter")))
+        if math.isfinite(_number(entry.get("iter")))
+        else None,
+        max_iterations=None,
+        n_points=int(n),
+        slope_per_s=_number(entry.get("slope")),
+        raw={k: str(v) for k, v in entry.items()},
+    )
+
+
+def _build(rep: Any, where: str, path: str, index: int, label: str) -> ChamberObservation:
+    if not isinstance(rep, Mapping):
+        raise DataFileError(f"{where}: not an object", path=path, observation=index)
+    header = rep.get("header")
+    data = rep.get("data")
+    if not isinstance(header, Mapping) or not isinstance(data, Mapping):
+        raise DataFileError(f"{where}: missing 'header' or 'data'", path=path, observation=index)
+    labels = rep.get("labels") if isinstance(rep.get("labels"), Mapping) else {}
+    time_key = str(labels.get("etime", "timestamp"))
+    elapsed = _column(data, time_key, where, path, index)
+    cols: dict[str, np.ndarray] = {}
+    for name, key in (
+        ("pressure_kpa", str(labels.get("pressure", "chamber_p"))),
+        ("temperature_degc", str(labels.get("temperature", "chamber_t"))),
+        ("h2o_mmol_mol", str(labels.get("h2o", "h2o"))),
+    ):
+        cols[name] = _column(data, key, where, path, index)
+    for gas, (column, _unit) in _GASES.items():
+        if gas in data:
+            cols[column] = _column(data, gas, where, path, index)
+    lengths = {k: v.size for k, v in cols.items()}
+    if any(n != elapsed.size for n in lengths.values()):
+        detail = ", ".join(f"{k} {n}" for k, n in lengths.items())
+        raise DataFileError(
+            f"{where}: data columns differ in length ({time_key} {elapsed.size}, {detail})",
+            path=path,
+            observation=index,
+        )
+
+    volume = _number(header.get(str(labels.get("volume", "TotalVolume"))))
+    area = _number(header.get(str(labels.get("area", "Area"))))
+    dead_band = _number(header.get(str(labels.get("deadband", "DeadBand"))))
+    if not math.isfinite(dead_band) or dead_band < 0:
+        raise DataFileError(
+            f"{where}.header: dead band missing or negative", path=path, observation=index
+        )
+    for name, value in (("volume", volume), ("area", area)):
+        if not math.isfinite(value) or value <= 0:
+            raise DataFileError(
+                f"{where}.header: {name} missing or not positive", path=path, observation=index
+            )
+    finite = elapsed[np.isfinite(elapsed)]
+    if finite.size == 0:
+        raise DataFileError(f"{where}: no time stamps", path=path, observation=index)
+    end = float(finite.max())
+    check_complete(elapsed, None, path=path, index=index)
+
+    footer = rep.get("footer") if isinstance(rep.get("footer"), Mapping) else {}
+    references: dict[str, InstrumentFlux] = {}
+    warnings: list[str] = []
+    for entry in footer.get("fluxes", []) or []:
+        if not isinstance(entry, Mapping):
+            continue
+        ref = _reference(entry)
+        name = str(entry.get("name", "")).lower()
+        if ref is None:
+            warnings.append(f"{where}: the instrument reported no {name} flux (empty footer)")
+        elif name in _GASES:
+            references[name] = ref
+    gases = tuple(
+        GasChannel(
+            gas=gas,
+            column=column,
+            unit=unit,
+            dry=True,
+            dead_band_s=dead_band,
+            end_s=end,
+            window_start_exclusive=True,
+        )
+        for gas, (column, unit) in _GASES.items()
+        if column in cols
+    )
+    if not gases:
+        raise DataFileError(f"{where}: no co2, ch4 or n2o column", path=path, observation=index)
+    stamp = header.get("Date")
+    try:
+        start = dt.datetime.strptime(str(stamp), "%Y-%m-%d %H:%M:%S")  # noqa: DTZ007
+    except ValueError:
+        start = None
+        warnings.append(f"{where}.header: unreadable Date {stamp!r}")
+    offset = _number(header.get("Offset"))
+    return ChamberObservation(
+        source_file=path,
+        index=index,
+        instrument="LI-8200",
+        port=None,
+        label=label,
+        start_time=start,
+        closed_time=start,
+        time_zone=str(header["TimeZone"]) if header.get("TimeZone") else None,
+        volume_cm3=volume,
+        area_cm2=area,
+        offset_cm=offset if math.isfinite(offset) else None,
+        obs_length_s=end,
+        elapsed_s=elapsed,
+        columns=cols,
+        gases=gases,
+        reference=references,
+        has_footer=bool(references),
+        header={k: str(v) for k, v in header.items()},
+        warnings=tuple(warnings),
+    )
+
+
+def read_li8200_json(path: str | os.PathLike[str]) -> ReadResult:
+    """Read every rep of an LI-8200 Smart Chamber JSON file.
+
+    Parameters
+    ----------
+    path : path-like
+
+    Returns
+    -------
+    ReadResult
+        One observation per rep, numbered datasets, then labels, then reps.
+
+    Raises
+    ------
+    DataFileError
+        When the file cannot be read, is not JSON (with the line of the error), or has no
+        ``datasets`` list.
+    """
+    path_text = os.fspath(path)
+    try:
+        with open(path_text, "rb") as handle:
+            raw = handle.read()
+    except OSError as exc:
+        raise DataFileError(f"cannot read file: {exc.strerror or exc}", path=path_text) from exc
+    try:
+        doc = json.loads(raw.decode("utf-8", errors="replace"))
+    except json.JSONDecodeError as exc:
+        raise DataFileError(f"not valid JSON: {exc.msg}", path=path_text, line=exc.lineno) from None
+    datasets = doc.get("datasets") if isinstance(doc, Mapping) else None
+    if not isinstance(datasets, list):
+        raise DataFileError("no 'datasets' list: not a Smart Chamber file", path=path_text)
+    observations: list[ChamberObservation] = []
+    rejected: list[Exception] = []
+    index = 0
+    for d, dataset in enumerate(datasets):
+        if not isinstance(dataset, Mapping):
+            continue
+        for label, body in dataset.items():
+            reps = body.get("reps") if isinstance(body, Mapping) else None
+            if not isinstance(reps, Mapping):
+                continue
+            for rep_name, rep in reps.items():
+                index += 1
+                where = f"datasets[{d}].{label}.reps.{rep_name}"
+                try:
+                    observations.append(_build(rep, where, path_text, index, str(label)))
+                except DataFileError as exc:
+                    rejected.append(exc)
+    if index == 0:
+        raise DataFileError("no reps found in 'datasets'", path=path_text)
+    return ReadResult(path=path_text, observations=tuple(observations), rejected=tuple(rejected))
