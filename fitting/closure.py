@@ -53,6 +53,9 @@ class FitSettings:
     ----------
     initial_window_s : float
         P0, T0, W0 and C'0 are intercepts of lines over 0 <= elapsed <= this [s].
+    initial_window_end_exclusive : bool
+        Use 0 <= elapsed < initial_window_s instead (LI-8100A firmware: the first ten
+        samples at 1 Hz).
     exp_form : str
         ``"fixed_c0"`` (LI-COR: slope where the curve passes C'0) or ``"free_c0"`` (slope
         at ``exp_t0_s``).
@@ -67,6 +70,7 @@ class FitSettings:
     """
 
     initial_window_s: float = 10.0
+    initial_window_end_exclusive: bool = False
     exp_form: str = "fixed_c0"
     exp_t0_s: float = 0.0
     a_bounds_per_s: tuple[float, float] = DEFAULT_A_BOUNDS_PER_S
@@ -123,14 +127,19 @@ class ClosureFit:
         return fit.r_squared
 
 
-def _initial(value: float | ArrayLike, t: np.ndarray, window_s: float, name: str) -> float:
+def _initial(value: float | ArrayLike, t: np.ndarray, settings: FitSettings, name: str) -> float:
     arr = np.asarray(value, dtype=float)
     if arr.ndim == 0:
         result = float(arr)
     else:
         if arr.shape != t.shape:
             raise ValueError(f"{name} has {arr.size} samples, elapsed_s has {t.size}")
-        result = intercept_at_start(t, arr, window_s=window_s)
+        result = intercept_at_start(
+            t,
+            arr,
+            window_s=settings.initial_window_s,
+            end_exclusive=settings.initial_window_end_exclusive,
+        )
     if not math.isfinite(result):
         raise ValueError(f"{name}: initial value is not finite")
     return result
@@ -203,11 +212,10 @@ def fit_closure(
     else:
         w = np.asarray(h2o_mmol_mol, dtype=float)
         c_dry = wet_to_dry(c, w if w.ndim == 0 else w.ravel())
-    window_s = settings.initial_window_s
-    p0 = _initial(pressure_kpa, t, window_s, "pressure_kpa")
-    t0 = _initial(temperature_degc, t, window_s, "temperature_degc")
-    w0 = _initial(h2o_mmol_mol, t, window_s, "h2o_mmol_mol")
-    c0 = intercept_at_start(t, c_dry, window_s=window_s)
+    p0 = _initial(pressure_kpa, t, settings, "pressure_kpa")
+    t0 = _initial(temperature_degc, t, settings, "temperature_degc")
+    w0 = _initial(h2o_mmol_mol, t, settings, "h2o_mmol_mol")
+    c0 = _initial(c_dry, t, settings, "mole_fraction")
     air = dry_air_mol_m2(
         volume_cm3=volume_cm3,
         area_cm2=area_cm2,

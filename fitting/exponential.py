@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import ArrayLike
-from scipy.optimize import brentq
+from scipy.optimize import brentq, minimize_scalar
 
 from . import _vp
 from .linear import _clean, _nrmse
@@ -128,41 +128,55 @@ def _failed(form: str, n: int, t0_s: float, message: str) -> ExponentialFit:
 
 
 def minimise_single(
-    tau: np.ndarray, yc: np.ndarray, a_bounds: tuple[float, float], grid_points: int
+    prob: _vp.Problem, a_bounds: tuple[float, float], grid_points: int
 ) -> tuple[float, str | None, int]:
     """Curvature minimising the profiled RSS of one closure: (a, at_bound, evaluations).
 
-    Grid search over ln a, then Brent's root finder on dR/du in the bracketing grid cell.
+    Grid search over u = ln a; then, in the grid cells around the best grid point, Brent's
+    root finder on dR/du (or a bounded scalar minimisation of R when dR/du does not change
+    sign across the cells). An optimum on the first or last grid point whose derivative
+    points outwards is reported at that bound.
     """
     a_grid = _vp.default_grid(a_bounds[0], a_bounds[1], grid_points)
-    w = np.ones((1, tau.size))
-    y2 = yc[None, :]
-    rss = _vp.grid_rss(a_grid, tau, y2, w)[0]
-    k = int(np.argmin(rss))
     u_grid = np.log(a_grid)
+    rss = _vp.grid_rss(a_grid, prob)[0]
+    k = int(np.argmin(rss))
+    last = a_grid.size - 1
     calls = 0
 
-    def grad(u: float) -> float:
+    def ev(u: float) -> _vp.Evaluation:
         nonlocal calls
         calls += 1
-        return float(_vp.evaluate(np.array([math.exp(u)]), tau[None, :], y2, w).grad_u[0])
+        return _vp.evaluate(np.array([math.exp(u)]), prob)
 
-    g_k = grad(u_grid[k])
-    if g_k == 0.0:
-        return float(a_grid[k]), None, calls
-    if g_k > 0:
-        if k == 0:
+    def grad(u: float) -> float:
+        return float(ev(u).grad_u[0])
+
+    if k == 0:
+        g_lo = grad(u_grid[0])
+        if g_lo >= 0:
             return float(a_grid[0]), "a_min", calls
-        lo, hi = u_grid[k - 1], u_grid[k]
-        if grad(lo) > 0:  # flat or noisy profile: keep the grid point
-            return float(a_grid[k]), None, calls
+        lo, hi = u_grid[0], u_grid[1]
+        g_hi = grad(hi)
+    elif k == last:
+        g_hi = grad(u_grid[last])
+        if g_hi <= 0:
+            return float(a_grid[last]), "a_max", calls
+        lo, hi = u_grid[last - 1], u_grid[last]
+        g_lo = grad(lo)
     else:
-        if k == a_grid.size - 1:
-            return float(a_grid[-1]), "a_max", calls
-        lo, hi = u_grid[k], u_grid[k + 1]
-        if grad(hi) < 0:
-            return float(a_grid[k]), None, calls
-    u = brentq(grad, lo, hi, xtol=1e-14, rtol=4 * np.finfo(float).eps, maxiter=200)
+        lo, hi = u_grid[k - 1], u_grid[k + 1]
+        g_lo, g_hi = grad(lo), grad(hi)
+    if g_lo < 0 < g_hi:
+        u = brentq(grad, lo, hi, xtol=1e-14, rtol=4 * np.finfo(float).eps, maxiter=200)
+    else:  # several extrema in the cells: minimise R itself
+        found = minimize_scalar(
+            lambda x: float(ev(x).rss[0]),
+            bounds=(lo, hi),
+            method="bounded",
+            options={"xatol": 1e-12},
+        )
+        u = float(found.x)
     return math.exp(u), None, calls
 
 
@@ -327,9 +341,9 @@ def fit_exponential(
     ref_time = float(t.min())
     tau = t - ref_time
     y_mean = float(y.mean())
-    yc = y - y_mean
-    a, at_bound, calls = minimise_single(tau, yc, (lo, hi), GRID_POINTS)
-    ev = _vp.evaluate(np.array([a]), tau[None, :], yc[None, :], np.ones((1, t.size)))
+    prob = _vp.Problem.from_arrays(tau[None, :], y[None, :], np.ones((1, t.size)))
+    a, at_bound, calls = minimise_single(prob, (lo, hi), GRID_POINTS)
+    ev = _vp.evaluate(np.array([a]), prob)
     return finish(
         label,
         t,

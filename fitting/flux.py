@@ -103,7 +103,7 @@ def dry_air_mol_m2(
     --------
     >>> round(dry_air_mol_m2(volume_cm3=5020.1, area_cm2=317.8, pressure_kpa=99.1,
     ...                      temperature_degc=11.78, h2o_mmol_mol=9.636), 4)
-    6.5599
+    6.5445
     """
     if not volume_cm3 > 0:
         raise ValueError(f"volume_cm3 must be > 0, got {volume_cm3}")

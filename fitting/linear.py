@@ -261,12 +261,19 @@ def fit_quadratic(
     )
 
 
-def intercept_at_start(elapsed_s: ArrayLike, values: ArrayLike, *, window_s: float = 10.0) -> float:
+def intercept_at_start(
+    elapsed_s: ArrayLike,
+    values: ArrayLike,
+    *,
+    window_s: float = 10.0,
+    end_exclusive: bool = False,
+) -> float:
     """Value at elapsed 0 from a line over the first ``window_s`` seconds of the closure.
 
     This is how LI-COR firmware takes the initial pressure, temperature, water vapour and
     mole fraction (P0, T0, W0, C'0): the intercept of an ordinary least-squares line over
-    samples with 0 <= elapsed <= window_s.
+    samples with 0 <= elapsed <= window_s (LI-8200, LI-8250), or 0 <= elapsed < window_s
+    with ``end_exclusive`` (LI-8100A: its first ten 1 Hz samples).
 
     Parameters
     ----------
@@ -276,6 +283,8 @@ def intercept_at_start(elapsed_s: ArrayLike, values: ArrayLike, *, window_s: flo
         Any quantity, in its own unit.
     window_s : float
         Length of the start window [s].
+    end_exclusive : bool
+        Leave out a sample at exactly ``window_s``.
 
     Returns
     -------
@@ -293,7 +302,7 @@ def intercept_at_start(elapsed_s: ArrayLike, values: ArrayLike, *, window_s: flo
     10.0
     """
     t, y = _clean(elapsed_s, values)
-    keep = (t >= 0.0) & (t <= window_s)
+    keep = (t >= 0.0) & ((t < window_s) if end_exclusive else (t <= window_s))
     t, y = t[keep], y[keep]
     if t.size == 0:
         raise ValueError(f"no finite sample between elapsed 0 and {window_s:g} s")

@@ -12,7 +12,7 @@ import math
 import os
 import statistics
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from chamberd.controller.errors import DataFileError
@@ -104,7 +104,15 @@ def refit_observation(
         first seconds), naming file and observation.
     """
     chosen = settings if settings is not None else FitSettings()
-    return [_refit_gas(obs, gas, dead_band, chosen) for gas in obs.gases]
+    return [
+        _refit_gas(
+            obs,
+            gas,
+            dead_band,
+            replace(chosen, initial_window_end_exclusive=gas.initial_end_exclusive),
+        )
+        for gas in obs.gases
+    ]
 
 
 def _refit_gas(

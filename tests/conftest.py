@@ -31,9 +31,7 @@ REFERENCE_DATA = _find_reference_data()
 def reference_data() -> Path:
     """Path of shared/data; skips with a reason where absent, fails in CI."""
     if REFERENCE_DATA is None:
-        message = (
-            "reference data (shared/data) not found; set CHAMBERD_SHARED_DATA to its path"
-        )
+        message = "reference data (shared/data) not found; set CHAMBERD_SHARED_DATA to its path"
         if os.environ.get("CHAMBERD_REQUIRE_REFERENCE_DATA") == "1":
             pytest.fail(message)
         pytest.skip(message)

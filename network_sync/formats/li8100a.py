@@ -284,6 +284,7 @@ def _build(block: _Block, path: str, index: int) -> ChamberObservation:
         dry=False,
         dead_band_s=dead_band,
         end_s=obs_length,
+        initial_end_exclusive=True,  # the firmware's first ten samples, 0 <= Etime < 10
     )
     has_results = any(key in footer for key in ("CrvFitStatus", "Lin_Flux", "Exp_Flux"))
     reference = {"co2": _reference(footer)} if has_results else {}

@@ -53,6 +53,8 @@ class GasChannel:
     dead_band_s: float | None  # None where the file does not say (e.g. Compute Flux off)
     end_s: float  # last elapsed time of the instrument's fit window
     window_start_exclusive: bool = False
+    # the instrument's initial values use 0 <= t < 10 s (LI-8100A) rather than <= 10 s
+    initial_end_exclusive: bool = False
 
     @property
     def flux_unit(self) -> str:
