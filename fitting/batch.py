@@ -34,7 +34,7 @@ __all__ = [
 ]
 
 #: Codes of ``BatchExponential.at_bound``.
-AT_BOUND_CODES = {0: None, 1: "a_min", 2: "a_max"}
+AT_BOUND_CODES = {0: None, 1: "a_min", 2: "a_max", 3: "iteration_cap"}
 DEFAULT_CHUNK = 1024  # exponential: scratch arrays of ~1 MB each stay in cache
 LINEAR_CHUNK = 4096
 _TOL_U = 1e-12
@@ -186,7 +186,7 @@ class BatchExponential:
     """Per-closure exponential results, each an (N,) array.
 
     See :class:`~chamberd.fitting.ExponentialFit`; ``at_bound`` holds codes of
-    :data:`AT_BOUND_CODES` (0 interior, 1 lower bound, 2 upper bound).
+    :data:`AT_BOUND_CODES` (0 interior, 1 lower bound, 2 upper bound, 3 iteration cap).
     """
 
     slope_mf_s: np.ndarray
@@ -446,6 +446,7 @@ def _fit_chunk(
         u[active] = u_cur
     unconverged = np.zeros(n_rows, dtype=bool)
     unconverged[active] = True
+    bound[active] = 3  # the refinement hit its iteration cap
     return _derive(prob, ok, ref, y_mean, np.exp(u), state, bound, unconverged, iters, c0, t0_s)
 
 

@@ -35,6 +35,7 @@ FLAGS = {
     "exp_at_a_max": "exponential curvature at its upper bound",
     "exp_no_t0": "the exponential never passes through C'0",
     "exp_failed": "the exponential could not be fitted",
+    "exp_iteration_cap": "the exponential's curvature search hit its iteration cap",
     "low_r2": "R2 of the reported model below FitSettings.r2_min",
     "high_nrmse": "NRMSE of the reported model above FitSettings.nrmse_max",
     "below_mdf": "|flux| below the minimal detectable flux",
@@ -280,6 +281,8 @@ def fit_closure(
         flags.append("exp_degenerate")
     elif exponential.at_bound == "a_max":
         flags.append("exp_at_a_max")
+    elif exponential.at_bound == "iteration_cap":
+        flags.append("exp_iteration_cap")
     elif not math.isfinite(exponential.slope_mf_s) and exponential.n_points >= 4:
         flags.append("exp_failed" if math.isnan(exponential.a_per_s) else "exp_no_t0")
     elif exponential.n_points < 4:

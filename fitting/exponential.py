@@ -66,7 +66,8 @@ class ExponentialFit:
     converged : bool
         An interior optimum was found and the slope is defined.
     at_bound : str or None
-        ``"a_min"`` (degenerate: straight or upward-bending trace) or ``"a_max"``.
+        ``"a_min"`` (degenerate: straight or upward-bending trace), ``"a_max"``, or
+        ``"iteration_cap"`` (the refinement did not converge).
     iterations : int
         Function evaluations of the refinement after the grid.
     message : str
@@ -168,7 +169,11 @@ def minimise_single(
         lo, hi = u_grid[k - 1], u_grid[k + 1]
         g_lo, g_hi = grad(lo), grad(hi)
     if g_lo < 0 < g_hi:
-        u = brentq(grad, lo, hi, xtol=1e-14, rtol=4 * np.finfo(float).eps, maxiter=200)
+        try:
+            u = brentq(grad, lo, hi, xtol=1e-14, rtol=4 * np.finfo(float).eps, maxiter=200)
+        except RuntimeError:  # iteration cap: keep the better end of the bracket
+            u = lo if ev(lo).rss[0] <= ev(hi).rss[0] else hi
+            return math.exp(u), "iteration_cap", calls
     else:  # several extrema in the cells: minimise R itself
         found = minimize_scalar(
             lambda x: float(ev(x).rss[0]),
@@ -231,6 +236,8 @@ def finish(
         message = "curvature at its lower bound: the trace is straight or bends upwards"
     elif at_bound == "a_max":
         message = "curvature at its upper bound: the trace saturates within seconds"
+    elif at_bound == "iteration_cap":
+        message = "the curvature search hit its iteration cap"
     if c0_mf is not None:
         slope = q - a * (c0_mf - p)
         ratio = slope / q if q != 0 else math.nan

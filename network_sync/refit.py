@@ -164,7 +164,10 @@ def _refit_gas(
         "observation": obs.index,
         "port": obs.port,
         "label": obs.label,
-        "start_time": obs.start_time.isoformat() if obs.start_time else None,
+        # the chamber closed (elapsed 0): the start of the measurement, instrument clock
+        "start_time": (obs.closed_time or obs.start_time).isoformat()
+        if (obs.closed_time or obs.start_time)
+        else None,
         "time_zone": obs.time_zone,
         "gas": gas.gas,
         "flux_unit": gas.flux_unit,
