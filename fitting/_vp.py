@@ -41,7 +41,7 @@ class Workspace:
     of a chunk.
     """
 
-    def __init__(self, rows: int, cols: int) -> None:
+    def __init__(self, rows: int, cols: int, series_terms: int = 0) -> None:
         self.x = np.empty((rows, cols))
         self.phi = np.empty((rows, cols))
         self.dphi = np.empty((rows, cols))
@@ -50,6 +50,7 @@ class Workspace:
         self.yc = np.empty((rows, cols))
         self.problem_tau = np.empty((rows, cols))  # the chunk's problem itself
         self.problem_yc = np.empty((rows, cols))
+        self.series = np.empty((3, series_terms, rows)) if series_terms else None
 
     def fits(self, shape: tuple[int, ...]) -> bool:
         return len(shape) == 2 and shape[0] <= self.x.shape[0] and shape[1] == self.x.shape[1]
@@ -312,6 +313,32 @@ def evaluate(
     sdy = _dot(dphi, yc)
     zero = np.zeros_like(n)
     p, q, rss = solve_pq(n, zero, prob.syy, sf, sff, sfy)
+    second_sums = None
+    if second:
+        second_sums = (d2phi.sum(axis=1), _dot(d2phi, phi), _dot(d2phi, yc), _dot(d2phi, dphi))
+    return finish_evaluation(a, n, p, q, rss, sf, sff, sfy, sd, sdd, sdf, sdy, second_sums)
+
+
+def finish_evaluation(
+    a: np.ndarray,
+    n: np.ndarray,
+    p: np.ndarray,
+    q: np.ndarray,
+    rss: np.ndarray,
+    sf: np.ndarray,
+    sff: np.ndarray,
+    sfy: np.ndarray,
+    sd: np.ndarray,
+    sdd: np.ndarray,
+    sdf: np.ndarray,
+    sdy: np.ndarray,
+    second_sums: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None,
+) -> Evaluation:
+    """Derivatives of the profiled RSS from the sums (shared by every way of summing).
+
+    ``second_sums`` = (sum d2phi, sum d2phi phi, sum d2phi y, sum d2phi dphi) adds the exact
+    second derivative and d(p, q)/da.
+    """
     # sum(r dphi) with r = yc - p - q phi; dR/da = -2 q sum(r dphi)
     rd = sdy - p * sd - q * sdf
     grad_a = -2.0 * q * rd
@@ -324,11 +351,8 @@ def evaluate(
         perp = np.maximum(cdd - cdf * cdf / cff, 0.0)
     hess_a = 2.0 * q * q * perp
     extra: dict[str, np.ndarray] = {}
-    if second:
-        s2 = d2phi.sum(axis=1)
-        s2f = _dot(d2phi, phi)
-        s2y = _dot(d2phi, yc)
-        s2d = _dot(d2phi, dphi)
+    if second_sums is not None:
+        s2, s2f, s2y, s2d = second_sums
         with np.errstate(divide="ignore", invalid="ignore"):
             # (Phi^T Phi) theta_a = Phi'^T r - Phi^T Phi' theta
             rhs0 = -q * sd

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import ArrayLike
 
-from . import _vp
+from . import _series, _vp
 from .exponential import DEFAULT_A_BOUNDS_PER_S, GRID_POINTS
 
 __all__ = [
@@ -35,7 +35,7 @@ __all__ = [
 
 #: Codes of ``BatchExponential.at_bound``.
 AT_BOUND_CODES = {0: None, 1: "a_min", 2: "a_max", 3: "iteration_cap"}
-DEFAULT_CHUNK = 1024  # exponential: scratch arrays of ~1 MB each stay in cache
+DEFAULT_CHUNK = 4096  # exponential: large enough to amortise numpy's per-call overhead
 LINEAR_CHUNK = 4096
 _TOL_U = 1e-12
 _MAX_ITER = 60
@@ -269,7 +269,7 @@ def fit_exponential_batch(
 
     def run(sl: slice) -> None:
         if not hasattr(local, "work"):  # one set of scratch arrays per thread
-            local.work = _vp.Workspace(chunk, y.shape[1])
+            local.work = _vp.Workspace(chunk, y.shape[1], _series.TERMS)
         res = _fit_chunk(
             t if t.ndim == 1 else t[sl],
             y[sl],
@@ -359,8 +359,16 @@ def _fit_chunk(
     ref = np.where(ok, tmin, 0.0)
     prob, y_mean = _vp.Problem.from_window(t, ref, y, inside, work)
 
-    # 1. grid: one set of matrix products for a shared time axis
-    if t.ndim == 1:
+    # 1. grid: matrix products for a shared time axis (power series where they hold)
+    series = _series_problem(t, inside, prob, work)
+    if series is not None:
+        small = a_grid * series.span <= _series.X_MAX
+        rss = np.empty((n_rows, a_grid.size))
+        rss[:, small] = _series.grid_rss(a_grid[small], series)
+        if (~small).any():
+            assert basis is not None
+            rss[:, ~small] = _vp.grid_rss_shared(a_grid, t, inside, prob, basis[:, ~small])
+    elif t.ndim == 1:
         rss = _vp.grid_rss_shared(a_grid, t, inside, prob, basis)
     else:
         rss = _vp.grid_rss(a_grid, prob)
@@ -395,25 +403,78 @@ def _fit_chunk(
         )
 
     # 3. safeguarded Newton steps on g(u) = dR/du inside [lo, hi], with the exact second
-    #    derivative of the profiled RSS (Gauss-Newton or bisection where it is not positive)
+    #    derivative of the profiled RSS (Gauss-Newton or bisection where it is not positive).
+    #    Closures sharing one contiguous window are summed as power series in a (no pass
+    #    over the samples) while a * span stays in the series' range; the others are summed
+    #    sample by sample.
     u = np.where(bound == 1, u_grid[0], np.where(bound == 2, u_grid[last], u_start))
-    active = np.flatnonzero(ok & (bound == 0))
-    # rows still iterating; `pos` maps them into `sub`
-    if active.size >= 0.8 * n_rows:  # evaluate the whole chunk rather than copy most of it
-        sub, pos = prob, active.copy()
+    active = ok & (bound == 0)
+    if series is not None:
+        in_range = np.exp(hi) * series.span <= _series.X_MAX
+        rows_s = np.flatnonzero(active & in_range)
+        rows_e = np.flatnonzero(active & ~in_range)
     else:
-        sub, pos = prob.rows(active, into=work), np.arange(active.size)
+        rows_s, rows_e = np.empty(0, dtype=int), np.flatnonzero(active)
+    stuck = []
+    if rows_s.size:
+        assert series is not None
+        sp = series
+
+        a_all = np.full(n_rows, a_grid[0])
+
+        def by_series(rows: np.ndarray, a: np.ndarray) -> _vp.Evaluation:
+            # evaluating every row is cheaper than copying the coefficients of a subset
+            a_all[rows] = a
+            ev = _series.evaluate(a_all, sp)
+            return ev if rows.size == n_rows else _vp.take_rows(ev, rows)
+
+        stuck.append(_newton(rows_s, u, lo, hi, by_series, state, iters))
+    if rows_e.size:
+
+        def by_samples(rows: np.ndarray, a: np.ndarray) -> _vp.Evaluation:
+            sub = prob if rows.size == n_rows else prob.rows(rows, into=work)
+            return _vp.evaluate(a, sub, work, second=True)
+
+        stuck.append(_newton(rows_e, u, lo, hi, by_samples, state, iters))
+    unconverged = np.zeros(n_rows, dtype=bool)
+    for rows in stuck:
+        unconverged[rows] = True
+        bound[rows] = 3  # the refinement hit its iteration cap
+    return _derive(prob, ok, ref, y_mean, np.exp(u), state, bound, unconverged, iters, c0, t0_s)
+
+
+def _series_problem(
+    t: np.ndarray, inside: np.ndarray, prob: _vp.Problem, work: _vp.Workspace
+) -> _series.SeriesProblem | None:
+    """The chunk as a series problem when all closures share one contiguous window."""
+    if t.ndim != 1 or inside.shape[0] == 0 or not bool((inside == inside[0]).all()):
+        return None
+    cols = np.flatnonzero(inside[0])
+    if cols.size < 4 or cols[-1] - cols[0] + 1 != cols.size or not np.all(np.diff(t) > 0):
+        return None
+    window = slice(int(cols[0]), int(cols[-1]) + 1)
+    # one window on one axis: every closure's reference time is the window's first sample,
+    # so the first row's times are everyone's
+    return _series.prepare(prob.tau[0, window], prob.yc[:, window], prob.syy, work.series)
+
+
+def _newton(
+    rows: np.ndarray,
+    u: np.ndarray,
+    lo: np.ndarray,
+    hi: np.ndarray,
+    evaluate: Callable[[np.ndarray, np.ndarray], _vp.Evaluation],
+    state: _State,
+    iters: np.ndarray,
+) -> np.ndarray:
+    """Refine ``u`` (ln a) of ``rows`` in place; returns the rows that hit the cap."""
+    active = rows
     u_cur = u[active]
     lo_a, hi_a = lo[active], hi[active]
-    a_eval = np.full(sub.n.size, a_grid[0])
-    a_eval[pos] = np.exp(u_cur)
-    ev = _vp.evaluate(a_eval, sub, work, second=True)
-    ev = ev if pos.size == sub.n.size else _vp.take_rows(ev, pos)
+    ev = evaluate(active, np.exp(u_cur))
     iters[active] += 1
     state.store(active, ev)
     for _ in range(_MAX_ITER):
-        if active.size == 0:
-            break
         g_cur = ev.grad_u
         lo_a = np.where(g_cur < 0, u_cur, lo_a)
         hi_a = np.where(g_cur > 0, u_cur, hi_a)
@@ -427,27 +488,21 @@ def _fit_chunk(
         accept = exact & ~outside & (np.abs(step) <= _ACCEPT_U * scale) & (g_cur != 0)
         stop = (g_cur == 0) | (hi_a - lo_a <= _TOL_U * scale)
         if accept.any():  # the last Newton step is applied to first order, no new evaluation
-            rows_f = active[accept]
-            state.first_order(rows_f, u_cur[accept], u_new[accept])
-            u[rows_f] = u_new[accept]
+            done_rows = active[accept]
+            state.first_order(done_rows, u_cur[accept], u_new[accept])
+            u[done_rows] = u_new[accept]
         plain = stop & ~accept
         u[active[plain]] = u_cur[plain]
         keep = ~(accept | stop)
-        active, pos = active[keep], pos[keep]
+        active = active[keep]
         if active.size == 0:
-            break
+            return active
         u_cur, lo_a, hi_a = u_new[keep], lo_a[keep], hi_a[keep]
-        if active.size < sub.n.size:  # compact the rows still iterating
-            sub = sub.rows(pos, into=work)
-            pos = np.arange(active.size)
-        ev = _vp.evaluate(np.exp(u_cur), sub, work, second=True)
+        ev = evaluate(active, np.exp(u_cur))
         iters[active] += 1
         state.store(active, ev)
         u[active] = u_cur
-    unconverged = np.zeros(n_rows, dtype=bool)
-    unconverged[active] = True
-    bound[active] = 3  # the refinement hit its iteration cap
-    return _derive(prob, ok, ref, y_mean, np.exp(u), state, bound, unconverged, iters, c0, t0_s)
+    return active
 
 
 class _State:

@@ -99,3 +99,23 @@ def test_bad_shapes_raise():
         fit_exponential_batch(np.arange(3.0), np.arange(3.0))
     with pytest.raises(ValueError, match="samples"):
         fit_linear_batch(np.arange(4.0), np.zeros((2, 3)))
+
+
+@pytest.mark.parametrize("a", [1e-5, 1e-3, 1e-2, 2.5e-2])
+def test_power_series_sums_equal_the_sums_over_samples(a):
+    """The shared-window fast path sums the same quantities as the per-sample path."""
+    from chamberd.fitting import _series, _vp
+
+    t, y, _ = _closures(n=40, seed=12)
+    window = t >= 5
+    inside = np.broadcast_to(window, y.shape)
+    work = _vp.Workspace(y.shape[0], t.size)
+    prob, _ = _vp.Problem.from_window(t, np.full(y.shape[0], t[window][0]), y, inside, work)
+    series = _series.prepare(prob.tau[0, window], prob.yc[:, window], prob.syy)
+    assert a * series.span <= _series.X_MAX
+    by_samples = _vp.evaluate(np.full(y.shape[0], a), prob, work, second=True)
+    by_series = _series.evaluate(np.full(y.shape[0], a), series)
+    for name in ("p", "q", "rss", "grad_u", "curv_u", "sf", "sff", "sd", "sdf", "sdd", "dq_da"):
+        np.testing.assert_allclose(
+            getattr(by_series, name), getattr(by_samples, name), rtol=1e-8, err_msg=name
+        )
