@@ -16,6 +16,7 @@ from collections.abc import Callable
 
 from chamberd.controller.errors import DataFileError
 
+from ._common import read_bytes
 from .li8100a import read_81x, sniff_81x
 from .li8200 import read_li8200_json, sniff_li8200
 from .li8250 import read_82z, read_dense_summary, sniff_82z
@@ -60,12 +61,7 @@ def detect_format(path: str | os.PathLike[str]) -> str:
     DataFileError
         When the file cannot be opened or matches no known format.
     """
-    path_text = os.fspath(path)
-    try:
-        with open(path_text, "rb") as handle:
-            head = handle.read(4096)
-    except OSError as exc:
-        raise DataFileError(f"cannot read file: {exc.strerror or exc}", path=path_text) from exc
+    path_text, head = read_bytes(path, 4096)
     for name, (_reader, sniff) in FORMATS.items():
         if sniff(head):
             return name

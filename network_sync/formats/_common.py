@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
-from chamberd.controller.errors import TruncatedObservationError
+from chamberd.controller.errors import DataFileError, TruncatedObservationError
 
 # A trace counts as truncated when it ends more than this many sample intervals before the
 # observation length, or when consecutive samples are further apart than this many intervals.
 GAP_INTERVALS = 3.0
+
+
+def read_bytes(path: str | os.PathLike[str], limit: int = -1) -> tuple[str, bytes]:
+    """(path as text, the file's bytes, at most ``limit``); DataFileError when unreadable."""
+    path_text = os.fspath(path)
+    try:
+        with open(path_text, "rb") as handle:
+            return path_text, handle.read(limit)
+    except OSError as exc:
+        raise DataFileError(f"cannot read file: {exc.strerror or exc}", path=path_text) from exc
 
 
 def check_complete(

@@ -35,7 +35,7 @@ import numpy as np
 
 from chamberd.controller.errors import DataFileError
 
-from ._common import check_complete
+from ._common import check_complete, read_bytes
 from .records import Annotation, ChamberObservation, GasChannel, InstrumentFlux, ReadResult
 
 __all__ = ["read_81x", "sniff_81x"]
@@ -336,12 +336,7 @@ def read_81x(path: str | os.PathLike[str]) -> ReadResult:
     DataFileError
         When the file cannot be opened or is not an ``.81x`` file at all.
     """
-    path_text = os.fspath(path)
-    try:
-        with open(path_text, "rb") as handle:
-            raw = handle.read()
-    except OSError as exc:
-        raise DataFileError(f"cannot read file: {exc.strerror or exc}", path=path_text) from exc
+    path_text, raw = read_bytes(path)
     text = raw.decode("utf-8", errors="replace")
     lines = text.splitlines()
     observations: list[ChamberObservation] = []

@@ -25,7 +25,7 @@ import numpy as np
 
 from chamberd.controller.errors import DataFileError
 
-from ._common import check_complete
+from ._common import check_complete, read_bytes
 from .records import ChamberObservation, GasChannel, InstrumentFlux, ReadResult
 
 __all__ = ["read_li8200_json", "sniff_li8200"]
@@ -212,12 +212,7 @@ def read_li8200_json(path: str | os.PathLike[str]) -> ReadResult:
         When the file cannot be read, is not JSON (with the line of the error), or has no
         ``datasets`` list.
     """
-    path_text = os.fspath(path)
-    try:
-        with open(path_text, "rb") as handle:
-            raw = handle.read()
-    except OSError as exc:
-        raise DataFileError(f"cannot read file: {exc.strerror or exc}", path=path_text) from exc
+    path_text, raw = read_bytes(path)
     try:
         doc = json.loads(raw.decode("utf-8", errors="replace"))
     except json.JSONDecodeError as exc:

@@ -35,7 +35,7 @@ import numpy as np
 
 from chamberd.controller.errors import DataFileError
 
-from ._common import check_complete
+from ._common import check_complete, read_bytes
 from .records import ChamberObservation, GasChannel, InitialValues, InstrumentFlux, ReadResult
 
 __all__ = ["read_82z", "read_dense_summary", "sniff_82z"]
@@ -102,11 +102,8 @@ def read_dense_summary(path: str | os.PathLike[str]) -> SummaryTable:
     DataFileError
         When the file cannot be read or lacks DATE, TIME or PORT.
     """
-    path_text = os.fspath(path)
-    try:
-        text = Path(path_text).read_text(encoding="utf-8", errors="replace")
-    except OSError as exc:
-        raise DataFileError(f"cannot read file: {exc.strerror or exc}", path=path_text) from exc
+    path_text, raw = read_bytes(path)
+    text = raw.decode("utf-8", errors="replace")
     keys, rows = _three_row_csv(text, path_text, "dense summary")
     names = [k.split(":", 1)[1] for k in keys]
     for need in ("DATE", "TIME", "PORT"):
