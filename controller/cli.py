@@ -213,6 +213,78 @@ def demo_command() -> None:
         click.echo(line)
 
 
+def _example(name: str) -> Any:
+    return resources.files("chamberd.controller.examples") / name
+
+
+@cli.command("sim")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False),
+    help="Site configuration (default: the bundled simulated site).",
+)
+@click.option("--speed", type=float, help="Time speed-up factor (default: the config's).")
+@click.option("--seed", type=int, help="Random seed (default: the config's).")
+@click.option("--transport", type=click.Choice(["tcp", "pty"]), help="Analyser transport.")
+@click.option("--json", "as_json", is_flag=True, help="First line: one JSON object of endpoints.")
+def sim_command(
+    config_path: str | None,
+    speed: float | None,
+    seed: int | None,
+    transport: str | None,
+    as_json: bool,
+) -> None:
+    """Start the simulated site's hardware on 127.0.0.1 and serve until SIGTERM.
+
+    Analysers speak their serial protocols over TCP (socket://) or a pty, relays, switches
+    and soil probes are Modbus servers (TCP, or RTU frames over TCP); the printed addresses
+    are what a daemon's configuration, or a Modbus tool, should use.
+
+    Example: chamberd sim --config site.toml --json
+    """
+    import json
+    import signal
+    import threading
+
+    from chamberd.controller.clock import ScaledClock
+    from chamberd.controller.config import load_config
+    from chamberd.controller.sim import SimulatedSite, start_hardware
+
+    with resources.as_file(_example("sim-site.toml")) as default:
+        cfg = load_config(config_path or default)
+    clock = ScaledClock(speed=speed or cfg.sim.speed)
+    site = SimulatedSite(cfg, clock, seed=seed)
+    stop = threading.Event()
+    previous = {
+        sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)
+    }
+    hardware = start_hardware(cfg, clock, site=site, transport=transport)
+    try:
+        endpoints = hardware.endpoints()
+        if as_json:
+            click.echo(json.dumps(endpoints))
+        else:
+            click.echo(
+                f"simulated site {cfg.site.id!r} at {clock.speed:g}x speed, seed {site.seed}"
+            )
+            for a in endpoints["analysers"]:
+                click.echo(f"  analyser {a['id']:<10} {a['protocol']:<7} {a['url']}")
+            for m in endpoints["modbus"]:
+                click.echo(
+                    f"  modbus   {m['id']:<10} {m['framing']:<7} {m['host']}:{m['port']} "
+                    f"device {m['device_id']}"
+                )
+            click.echo("serving until SIGTERM or Ctrl-C")
+        sys.stdout.flush()
+        while not stop.wait(0.2):
+            pass
+    finally:
+        hardware.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``chamberd`` console script."""
     try:

@@ -74,3 +74,30 @@ def test_every_command_is_documented():
 def test_every_command_has_a_summary_and_an_example():
     for name, command in cli.commands.items():
         assert command.help and "Example:" in command.help, name
+
+
+def test_every_package_folder_is_installed():
+    import tomllib
+
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    listed = set(config["tool"]["setuptools"]["packages"])
+    roots = config["tool"]["setuptools"]["package-dir"]
+    for package, folder in roots.items():
+        for path in (ROOT / folder).rglob("*.py"):
+            if "__pycache__" in path.parts:
+                continue
+            relative = path.parent.relative_to(ROOT / folder)
+            name = ".".join([package, *relative.parts]) if relative.parts else package
+            assert name in listed, f"{path} is not in [tool.setuptools] packages"
+
+
+def test_pymodbus_and_pyserial_each_live_in_one_module():
+    where: dict[str, set[str]] = {"pymodbus": set(), "serial": set()}
+    for folder in ("controller", "fitting", "network_sync", "calibration"):
+        for path in (ROOT / folder).rglob("*.py"):
+            for name in _imports(path):
+                top = name.split(".")[0]
+                if top in where:
+                    where[top].add(str(path.relative_to(ROOT)))
+    assert where["pymodbus"] == {"controller/hardware/modbus.py"}
+    assert where["serial"] == {"controller/hardware/serial_link.py"}

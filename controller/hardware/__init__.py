@@ -1,0 +1,114 @@
+"""The hardware boundary: ports, drivers, and the registry that picks them.
+
+Backends are chosen by a string (python-can's ``BACKENDS`` idea): an analyser's
+``protocol`` (``li820``, ``li830``, ``li840a``, ``li850``, ``gmp343``, or ``memory``), and for
+lids, valves, pump and aux sensors ``modbus`` (the configured Modbus lines) or ``memory``.
+The ``memory`` backends need a :class:`~chamberd.controller.sim.site.SimulatedSite`; the
+wire-level simulator is reached by the real drivers themselves (see
+:func:`chamberd.controller.sim.start_hardware`).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from chamberd.controller.clock import Clock
+from chamberd.controller.config import AnalyserConfig, SiteConfig
+from chamberd.controller.errors import ConfigError
+
+from .ports import (
+    AnalyserInfo,
+    AnalyserReading,
+    AuxReading,
+    AuxSensors,
+    ChamberActuators,
+    GasAnalyser,
+    LidState,
+)
+
+if TYPE_CHECKING:
+    from chamberd.controller.sim.site import SimulatedSite
+
+__all__ = [
+    "ANALYSER_BACKENDS",
+    "AnalyserInfo",
+    "AnalyserReading",
+    "AuxReading",
+    "AuxSensors",
+    "ChamberActuators",
+    "GasAnalyser",
+    "LidState",
+    "make_actuators",
+    "make_analyser",
+    "make_aux_sensors",
+]
+
+ANALYSER_BACKENDS = ("li820", "li830", "li840a", "li850", "gmp343", "memory")
+
+
+def make_analyser(
+    cfg: AnalyserConfig, *, clock: Clock, site: SimulatedSite | None = None
+) -> GasAnalyser:
+    """The driver for one configured analyser (not yet configured; call ``configure``)."""
+    if cfg.protocol == "memory":
+        if site is None:
+            raise ConfigError(f"analysers.{cfg.id}: protocol 'memory' needs a simulated site")
+        from .memory import MemoryAnalyser
+
+        return MemoryAnalyser(site, cfg.id, clock=clock)
+    from .serial_link import SerialLink
+
+    if cfg.protocol == "gmp343":
+        from .gmp343 import BAUDRATE, GMP343Analyser
+
+        link = SerialLink(
+            cfg.port,
+            baudrate=cfg.baudrate or BAUDRATE,
+            eol=b"\r",
+            name=f"GMP343 {cfg.id}",
+            clock=clock,
+        )
+        return GMP343Analyser(link, clock=clock)
+    from .li8x0 import BAUDRATE as LI_BAUDRATE
+    from .li8x0 import LI8x0Analyser
+
+    link = SerialLink(
+        cfg.port,
+        baudrate=cfg.baudrate or LI_BAUDRATE,
+        eol=b"\n",
+        name=f"{cfg.protocol.upper()} {cfg.id}",
+        clock=clock,
+    )
+    return LI8x0Analyser(link, model=cfg.protocol, clock=clock)
+
+
+def make_actuators(
+    cfg: SiteConfig, *, clock: Clock, backend: str = "modbus", site: SimulatedSite | None = None
+) -> ChamberActuators:
+    if backend == "memory":
+        if site is None:
+            raise ConfigError("actuators: backend 'memory' needs a simulated site")
+        from .memory import MemoryActuators
+
+        return MemoryActuators(site)
+    if backend != "modbus":
+        raise ConfigError(f"actuators: unknown backend {backend!r} (modbus or memory)")
+    from .modbus import ModbusActuators, make_links
+
+    return ModbusActuators(cfg, make_links(cfg, clock), clock=clock)
+
+
+def make_aux_sensors(
+    cfg: SiteConfig, *, clock: Clock, backend: str = "modbus", site: SimulatedSite | None = None
+) -> AuxSensors:
+    if backend == "memory":
+        if site is None:
+            raise ConfigError("aux sensors: backend 'memory' needs a simulated site")
+        from .memory import MemoryAuxSensors
+
+        return MemoryAuxSensors(site, clock=clock)
+    if backend != "modbus":
+        raise ConfigError(f"aux sensors: unknown backend {backend!r} (modbus or memory)")
+    from .modbus import ModbusAuxSensors, make_links
+
+    return ModbusAuxSensors(cfg, make_links(cfg, clock), clock=clock)

@@ -1,0 +1,157 @@
+"""Vaisala GMP343 CO2 probe: ASCII commands over RS-232/RS-485 (19200 8N1).
+
+Commands end with CR; the probe answers, echoing the command unless ``echo off``, and shows
+a ``>`` prompt when it is ready for the next one. The driver stops the output (``S``),
+turns echo off, sets the interval (``INTV 1 s``) and a plain output form
+(``FORM CO2 #r #n``: one number per line), and starts continuous output (``R``). Real probes
+sometimes miss a command, so each is resent once when no prompt comes in time.
+
+Data lines are parsed leniently: ``452.3``, ``CO2= 452 ppm`` and ``452.3 (ppm)`` all give
+452.3 umol mol-1 (the GMP343 reports moist-air CO2 without H2O).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+
+from chamberd.controller.clock import Clock
+from chamberd.controller.errors import HardwareTimeoutError, ProtocolError
+
+from .ports import AnalyserInfo, AnalyserReading
+from .serial_link import SerialLink
+
+__all__ = ["BAUDRATE", "GMP343Analyser", "parse_data_line"]
+
+log = logging.getLogger(__name__)
+
+BAUDRATE = 19200
+_NUMBER = re.compile(r"[-+]?\d+(?:\.\d*)?(?:[eE][-+]?\d+)?")
+SETUP = ("S", "ECHO OFF", "SMODE STOP", "INTV {interval} s", "FORM CO2 #r #n", "R")
+
+
+def parse_data_line(line: str) -> float:
+    """CO2 [umol mol-1] from one output line of the probe.
+
+    >>> parse_data_line("CO2= 452 ppm"), parse_data_line(" 431.7")
+    (452.0, 431.7)
+    """
+    text = line.strip()
+    if text.startswith(">"):
+        text = text[1:].strip()
+    if "=" in text:
+        name, _, text = text.partition("=")
+        if name.strip().upper() not in ("CO2", ""):
+            raise ProtocolError(f"not a CO2 line: {line[:80]!r}")
+    match = _NUMBER.search(text)
+    rest = text[match.end() :].strip().lower() if match else ""
+    if match is None or (rest and rest.strip("()") not in ("ppm", "")):
+        raise ProtocolError(f"not a GMP343 data line: {line[:80]!r}")
+    value = float(match.group())
+    if not math.isfinite(value):
+        raise ProtocolError(f"not a finite value: {line[:80]!r}")
+    return value
+
+
+class GMP343Analyser:
+    """Driver of a Vaisala GMP343 on a serial link (continuous output)."""
+
+    def __init__(self, link: SerialLink, *, clock: Clock, max_garbled: int = 10) -> None:
+        self.link = link
+        self.clock = clock
+        self.max_garbled = max_garbled
+        self.garbled = 0
+
+    def _command(self, command: str, timeout_s: float = 1.5, attempts: int = 2) -> list[str]:
+        """Send ``command`` and collect the lines up to the ``>`` prompt."""
+        for attempt in range(attempts):
+            self.link.write_line(command)
+            lines: list[str] = []
+            deadline = self.clock.monotonic() + timeout_s
+            while True:
+                remaining = deadline - self.clock.monotonic()
+                if remaining <= 0:
+                    break
+                try:
+                    line = self.link.read_line(remaining)
+                except HardwareTimeoutError:
+                    break
+                if line.startswith(">"):
+                    return lines
+                if line.strip().upper() == command.upper():
+                    continue  # the echo
+                lines.append(line)
+            log.info("%s: no prompt after %r (attempt %d)", self.link.name, command, attempt + 1)
+        raise HardwareTimeoutError(
+            f"{self.link.name} on {self.link.url}: no '>' prompt after {command!r} "
+            f"({attempts} attempts); last frames: {self.link.last_frames()}"
+        )
+
+    def identify(self) -> AnalyserInfo:
+        self._command("S")
+        lines = self._command("?")
+        model, firmware, serial_number = "GMP343", "", ""
+        for line in lines:
+            if line.upper().startswith("GMP343"):
+                _, _, firmware = line.partition("/")
+                firmware = firmware.strip()
+            key, sep, value = line.partition(":")
+            if sep and key.strip().lower() == "serial number":
+                serial_number = value.strip()
+        self.link.write_line("R")  # back to continuous output (no prompt follows)
+        return AnalyserInfo(model=model, serial=serial_number, firmware=firmware)
+
+    def configure(self, *, output_interval_s: float) -> None:
+        interval = max(1, round(output_interval_s))
+        for command in SETUP:
+            if command == "R":
+                self.link.write_line("R")  # continuous output follows instead of a prompt
+                continue
+            reply = self._command(command.format(interval=interval))
+            for line in reply:
+                if "error" in line.lower() or "unknown" in line.lower():
+                    raise ProtocolError(
+                        f"{self.link.name} on {self.link.url}: refused {command!r}: {line!r}"
+                    )
+
+    def read(self, timeout_s: float) -> AnalyserReading:
+        deadline = self.clock.monotonic() + timeout_s
+        while True:
+            remaining = deadline - self.clock.monotonic()
+            if remaining <= 0:
+                raise HardwareTimeoutError(
+                    f"{self.link.name} on {self.link.url}: no data within {timeout_s:g} s; "
+                    f"last frames: {self.link.last_frames()}"
+                )
+            try:
+                line = self.link.read_line(remaining)
+            except HardwareTimeoutError as exc:
+                raise HardwareTimeoutError(
+                    f"{self.link.name} on {self.link.url}: no data within {timeout_s:g} s; "
+                    f"last frames: {self.link.last_frames()}"
+                ) from exc
+            if line.startswith(">") and not line[1:].strip():
+                continue
+            try:
+                co2 = parse_data_line(line)
+            except ProtocolError as exc:
+                self.garbled += 1
+                log.warning("%s: skipped a garbled line (%s)", self.link.name, exc)
+                if self.garbled >= self.max_garbled:
+                    self.garbled = 0
+                    raise ProtocolError(
+                        f"{self.link.name} on {self.link.url}: {self.max_garbled} garbled lines "
+                        f"in a row; last frames: {self.link.last_frames()}"
+                    ) from exc
+                continue
+            self.garbled = 0
+            return AnalyserReading(
+                time=self.clock.now(), monotonic_s=self.clock.monotonic(), co2_umol_mol=co2
+            )
+
+    def discard_pending(self) -> None:
+        self.link.drain()
+
+    def close(self) -> None:
+        self.link.close()

@@ -1,0 +1,139 @@
+"""In-memory fakes of the ports, for pure logic tests and virtual-time runs.
+
+They act directly on a :class:`~chamberd.controller.sim.site.SimulatedSite` (the same
+physics the wire-level simulator serves), without sockets or threads, so a simulated day of
+cycles runs in seconds of wall time on a :class:`~chamberd.controller.clock.FakeClock`.
+Analyser faults that make sense without a wire (silence) are honoured.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+from chamberd.controller.clock import Clock
+from chamberd.controller.errors import HardwareError, HardwareTimeoutError
+
+from .ports import AnalyserInfo, AnalyserReading, AuxReading, LidState
+
+if TYPE_CHECKING:
+    from chamberd.controller.sim.site import SimulatedSite
+
+__all__ = ["MemoryActuators", "MemoryAnalyser", "MemoryAuxSensors"]
+
+
+class MemoryAnalyser:
+    """Readings computed from the site at each output tick of the clock."""
+
+    def __init__(self, site: SimulatedSite, analyser: str, *, clock: Clock) -> None:
+        self.site = site
+        self.analyser = analyser
+        self.clock = clock
+        self.interval_s = 1.0
+        self._next = math.nan
+        self.closed = False
+
+    def identify(self) -> AnalyserInfo:
+        return AnalyserInfo(model="memory", serial=f"MEM-{self.analyser}")
+
+    def configure(self, *, output_interval_s: float) -> None:
+        self.interval_s = output_interval_s
+        self._next = math.nan
+
+    def read(self, timeout_s: float) -> AnalyserReading:
+        if self.closed:
+            raise HardwareError(f"memory analyser {self.analyser}: closed")
+        now = self.clock.monotonic()
+        if math.isnan(self._next) or self._next < now - self.interval_s:
+            self._next = now  # (re)start the tick train
+        if self.analyser in self.site.faults.analyser_silent:
+            self.clock.sleep(timeout_s)
+            raise HardwareTimeoutError(
+                f"memory analyser {self.analyser}: no data within {timeout_s:g} s"
+            )
+        wait = self._next - now
+        if wait > timeout_s:
+            self.clock.sleep(timeout_s)
+            raise HardwareTimeoutError(
+                f"memory analyser {self.analyser}: no data within {timeout_s:g} s"
+            )
+        if wait > 0:
+            self.clock.sleep(wait)
+        self._next += self.interval_s
+        values = self.site.analyser_values(self.analyser)
+        return AnalyserReading(
+            time=self.clock.now(),
+            monotonic_s=self.clock.monotonic(),
+            co2_umol_mol=values["co2_umol_mol"],
+            h2o_mmol_mol=values["h2o_mmol_mol"],
+            cell_temperature_degc=values["cell_temperature_degc"],
+            cell_pressure_kpa=values["cell_pressure_kpa"],
+        )
+
+    def discard_pending(self) -> None:
+        self._next = math.nan  # the next reading is the next tick from now
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class MemoryActuators:
+    """Lid, valve and pump commands go straight to the site; switches read from it."""
+
+    def __init__(self, site: SimulatedSite) -> None:
+        self.site = site
+        self.chambers = {c.id: c for c in site.cfg.chambers}
+
+    def set_lid(self, chamber: str, closed: bool) -> None:
+        self.site.command_lid(chamber, closed)
+
+    def lid_state(self, chamber: str) -> LidState:
+        cfg = self.chambers[chamber]
+        closed = self.site.closed_switch(chamber) if cfg.closed_switch else None
+        opened = self.site.open_switch(chamber) if cfg.open_switch else None
+        if closed is None and opened is None:
+            return LidState.UNKNOWN
+        if closed:
+            return LidState.CLOSED
+        if opened or (opened is None and self.site.lid_position(chamber) <= 0.0):
+            return LidState.OPEN
+        return LidState.MOVING
+
+    def set_valve(self, chamber: str, open_: bool) -> None:
+        if self.chambers[chamber].valve is not None:
+            self.site.command_valve(chamber, open_)
+
+    def set_pump(self, on: bool) -> None:
+        self.site.command_pump(on)
+
+    def open_all(self) -> None:
+        for chamber in self.chambers:
+            self.site.command_lid(chamber, False)
+            self.set_valve(chamber, False)
+
+    def close(self) -> None:
+        pass
+
+
+class MemoryAuxSensors:
+    """The site's true auxiliary values, as the configured sensors would read them."""
+
+    def __init__(self, site: SimulatedSite, *, clock: Clock) -> None:
+        self.site = site
+        self.clock = clock
+
+    def read(self) -> tuple[AuxReading, ...]:
+        now = self.clock.now()
+        return tuple(
+            AuxReading(
+                sensor=a.id,
+                quantity=a.quantity,
+                chamber=a.chamber,
+                value=self.site.aux_value(a.quantity, a.chamber),
+                time=now,
+            )
+            for a in self.site.cfg.aux
+        )
+
+    def close(self) -> None:
+        pass

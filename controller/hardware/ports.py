@@ -1,0 +1,120 @@
+"""Ports: what the daemon needs of hardware, in domain terms and units.
+
+Coil numbers, register maps and wire frames never cross a port. Each port has three
+implementations, chosen by a string in the configuration (see
+:mod:`chamberd.controller.hardware`): the real driver, an in-memory fake for pure logic
+tests, and the real driver talking to the simulated site on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+__all__ = [
+    "AnalyserInfo",
+    "AnalyserReading",
+    "AuxReading",
+    "AuxSensors",
+    "ChamberActuators",
+    "GasAnalyser",
+    "LidState",
+]
+
+
+@dataclass(frozen=True)
+class AnalyserReading:
+    """One record of a gas analyser, stamped by the injected clock when it arrived.
+
+    Fields the instrument does not report are None. CO2 and H2O are mole fractions in
+    moist air, as the analysers report them.
+    """
+
+    time: dt.datetime  # UTC
+    monotonic_s: float
+    co2_umol_mol: float | None
+    h2o_mmol_mol: float | None = None
+    cell_temperature_degc: float | None = None
+    cell_pressure_kpa: float | None = None
+    ch4_nmol_mol: float | None = None
+    n2o_nmol_mol: float | None = None
+
+
+@dataclass(frozen=True)
+class AnalyserInfo:
+    model: str
+    serial: str = ""
+    firmware: str = ""
+
+
+@runtime_checkable
+class GasAnalyser(Protocol):
+    """A stream of readings at the configured output interval."""
+
+    def identify(self) -> AnalyserInfo: ...
+
+    def configure(self, *, output_interval_s: float) -> None:
+        """Set the output interval and the fields the driver needs; raises on a refusal."""
+        ...
+
+    def read(self, timeout_s: float) -> AnalyserReading:
+        """The next reading; :class:`HardwareTimeoutError` when none comes in time."""
+        ...
+
+    def discard_pending(self) -> None:
+        """Forget readings that arrived while nobody was reading (they would carry the
+        time they are read, not the time they were measured)."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class LidState(enum.Enum):
+    OPEN = "open"
+    CLOSED = "closed"
+    MOVING = "moving"  # neither end-switch made
+    UNKNOWN = "unknown"  # no end-switch configured, or both made
+
+
+@runtime_checkable
+class ChamberActuators(Protocol):
+    """Lids, valves and the pump of a site, addressed by chamber id."""
+
+    def set_lid(self, chamber: str, closed: bool) -> None: ...
+
+    def lid_state(self, chamber: str) -> LidState: ...
+
+    def set_valve(self, chamber: str, open_: bool) -> None:
+        """Route the analyser's flow through the chamber (no-op without a valve)."""
+        ...
+
+    def set_pump(self, on: bool) -> None: ...
+
+    def open_all(self) -> None:
+        """The safe state: every lid commanded open, every valve closed. Never raises for
+        one device's failure before trying the others; raises afterwards."""
+        ...
+
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class AuxReading:
+    """One auxiliary quantity: soil temperature, soil moisture, air temperature, pressure."""
+
+    sensor: str
+    quantity: str  # soil_temperature_degc | soil_moisture_pct | air_temperature_degc | pressure_kpa
+    chamber: str | None
+    value: float
+    time: dt.datetime
+
+
+@runtime_checkable
+class AuxSensors(Protocol):
+    def read(self) -> tuple[AuxReading, ...]:
+        """Every configured sensor once."""
+        ...
+
+    def close(self) -> None: ...

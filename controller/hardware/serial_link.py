@@ -1,0 +1,215 @@
+"""Line-oriented serial links: the only module of chamberd that imports pyserial.
+
+Every port is opened with ``serial.serial_for_url``, so ``/dev/serial/by-id/...``,
+``socket://host:port`` (serial device servers in the field), ``loop://`` and a pty's
+``/dev/pts/N`` take one code path. :class:`SerialLink` reads lines with a deadline (never
+blocking forever), keeps the last frames for error messages, traces every frame at DEBUG,
+and reopens a dropped port with exponential backoff. pyserial's exceptions are translated
+here into :class:`~chamberd.controller.errors.HardwareError`.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import logging
+import threading
+
+import serial
+
+from chamberd.controller.clock import Clock, SystemClock
+from chamberd.controller.errors import HardwareError, HardwareTimeoutError
+
+__all__ = ["SerialLink"]
+
+log = logging.getLogger(__name__)
+
+
+class SerialLink:
+    """A serial port that reads and writes whole lines.
+
+    Parameters
+    ----------
+    url : str
+        Device path or pyserial URL.
+    baudrate : int
+        Line speed (8N1).
+    eol : bytes
+        Line terminator written after commands (LI-COR wants LF; Vaisala CR).
+    name : str
+        Used in messages ("LI-850 on socket://127.0.0.1:40001").
+    clock : Clock
+        For deadlines and backoff.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        baudrate: int,
+        eol: bytes = b"\n",
+        name: str = "serial device",
+        clock: Clock | None = None,
+        max_line: int = 4096,
+        backoff_s: tuple[float, float] = (0.1, 5.0),
+    ) -> None:
+        self.url = url
+        self.baudrate = baudrate
+        self.eol = eol
+        self.name = name
+        self.clock = clock or SystemClock()
+        self.max_line = max_line
+        self.backoff_s = backoff_s
+        self.frames: collections.deque[str] = collections.deque(maxlen=8)
+        self._port: serial.SerialBase | None = None
+        self._buffer = bytearray()
+        self._lock = threading.RLock()
+        self._failures = 0
+        self._next_attempt = 0.0
+
+    # --- connection -----------------------------------------------------------------------
+
+    def _where(self) -> str:
+        return f"{self.name} on {self.url}"
+
+    def last_frames(self) -> str:
+        return " | ".join(self.frames) if self.frames else "(nothing exchanged)"
+
+    def _fail(self, message: str, cause: BaseException | None = None) -> HardwareError:
+        return HardwareError(f"{self._where()}: {message}; last frames: {self.last_frames()}")
+
+    def open(self) -> None:
+        """Open the port now; :class:`HardwareError` if it cannot be opened."""
+        with self._lock:
+            if self._port is not None:
+                return
+            try:
+                self._port = serial.serial_for_url(
+                    self.url, baudrate=self.baudrate, timeout=0.05, write_timeout=2.0
+                )
+            except (serial.SerialException, OSError, ValueError) as exc:
+                self._failures += 1
+                delay = min(self.backoff_s[0] * 2 ** (self._failures - 1), self.backoff_s[1])
+                self._next_attempt = self.clock.monotonic() + delay
+                raise self._fail(f"cannot open: {exc}") from exc
+            self._failures = 0
+            self._buffer.clear()
+            log.debug("%s: opened", self._where())
+
+    def close(self) -> None:
+        with self._lock:
+            port, self._port = self._port, None
+            self._buffer.clear()
+        if port is not None:
+            with contextlib.suppress(serial.SerialException, OSError):  # closing a dead port
+                port.close()
+
+    @property
+    def is_open(self) -> bool:
+        return self._port is not None
+
+    def _drop(self, exc: BaseException) -> None:
+        log.warning("%s: link lost (%s); will reopen", self._where(), exc)
+        self.close()
+        self._failures += 1
+        delay = min(self.backoff_s[0] * 2 ** (self._failures - 1), self.backoff_s[1])
+        self._next_attempt = self.clock.monotonic() + delay
+
+    def _ensure_open(self, deadline: float) -> bool:
+        """Try to (re)open before ``deadline``, respecting the backoff; True when open."""
+        while self._port is None:
+            now = self.clock.monotonic()
+            if now >= deadline:
+                return False
+            if now < self._next_attempt:
+                self.clock.sleep(min(self._next_attempt, deadline) - now)
+                continue
+            try:
+                self.open()
+            except HardwareError:
+                continue
+        return True
+
+    # --- I/O ------------------------------------------------------------------------------
+
+    def write_line(self, text: str) -> None:
+        """Write ``text`` and the line terminator; reopens a dropped port once."""
+        data = text.encode("ascii", errors="replace") + self.eol
+        with self._lock:
+            for attempt in range(2):
+                if not self._ensure_open(self.clock.monotonic() + 2.0):
+                    raise self._fail("port not available for writing")
+                assert self._port is not None
+                try:
+                    self._port.write(data)
+                    self._port.flush()
+                except (serial.SerialException, OSError) as exc:
+                    self._drop(exc)
+                    if attempt:
+                        raise self._fail(f"write failed: {exc}", exc) from exc
+                    continue
+                self.frames.append(f">{text!r}")
+                log.debug("%s > %r", self._where(), data)
+                return
+
+    def read_line(self, timeout_s: float) -> str:
+        """The next complete line (without its terminator), decoded as ASCII.
+
+        Raises
+        ------
+        HardwareTimeoutError
+            When no complete line arrives within ``timeout_s`` (reopening a dropped link
+            counts against it).
+        """
+        deadline = self.clock.monotonic() + timeout_s
+        with self._lock:
+            while True:
+                line = self._pop_line()
+                if line is not None:
+                    return line
+                if not self._ensure_open(deadline):
+                    raise HardwareTimeoutError(
+                        f"{self._where()}: no line within {timeout_s:g} s (port not open); "
+                        f"last frames: {self.last_frames()}"
+                    )
+                assert self._port is not None
+                try:
+                    chunk = self._port.read(max(1, self._port.in_waiting or 1))
+                except (serial.SerialException, OSError) as exc:
+                    self._drop(exc)
+                    continue
+                if chunk:
+                    self._buffer.extend(chunk)
+                    if len(self._buffer) > self.max_line and b"\n" not in self._buffer:
+                        junk = bytes(self._buffer[: self.max_line])
+                        del self._buffer[: self.max_line]
+                        self.frames.append(f"<overlong {junk[:40]!r}...")
+                elif self.clock.monotonic() >= deadline:
+                    raise HardwareTimeoutError(
+                        f"{self._where()}: no line within {timeout_s:g} s; "
+                        f"last frames: {self.last_frames()}"
+                    )
+
+    def _pop_line(self) -> str | None:
+        for terminator in (b"\n", b"\r"):
+            index = self._buffer.find(terminator)
+            if index >= 0:
+                raw = bytes(self._buffer[:index])
+                del self._buffer[: index + 1]
+                text = raw.decode("ascii", errors="replace").strip("\r\n\x00 ")
+                if not text:
+                    return self._pop_line()
+                self.frames.append(f"<{text[:120]!r}")
+                log.debug("%s < %r", self._where(), raw)
+                return text
+        return None
+
+    def drain(self) -> None:
+        """Forget buffered input (after a configuration command, before reading replies)."""
+        with self._lock:
+            self._buffer.clear()
+            if self._port is not None:
+                try:
+                    self._port.reset_input_buffer()
+                except (serial.SerialException, OSError) as exc:
+                    self._drop(exc)

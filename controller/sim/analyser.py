@@ -1,0 +1,338 @@
+"""Simulated gas analysers speaking the instruments' serial protocols over a pty or TCP.
+
+:class:`LI8x0Device` and :class:`GMP343Device` hold the protocol logic (what to answer to a
+command, what a data line looks like); :class:`AnalyserServer` carries one of them over a
+pseudo-terminal (a real tty for pyserial) or a TCP socket on 127.0.0.1, emitting data lines
+at the configured interval of the site's clock and applying the analyser faults of
+:class:`~chamberd.controller.sim.site.Faults`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import random
+import select
+import socket
+import threading
+import tty
+import xml.etree.ElementTree as ET
+from typing import Protocol
+
+from chamberd.controller.clock import Clock
+
+from .site import SimulatedSite
+
+__all__ = ["AnalyserServer", "GMP343Device", "LI8x0Device"]
+
+log = logging.getLogger(__name__)
+
+_LI_FIELDS = {
+    "co2": "co2_umol_mol",
+    "h2o": "h2o_mmol_mol",
+    "celltemp": "cell_temperature_degc",
+    "cellpres": "cell_pressure_kpa",
+}
+_LI_TOGGLES = set(_LI_FIELDS) | {"co2abs", "h2oabs", "h2odewpoint", "ivolt", "raw", "flowrate"}
+
+
+class Device(Protocol):
+    eol: bytes  # what ends a command from the host
+
+    @property
+    def interval_s(self) -> float | None: ...
+
+    def handle(self, line: str) -> list[str]: ...
+
+    def data_line(self) -> str: ...
+
+
+class LI8x0Device:
+    """An LI-820/830/840A/850: XML commands, ACKs, and a data record per interval."""
+
+    eol = b"\n"
+
+    def __init__(self, site: SimulatedSite, analyser: str, root: str = "li850") -> None:
+        self.site = site
+        self.analyser = analyser
+        self.root = root
+        self.outrate = 1.0
+        self.fields = {"co2", "h2o", "celltemp", "cellpres", "co2abs", "h2oabs", "ivolt"}
+        self.serial = f"SIM-{analyser}"
+
+    @property
+    def interval_s(self) -> float | None:
+        return self.outrate if self.outrate > 0 else None
+
+    def _ack(self, ok: bool) -> str:
+        return f"<{self.root}><ack>{'TRUE' if ok else 'FALSE'}</ack></{self.root}>"
+
+    def handle(self, line: str) -> list[str]:
+        text = line.strip()
+        if self.analyser in self.site.faults.analyser_nak:
+            return [self._ack(False)]
+        if text.lower() == f"<{self.root}>?</{self.root}>":
+            config = (
+                f"<{self.root}><ver>2.0.4</ver><serialnum>{self.serial}</serialnum>"
+                f"<cfg><outrate>{self.outrate:g}</outrate></cfg></{self.root}>"
+            )
+            return [config, self.data_line(), self._ack(True)]
+        try:
+            root = ET.fromstring(text)
+        except ET.ParseError:
+            return [self._ack(False)]
+        if root.tag.lower() != self.root:
+            return [self._ack(False)]
+        for element in root.iter():
+            tag = element.tag.lower()
+            if tag == "outrate":
+                try:
+                    self.outrate = max(0.0, float(element.text or ""))
+                except ValueError:
+                    return [self._ack(False)]
+            elif element is not root and tag in _LI_TOGGLES:
+                if (element.text or "").strip().lower() == "true":
+                    self.fields.add(tag)
+                else:
+                    self.fields.discard(tag)
+            elif tag == "data" and (element.text or "").strip() == "?":
+                return [self.data_line(), self._ack(True)]
+        return [self._ack(True)]
+
+    def data_line(self) -> str:
+        values = self.site.analyser_values(self.analyser)
+        parts = []
+        for tag, key in _LI_FIELDS.items():
+            if tag in self.fields:
+                parts.append(f"<{tag}>{values[key]:.4f}</{tag}>")
+        if "co2abs" in self.fields:
+            parts.append("<co2abs>0.0812</co2abs>")
+        return f"<{self.root}><data>{''.join(parts)}</data></{self.root}>"
+
+
+class GMP343Device:
+    """A Vaisala GMP343: echo, ``>`` prompts, R/S/SEND/INTV/FORM."""
+
+    eol = b"\r"
+
+    def __init__(self, site: SimulatedSite, analyser: str) -> None:
+        self.site = site
+        self.analyser = analyser
+        self.running = True
+        self.echo = True
+        self.interval = 2.0
+        self.form_plain = False
+
+    @property
+    def interval_s(self) -> float | None:
+        return self.interval if self.running else None
+
+    def handle(self, line: str) -> list[str]:
+        command = line.strip()
+        out = [command] if self.echo and command else []
+        words = command.upper().split()
+        if not words:
+            return [*out, ">"]
+        head = words[0]
+        if self.analyser in self.site.faults.analyser_nak:
+            return [*out, "Unknown command", ">"]
+        if head == "R":
+            self.running = True
+            return out  # output follows, no prompt
+        if head == "S":
+            self.running = False
+        elif head == "SEND":
+            out.append(self.data_line())
+        elif head == "ECHO" and len(words) > 1:
+            self.echo = words[1] == "ON"
+            out = [command] if self.echo else []
+        elif head == "SMODE":
+            pass
+        elif head == "INTV" and len(words) >= 2:
+            try:
+                value = float(words[1])
+            except ValueError:
+                return [*out, "Error: INTV needs a number", ">"]
+            unit = words[2] if len(words) > 2 else "S"
+            self.interval = value * {"S": 1, "MIN": 60, "H": 3600}.get(unit, 1)
+            out.append(f"Output intrv.  : {words[1]} {unit.lower()}")
+        elif head == "FORM":
+            self.form_plain = len(words) > 1 and words[1] != "/"
+        elif head == "?":
+            out += [
+                "GMP343 / 2.0.0",
+                f"Serial number   : SIM{abs(hash(self.analyser)) % 10**7:07d}",
+                "Batch number    : SIM",
+                f"Output interval : {self.interval:g} s",
+            ]
+        else:
+            return [*out, "Unknown command", ">"]
+        return [*out, ">"]
+
+    def data_line(self) -> str:
+        co2 = self.site.analyser_values(self.analyser)["co2_umol_mol"]
+        return f"{co2:.1f}" if self.form_plain else f"CO2= {co2:.0f} ppm"
+
+
+class AnalyserServer:
+    """Serves one simulated analyser over a pty (``transport="pty"``) or TCP on 127.0.0.1.
+
+    ``url`` is what a driver opens: the pty's slave device, or ``socket://127.0.0.1:PORT``.
+    """
+
+    def __init__(
+        self,
+        device: Device,
+        *,
+        site: SimulatedSite,
+        analyser: str,
+        clock: Clock,
+        transport: str = "tcp",
+    ) -> None:
+        if transport not in ("tcp", "pty"):
+            raise ValueError(f"transport must be 'tcp' or 'pty', got {transport!r}")
+        self.device = device
+        self.site = site
+        self.analyser = analyser
+        self.clock = clock
+        self.transport = transport
+        self.url = ""
+        self.lines_sent = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._listener: socket.socket | None = None
+        self._conn: socket.socket | None = None
+        self._master: int | None = None
+        self._slave: int | None = None
+        self._rng = random.Random(f"{site.seed}:{analyser}")
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    def start(self) -> str:
+        if self.transport == "pty":
+            self._master, self._slave = os.openpty()
+            tty.setraw(self._slave)
+            self.url = os.ttyname(self._slave)
+        else:
+            self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            self._listener.bind(("127.0.0.1", 0))
+            self._listener.listen(4)
+            self.url = f"socket://127.0.0.1:{self._listener.getsockname()[1]}"
+        self._thread = threading.Thread(target=self._run, name=f"sim-{self.analyser}", daemon=True)
+        self._thread.start()
+        return self.url
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+            self._thread = None
+        for closer in (self._conn, self._listener):
+            if closer is not None:
+                with contextlib.suppress(OSError):
+                    closer.close()
+        for fd in (self._master, self._slave):
+            if fd is not None:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        self._conn = self._listener = None
+        self._master = self._slave = None
+
+    # --- the loop -------------------------------------------------------------------------
+
+    def _send(self, text: str, terminate: bool = True) -> None:
+        data = text.encode("ascii", errors="replace") + (b"\r\n" if terminate else b"")
+        try:
+            if self._master is not None:
+                os.write(self._master, data)
+            elif self._conn is not None:
+                self._conn.sendall(data)
+        except OSError:
+            self._close_conn()
+
+    def _close_conn(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(OSError):
+                self._conn.close()
+            self._conn = None
+
+    def _emit(self) -> None:
+        faults = self.site.faults
+        if self.analyser in faults.analyser_silent:
+            return
+        if self.analyser in faults.analyser_garbage:
+            junk = bytes(self._rng.randrange(1, 256) for _ in range(self._rng.randrange(5, 40)))
+            self._send(junk.decode("latin-1"))
+            return
+        line = self.device.data_line()
+        if self.analyser in faults.analyser_truncated:
+            line = line[: self._rng.randrange(1, max(2, len(line) - 1))]
+        self._send(line)
+        self.lines_sent += 1
+
+    def _run(self) -> None:
+        buffer = b""
+        speed = float(getattr(self.clock, "speed", 1.0))
+        next_emit = self.clock.monotonic()
+        while not self._stop.is_set():
+            readable = []
+            if self._listener is not None:
+                if self.analyser in self.site.faults.link_down:
+                    self._close_conn()
+                readable.append(self._listener)
+                if self._conn is not None:
+                    readable.append(self._conn)
+            elif self._master is not None:
+                readable.append(self._master)
+            interval = self.device.interval_s
+            now = self.clock.monotonic()
+            wait = 0.05 if interval is None else min(0.05, max(0.0, (next_emit - now) / speed))
+            try:
+                ready, _, _ = select.select(readable, [], [], max(wait, 0.001))
+            except (OSError, ValueError):
+                if self._stop.is_set():
+                    break
+                continue
+            for source in ready:
+                if source is self._listener:
+                    conn, _ = self._listener.accept()
+                    if self.analyser in self.site.faults.link_down:
+                        conn.close()
+                        continue
+                    self._close_conn()
+                    self._conn = conn
+                    buffer = b""
+                    continue
+                try:
+                    chunk = (
+                        os.read(self._master, 4096) if source is self._master else source.recv(4096)
+                    )
+                except OSError:
+                    chunk = b""
+                if not chunk:
+                    if source is self._conn:
+                        self._close_conn()
+                    continue
+                buffer += chunk
+                while True:
+                    index = min(
+                        (i for i in (buffer.find(b"\n"), buffer.find(b"\r")) if i >= 0), default=-1
+                    )
+                    if index < 0:
+                        break
+                    line, buffer = buffer[:index], buffer[index + 1 :]
+                    text = line.decode("ascii", errors="replace").strip()
+                    if not text:
+                        continue
+                    for reply in self.device.handle(text):
+                        self._send(reply)
+            interval = self.device.interval_s
+            now = self.clock.monotonic()
+            if interval is None:
+                next_emit = now
+            elif now >= next_emit:
+                if self._conn is not None or self._master is not None:
+                    self._emit()
+                next_emit = max(next_emit + interval, now - interval)
