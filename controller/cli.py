@@ -189,30 +189,6 @@ def fit_command(
         raise SystemExit(3)
 
 
-@cli.command("demo")
-def demo_command() -> None:
-    """Refit the bundled LI-8100A example and print the flux table.
-
-    Until the site daemon exists this shows the fitting engine on real instrument data
-    (COSORE's SALT file, CC-BY-4.0) beside the instrument's own fluxes.
-
-    Example: chamberd demo
-    """
-    from chamberd.network_sync.refit import agreement, refit_paths
-
-    example = resources.files("chamberd.controller") / "examples" / "SALT_20181005_LT.81x"
-    with resources.as_file(example) as path:
-        report = refit_paths([path])
-    click.echo("chamberd demo: refit of the bundled LI-8100A file SALT_20181005_LT.81x")
-    click.echo("fluxes in umol m-2 s-1; ref = the instrument's own result\n")
-    click.echo(_table(report.rows))
-    click.echo("")
-    for refused in report.refused:
-        click.echo(f"refused: {refused}")
-    for line in agreement(report.rows).lines():
-        click.echo(line)
-
-
 def _example(name: str) -> Any:
     return resources.files("chamberd.controller.examples") / name
 
@@ -283,6 +259,173 @@ def sim_command(
         hardware.stop()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def _load(path: str, overrides: Sequence[str]) -> Any:
+    from chamberd.controller.config import load_config
+
+    return load_config(path, overrides=overrides)
+
+
+@cli.command("check-config")
+@click.argument("config", type=click.Path(dir_okay=False))
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a setting.")
+def check_config_command(config: str, overrides: tuple[str, ...]) -> None:
+    """Validate a site configuration and print it resolved (defaults filled in).
+
+    Every error is listed at once with its path; exit status 2 when any.
+
+    Example: chamberd check-config site.toml
+    """
+    import tomllib
+
+    from chamberd.controller.config import config_hash
+
+    cfg = _load(config, overrides)
+    data = cfg.model_dump(mode="json", by_alias=True, exclude_none=True)
+    click.echo(f"# {config}: valid; config hash {config_hash(cfg)}")
+    click.echo(_to_toml(data))
+    tomllib.loads(_to_toml(data))  # the printout is itself valid TOML
+
+
+def _toml_value(value: Any) -> str:
+    import json as _json
+
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return _json.dumps(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + " }"
+    return _json.dumps(str(value))
+
+
+def _to_toml(data: dict[str, Any]) -> str:
+    lines: list[str] = []
+    for key, value in data.items():
+        if isinstance(value, dict):
+            lines.append(f"\n[{key}]")
+            lines += [f"{k} = {_toml_value(v)}" for k, v in value.items()]
+        elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+            for item in value:
+                lines.append(f"\n[[{key}]]")
+                lines += [f"{k} = {_toml_value(v)}" for k, v in item.items()]
+        else:
+            lines.append(f"{key} = {_toml_value(value)}")
+    return "\n".join(lines).strip() + "\n"
+
+
+@cli.command("run")
+@click.argument("config", type=click.Path(dir_okay=False))
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a setting.")
+@click.option("--log-level", default="INFO", show_default=True, help="DEBUG traces every frame.")
+@click.option(
+    "--speed",
+    type=float,
+    default=None,
+    help="Run on a clock this many times faster than real time (simulated sites only).",
+)
+def run_command(
+    config: str, overrides: tuple[str, ...], log_level: str, speed: float | None
+) -> None:
+    """Run the site daemon in the foreground until SIGTERM or Ctrl-C.
+
+    Logs go to stderr with syslog priority prefixes (journald reads them); on any stop the
+    lids are left open. See docs/operator.md and docs/chamberd.service.
+
+    Example: chamberd run /etc/chamberd/site.toml
+    """
+    from chamberd.controller.app import build_site, configure_logging, serve
+    from chamberd.controller.clock import ScaledClock, SystemClock
+
+    configure_logging(log_level)
+    cfg = _load(config, overrides)
+    clock: Any = SystemClock() if not speed or speed == 1 else ScaledClock(speed=speed)
+    site = build_site(cfg, clock=clock)
+    try:
+        serve(site)
+    finally:
+        site.close()
+
+
+@cli.command("status")
+@click.argument("config", type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="One JSON object instead of the table.")
+def status_command(config: str, as_json: bool) -> None:
+    """Show each chamber's last observation and flux, service and hardware health.
+
+    Reads the site database named in the configuration (the daemon may be running).
+
+    Example: chamberd status site.toml --json
+    """
+    import json
+
+    from chamberd.controller.clock import SystemClock
+    from chamberd.controller.status import format_status, site_status
+    from chamberd.controller.store import SiteStore
+
+    cfg = _load(config, ())
+    store = SiteStore(cfg.storage.path, site_id=cfg.site.id)
+    try:
+        status = site_status(cfg, store, SystemClock().now())
+    finally:
+        store.close()
+    click.echo(json.dumps(status, indent=2, default=str) if as_json else format_status(status))
+
+
+@cli.command("plot")
+@click.argument("database", type=click.Path(exists=True, dir_okay=False))
+@click.argument("observation")
+@click.option("-o", "--output", default="observation.png", show_default=True, type=click.Path())
+def plot_command(database: str, observation: str, output: str) -> None:
+    """Plot one observation: its trace, the fit window, the linear and exponential fits.
+
+    Example: chamberd plot site.db 3f2b9c0e-... -o obs.png
+    """
+    from chamberd.controller.plot import plot_observation
+    from chamberd.controller.store import SiteStore
+
+    site = SiteStore.open_existing(database)
+    try:
+        path = plot_observation(site, observation, output)
+    finally:
+        site.close()
+    click.echo(str(path))
+
+
+@cli.command("demo")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object instead of the table.")
+@click.option("--speed", type=float, default=60.0, show_default=True, help="Time speed-up.")
+@click.option(
+    "--database",
+    default="chamberd-demo.db",
+    show_default=True,
+    type=click.Path(dir_okay=False),
+    help="SQLite file the demo writes (replaced at each run).",
+)
+def demo_command(as_json: bool, speed: float, database: str) -> None:
+    """Run the real daemon against the simulated site for two rounds and show the fluxes.
+
+    The simulator serves LI-850 XML and Modbus on 127.0.0.1; the daemon measures its four
+    chambers (120 s closures) at SPEED times real time, stores everything in DATABASE, and
+    prints per chamber the true flux, the measured exponential and linear fluxes, R2 and
+    flags, and writes a plot of one observation beside the database.
+
+    Example: chamberd demo
+    """
+    import json
+
+    from chamberd.controller.demo import run_demo
+
+    result = run_demo(database=database, speed=speed, progress=None if as_json else click.echo)
+    if as_json:
+        click.echo(json.dumps(result["json"]))
+    else:
+        click.echo(result["table"])
 
 
 def main(argv: Sequence[str] | None = None) -> int:

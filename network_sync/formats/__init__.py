@@ -62,6 +62,8 @@ def detect_format(path: str | os.PathLike[str]) -> str:
         When the file cannot be opened or matches no known format.
     """
     path_text, head = read_bytes(path, 4096)
+    if not head.strip():
+        raise DataFileError("empty file: cannot tell its format", path=path_text)
     for name, (_reader, sniff) in FORMATS.items():
         if sniff(head):
             return name
@@ -74,5 +76,8 @@ def read_file(path: str | os.PathLike[str], fmt: str = "auto") -> ReadResult:
     """Read an instrument file with the reader for ``fmt`` (``"auto"``: sniff it)."""
     name = detect_format(path) if fmt == "auto" else fmt
     if name not in FORMATS:
-        raise DataFileError(f"unknown format {fmt!r}; use auto or one of {', '.join(FORMATS)}")
+        raise DataFileError(
+            f"unknown format {fmt!r}; use auto or one of {', '.join(FORMATS)}",
+            path=os.fspath(path),
+        )
     return FORMATS[name][0](path)

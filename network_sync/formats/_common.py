@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import codecs
 import os
+import re
 
 import numpy as np
 
@@ -11,6 +13,35 @@ from chamberd.controller.errors import DataFileError, TruncatedObservationError
 # A trace counts as truncated when it ends more than this many sample intervals before the
 # observation length, or when consecutive samples are further apart than this many intervals.
 GAP_INTERVALS = 3.0
+
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
+
+
+def decode_text(raw: bytes) -> str:
+    """Bytes of a text file as UTF-8 text, without a leading byte-order mark.
+
+    Undecodable bytes become U+FFFD; they then fail to parse where they matter and are
+    reported there, with their line.
+    """
+    return raw.decode("utf-8-sig", errors="replace")
+
+
+def split_lines(text: str) -> list[str]:
+    """Physical lines of ``text``, split only at CR LF, CR or LF.
+
+    Unlike :meth:`str.splitlines` this does not break at form feeds, vertical tabs or the
+    ASCII separators (``\\x1c``-``\\x1e``) that line noise can contain, so line ``n`` of
+    the result is line ``n`` in an editor and in our messages.
+    """
+    lines = _LINE_BREAK.split(text)
+    if lines and lines[-1] == "":
+        lines.pop()  # the break that ends the last line does not start another
+    return lines
+
+
+def strip_bom(head: bytes) -> bytes:
+    """The first bytes of a file without a UTF-8 byte-order mark."""
+    return head.removeprefix(codecs.BOM_UTF8)
 
 
 def read_bytes(path: str | os.PathLike[str], limit: int = -1) -> tuple[str, bytes]:

@@ -18,7 +18,10 @@ fragment) are skipped and listed as warnings with their line numbers; a row shor
 the header is padded when the missing cells are optional (the ``Annotation`` column). An
 observation whose closed-chamber trace stops short of its observation length, or has a gap,
 is refused with :class:`~chamberd.controller.errors.TruncatedObservationError` naming the
-file and observation; the other observations of the file are still read.
+file and observation; the other observations of the file are still read. So is one whose
+``Observation Length``, ``Vtotal`` or ``Area`` is missing or not a positive number (the
+message names the line); an unreadable footer ``Dead Band`` is only a warning. Line numbers
+count CR/LF breaks only, as an editor does, whatever control characters line noise holds.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ import numpy as np
 
 from chamberd.controller.errors import DataFileError
 
-from ._common import check_complete, read_bytes
+from ._common import check_complete, decode_text, read_bytes, split_lines, strip_bom
 from .records import Annotation, ChamberObservation, GasChannel, InstrumentFlux, ReadResult
 
 __all__ = ["read_81x", "sniff_81x"]
@@ -57,7 +60,7 @@ _KEY = re.compile(r"^[A-Za-z][A-Za-z0-9_#@/ .()-]*$")
 
 def sniff_81x(head: bytes) -> bool:
     """True when the first bytes of a file look like an .81x file."""
-    return head.lstrip().startswith(b"LI-8100:")
+    return strip_bom(head).lstrip().startswith(b"LI-8100:")
 
 
 def _duration_s(text: str) -> float:
@@ -80,12 +83,14 @@ def _float(text: str) -> float:
 class _Block:
     first_line: int
     header: dict[str, str] = field(default_factory=dict)
+    header_lines: dict[str, int] = field(default_factory=dict)
     columns: list[str] | None = None
     column_line: int | None = None
     rows: list[tuple[int, list[str]]] = field(default_factory=list)
     summary: list[tuple[int, int, list[str]]] = field(default_factory=list)
     annotations: list[Annotation] = field(default_factory=list)
     footer: dict[str, str] = field(default_factory=dict)
+    footer_lines: dict[str, int] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
 
 
@@ -119,6 +124,7 @@ def _split_blocks(lines: list[str], path: str) -> Iterator[_Block]:
         if block.columns is None:
             if is_key_value:
                 block.header[key.strip()] = value.strip()
+                block.header_lines[key.strip()] = lineno
             else:
                 block.warnings.append(f"line {lineno}: unreadable header line skipped")
             continue
@@ -138,6 +144,7 @@ def _split_blocks(lines: list[str], path: str) -> Iterator[_Block]:
             continue
         if is_key_value:
             block.footer[key.strip()] = value.strip()
+            block.footer_lines[key.strip()] = lineno
             continue
         block.warnings.append(f"line {lineno}: garbled line skipped")
     if block is not None:
@@ -187,21 +194,74 @@ def _reference(footer: dict[str, str]) -> InstrumentFlux:
 
 
 def _header_float(block: _Block, key: str, path: str, index: int) -> float:
+    """A header value that must be a positive number [its unit]; DataFileError otherwise."""
     text = block.header.get(key)
     if text is None:
-        raise DataFileError(f"header has no '{key}:' line", path=path, observation=index)
+        raise DataFileError(
+            f"header has no '{key}:' line", path=path, observation=index, line=block.first_line
+        )
+    line = block.header_lines.get(key)
     try:
-        return _float(text)
+        value = _float(text)
     except ValueError:
         raise DataFileError(
-            f"header '{key}:' is not a number: {text!r}", path=path, observation=index
+            f"header '{key}:' is not a number: {text!r}", path=path, observation=index, line=line
         ) from None
+    if value <= 0:
+        raise DataFileError(
+            f"header '{key}:' must be > 0, got {text!r}", path=path, observation=index, line=line
+        )
+    return value
+
+
+def _obs_length_s(block: _Block, path: str, index: int) -> float:
+    """The header's ``Observation Length`` [s]; DataFileError when missing or unreadable."""
+    text = block.header.get("Observation Length", "")
+    line = block.header_lines.get("Observation Length", block.first_line)
+    try:
+        value = _duration_s(text) if text else 0.0
+    except ValueError:
+        raise DataFileError(
+            f"header 'Observation Length:' is not a duration (mm:ss): {text!r}",
+            path=path,
+            observation=index,
+            line=line,
+        ) from None
+    if not (math.isfinite(value) and value > 0):
+        raise DataFileError(
+            "header 'Observation Length:' is missing or zero",
+            path=path,
+            observation=index,
+            line=line,
+        )
+    return value
+
+
+def _dead_band_s(block: _Block, warnings: list[str]) -> float | None:
+    """The footer's ``Dead Band`` [s], None (with a warning if present) when unreadable."""
+    text = block.footer.get("Dead Band")
+    if text is None:
+        return None
+    try:
+        value = _duration_s(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value >= 0):
+        line = block.footer_lines.get("Dead Band")
+        warnings.append(f"line {line}: footer 'Dead Band:' unreadable ({text!r}), ignored")
+        return None
+    return value
 
 
 def _build(block: _Block, path: str, index: int) -> ChamberObservation:
     name = os.path.basename(path)
     if block.columns is None:
-        raise DataFileError("observation has no data table", path=path, observation=index)
+        raise DataFileError(
+            "observation has no data table (no 'Type<TAB>Etime...' line)",
+            path=path,
+            observation=index,
+            line=block.first_line,
+        )
     columns = block.columns
     missing = [c for c in _REQUIRED if c not in columns]
     if missing:
@@ -244,15 +304,14 @@ def _build(block: _Block, path: str, index: int) -> ChamberObservation:
             continue
         for key, value in parsed.items():
             values[key].append(value)
-        stamps.append(cells[position["Date"]].strip() if "Date" in position else "")
+        date_at = position.get("Date", len(cells))
+        stamps.append(cells[date_at].strip() if date_at < len(cells) else "")
 
     arrays = {key: np.asarray(vals, dtype=float) for key, vals in values.items()}
     elapsed = arrays.pop("elapsed_s")
-    obs_length = _duration_s(block.header.get("Observation Length", "0") or "0")
-    if obs_length <= 0:
-        raise DataFileError(
-            "header 'Observation Length:' is missing or zero", path=path, observation=index
-        )
+    obs_length = _obs_length_s(block, path, index)
+    volume = _header_float(block, "Vtotal", path, index)
+    area = _header_float(block, "Area", path, index)
 
     notes = "; ".join(f"instrument note at line {a.line}: {a.text}" for a in block.annotations)
     check_complete(elapsed, obs_length, path=path, index=index, line=block.first_line, notes=notes)
@@ -274,7 +333,7 @@ def _build(block: _Block, path: str, index: int) -> ChamberObservation:
         instrument_rows[_ROW_KINDS[kind]] = row
 
     footer = block.footer
-    dead_band = _duration_s(footer["Dead Band"]) if "Dead Band" in footer else None
+    dead_band = _dead_band_s(block, warnings)
     port_text = block.header.get("Port#", "").strip()
     label = block.header.get("Label", "").strip()
     gas = GasChannel(
@@ -299,8 +358,8 @@ def _build(block: _Block, path: str, index: int) -> ChamberObservation:
         start_time=_stamp(0),
         closed_time=_stamp(closed_index),
         time_zone=None,
-        volume_cm3=_header_float(block, "Vtotal", path, index),
-        area_cm2=_header_float(block, "Area", path, index),
+        volume_cm3=volume,
+        area_cm2=area,
         offset_cm=_opt_float(block.header, "Offset"),
         obs_length_s=obs_length,
         elapsed_s=elapsed,
@@ -329,16 +388,17 @@ def read_81x(path: str | os.PathLike[str]) -> ReadResult:
     ReadResult
         ``observations`` in file order (``index`` 1-based, counting refused ones too) and
         ``rejected``: a :class:`~chamberd.controller.errors.DataFileError` per observation
-        that could not be used (truncated, no data table).
+        that could not be used (truncated, no data table, a required header value missing
+        or not a positive number).
 
     Raises
     ------
     DataFileError
-        When the file cannot be opened or is not an ``.81x`` file at all.
+        When the file cannot be opened, is empty, or is not an ``.81x`` file at all (the
+        message names the first line that is not).
     """
     path_text, raw = read_bytes(path)
-    text = raw.decode("utf-8", errors="replace")
-    lines = text.splitlines()
+    lines = split_lines(decode_text(raw))
     observations: list[ChamberObservation] = []
     rejected: list[Exception] = []
     for index, block in enumerate(_split_blocks(lines, path_text), start=1):
@@ -347,5 +407,5 @@ def read_81x(path: str | os.PathLike[str]) -> ReadResult:
         except DataFileError as exc:
             rejected.append(exc)
     if not observations and not rejected:
-        raise DataFileError("no observation found", path=path_text)
+        raise DataFileError("empty file: no observation found", path=path_text)
     return ReadResult(path=path_text, observations=tuple(observations), rejected=tuple(rejected))

@@ -10,6 +10,12 @@ pressure, temperature and water. ``footer`` carries P_o, T_o, W_o and one entry 
 Observations are numbered in file order: datasets, then labels, then reps. The firmware
 keeps samples with timestamp > DeadBand; its exponential falls back to the OLS slope with
 C_x pinned at 1e6 (rising) or 0 (falling), which this reader reports as model "linear".
+
+The header states no observation length; a rep's ``summary`` does: per column it holds
+[value at t = 0, mean, range], so a trace spanning less time than its summary's timestamp
+range was cut short and is refused. Values that are not numbers become missing samples,
+listed in the warnings by column and position; a dataset, label or ``reps`` that is not
+an object is refused with its place in the file.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ import numpy as np
 
 from chamberd.controller.errors import DataFileError
 
-from ._common import check_complete, read_bytes
+from ._common import check_complete, decode_text, read_bytes, strip_bom
 from .records import ChamberObservation, GasChannel, InstrumentFlux, ReadResult
 
 __all__ = ["read_li8200_json", "sniff_li8200"]
@@ -40,7 +46,7 @@ _FALLBACK_CX = (1e6, 0.0)
 
 def sniff_li8200(head: bytes) -> bool:
     """True when the first bytes look like Smart Chamber JSON."""
-    text = head.lstrip()
+    text = strip_bom(head).lstrip()
     return text.startswith(b"{") and b"datasets" in head
 
 
@@ -53,11 +59,27 @@ def _number(value: Any) -> float:
         return math.nan
 
 
-def _column(data: Mapping[str, Any], key: str, where: str, path: str, index: int) -> np.ndarray:
+def _optional(value: Any) -> float | None:
+    """A number from the footer, None where absent or not a finite number."""
+    number = _number(value)
+    return number if math.isfinite(number) else None
+
+
+def _column(
+    data: Mapping[str, Any], key: str, where: str, path: str, index: int, warnings: list[str]
+) -> np.ndarray:
     values = data.get(key)
     if not isinstance(values, list):
         raise DataFileError(f"{where}: no data column {key!r}", path=path, observation=index)
-    return np.array([_number(v) for v in values], dtype=float)
+    column = np.array([_number(v) for v in values], dtype=float)
+    bad = np.flatnonzero(~np.isfinite(column))
+    if bad.size:
+        first = int(bad[0])
+        warnings.append(
+            f"{where}.data.{key}: {bad.size} value(s) not a number, first at [{first}] "
+            f"({values[first]!r}): missing samples"
+        )
+    return column
 
 
 def _reference(entry: Mapping[str, Any]) -> InstrumentFlux | None:
@@ -67,7 +89,8 @@ def _reference(entry: Mapping[str, Any]) -> InstrumentFlux | None:
     cx = _number(entry.get("C_x"))
     t0 = _number(entry.get("t_o"))
     fallback = cx in _FALLBACK_CX and t0 == 0
-    flux = _number(entry.get("F_o"))
+    flux = _optional(entry.get("F_o"))
+    iterations = _optional(entry.get("iter"))
     return InstrumentFlux(
         gas=str(entry.get("name", "")).lower(),
         flux=flux,
@@ -75,19 +98,26 @@ def _reference(entry: Mapping[str, Any]) -> InstrumentFlux | None:
         lin_flux=flux if fallback else None,
         lin_r2=None,  # in a fallback r2 belongs to the abandoned exponential, not the line
         exp_flux=None if fallback else flux,
-        exp_r2=None if fallback else _number(entry.get("r2")),
-        exp_a_per_s=_number(entry.get("a")),
-        exp_cx=cx,
-        exp_c0=_number(entry.get("C_o")),
-        exp_t0_s=t0,
-        iterations=int(_number(entry.get("iter")))
-        if math.isfinite(_number(entry.get("iter")))
-        else None,
+        exp_r2=None if fallback else _optional(entry.get("r2")),
+        exp_a_per_s=_optional(entry.get("a")),
+        exp_cx=_optional(cx),
+        exp_c0=_optional(entry.get("C_o")),
+        exp_t0_s=_optional(t0),
+        iterations=None if iterations is None else int(iterations),
         max_iterations=None,
         n_points=int(n),
-        slope_per_s=_number(entry.get("slope")),
+        slope_per_s=_optional(entry.get("slope")),
         raw={k: str(v) for k, v in entry.items()},
     )
+
+
+def _summary_span_s(summary: Any, time_key: str) -> float | None:
+    """Time the rep's trace spans [s] by its summary ([at t = 0, mean, range]), if stated."""
+    stats = summary.get(time_key) if isinstance(summary, Mapping) else None
+    if not isinstance(stats, list) or len(stats) != 3:
+        return None
+    span = _number(stats[2])
+    return span if math.isfinite(span) and span > 0 else None
 
 
 def _build(rep: Any, where: str, path: str, index: int, label: str) -> ChamberObservation:
@@ -98,18 +128,19 @@ def _build(rep: Any, where: str, path: str, index: int, label: str) -> ChamberOb
     if not isinstance(header, Mapping) or not isinstance(data, Mapping):
         raise DataFileError(f"{where}: missing 'header' or 'data'", path=path, observation=index)
     labels = rep.get("labels") if isinstance(rep.get("labels"), Mapping) else {}
+    warnings: list[str] = []
     time_key = str(labels.get("etime", "timestamp"))
-    elapsed = _column(data, time_key, where, path, index)
+    elapsed = _column(data, time_key, where, path, index, warnings)
     cols: dict[str, np.ndarray] = {}
     for name, key in (
         ("pressure_kpa", str(labels.get("pressure", "chamber_p"))),
         ("temperature_degc", str(labels.get("temperature", "chamber_t"))),
         ("h2o_mmol_mol", str(labels.get("h2o", "h2o"))),
     ):
-        cols[name] = _column(data, key, where, path, index)
+        cols[name] = _column(data, key, where, path, index, warnings)
     for gas, (column, _unit) in _GASES.items():
         if gas in data:
-            cols[column] = _column(data, gas, where, path, index)
+            cols[column] = _column(data, gas, where, path, index, warnings)
     lengths = {k: v.size for k, v in cols.items()}
     if any(n != elapsed.size for n in lengths.values()):
         detail = ", ".join(f"{k} {n}" for k, n in lengths.items())
@@ -135,13 +166,24 @@ def _build(rep: Any, where: str, path: str, index: int, label: str) -> ChamberOb
     if finite.size == 0:
         raise DataFileError(f"{where}: no time stamps", path=path, observation=index)
     end = float(finite.max())
-    check_complete(elapsed, None, path=path, index=index)
+    span = _summary_span_s(rep.get("summary"), time_key)
+    check_complete(
+        elapsed,
+        None if span is None else float(finite.min()) + span,
+        path=path,
+        index=index,
+        notes="" if span is None else f"the rep's summary spans {span:g} s",
+    )
 
     footer = rep.get("footer") if isinstance(rep.get("footer"), Mapping) else {}
     references: dict[str, InstrumentFlux] = {}
-    warnings: list[str] = []
-    for entry in footer.get("fluxes", []) or []:
+    entries = footer.get("fluxes", [])
+    if not isinstance(entries, list):
+        warnings.append(f"{where}.footer.fluxes: not a list, no instrument results read")
+        entries = []
+    for entry in entries:
         if not isinstance(entry, Mapping):
+            warnings.append(f"{where}.footer.fluxes: entry {entry!r} is not an object, skipped")
             continue
         ref = _reference(entry)
         name = str(entry.get("name", "")).lower()
@@ -204,17 +246,22 @@ def read_li8200_json(path: str | os.PathLike[str]) -> ReadResult:
     Returns
     -------
     ReadResult
-        One observation per rep, numbered datasets, then labels, then reps.
+        One observation per rep, numbered datasets, then labels, then reps. ``rejected``
+        holds a :class:`~chamberd.controller.errors.DataFileError` per rep that cannot be
+        used (missing header value or column, cut short) and per dataset or label that is
+        not an object with ``reps``.
 
     Raises
     ------
     DataFileError
-        When the file cannot be read, is not JSON (with the line of the error), or has no
-        ``datasets`` list.
+        When the file cannot be read, is empty, is not JSON (with the line of the error),
+        or has no ``datasets`` list or no reps at all.
     """
     path_text, raw = read_bytes(path)
+    if not raw.strip():
+        raise DataFileError("empty file: not a Smart Chamber JSON file", path=path_text)
     try:
-        doc = json.loads(raw.decode("utf-8", errors="replace"))
+        doc = json.loads(decode_text(raw))
     except json.JSONDecodeError as exc:
         raise DataFileError(f"not valid JSON: {exc.msg}", path=path_text, line=exc.lineno) from None
     datasets = doc.get("datasets") if isinstance(doc, Mapping) else None
@@ -225,10 +272,16 @@ def read_li8200_json(path: str | os.PathLike[str]) -> ReadResult:
     index = 0
     for d, dataset in enumerate(datasets):
         if not isinstance(dataset, Mapping):
+            rejected.append(DataFileError(f"datasets[{d}]: not an object, skipped", path=path_text))
             continue
         for label, body in dataset.items():
             reps = body.get("reps") if isinstance(body, Mapping) else None
             if not isinstance(reps, Mapping):
+                rejected.append(
+                    DataFileError(
+                        f"datasets[{d}].{label}: no 'reps' object, skipped", path=path_text
+                    )
+                )
                 continue
             for rep_name, rep in reps.items():
                 index += 1
@@ -237,6 +290,6 @@ def read_li8200_json(path: str | os.PathLike[str]) -> ReadResult:
                     observations.append(_build(rep, where, path_text, index, str(label)))
                 except DataFileError as exc:
                     rejected.append(exc)
-    if index == 0:
+    if index == 0 and not rejected:
         raise DataFileError("no reps found in 'datasets'", path=path_text)
     return ReadResult(path=path_text, observations=tuple(observations), rejected=tuple(rejected))

@@ -1,103 +1,448 @@
-"""LI-8250 .82z reader and its dense summary."""
+"""LI-8250 .82z reader and its dense summary: real files, keying, bad rows, bad archives.
+
+The GPL reference files are read in place; edited copies are written to ``tmp_path`` at
+test time. The real .82z has one row per second: data row ``i`` (0-based) is on line
+``i + 4`` of data.csv and has elapsed time ``i - 9`` s.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
 import io
+import json
+import shutil
 import zipfile
+from collections.abc import Callable
+from pathlib import Path
 
+import numpy as np
 import pytest
 
-from chamberd.controller.errors import DataFileError
+from chamberd.controller.errors import DataFileError, TruncatedObservationError
 from chamberd.network_sync.formats import read_82z, read_dense_summary
 
 NAME = "82m-0147-20220125000045.82z"
 SUMMARY = "82m-0147-20220125000000_dense_summary.csv"
+CLOSED = dt.datetime(2022, 1, 25, 0, 0, 55)
 
 
-def test_observation_and_its_summary_row(reference_data):
-    (obs,) = read_82z(reference_data / "li8250" / NAME).observations
+@pytest.fixture(scope="module")
+def source(reference_data) -> Path:
+    return reference_data / "li8250" / NAME
+
+
+@pytest.fixture(scope="module")
+def summary_path(reference_data) -> Path:
+    return reference_data / "li8250" / SUMMARY
+
+
+@pytest.fixture(scope="module")
+def original(source):
+    (obs,) = read_82z(source).observations
+    return obs
+
+
+def test_observation_and_its_summary_row(original, source):
+    obs = original
+    assert obs.source_file == str(source) and obs.index == 1
     assert (obs.instrument, obs.port, obs.label) == ("LI-8250", 1, "CH1")
-    assert obs.closed_time == dt.datetime(2022, 1, 25, 0, 0, 55)
+    assert obs.closed_time == CLOSED
     assert obs.start_time == dt.datetime(2022, 1, 25, 0, 0, 46)
-    assert obs.elapsed_s[0] == -9 and obs.elapsed_s[-1] == 180
+    assert obs.elapsed_s.size == 190
+    np.testing.assert_array_equal(obs.elapsed_s, np.arange(190) - 9)
     assert obs.volume_cm3 == pytest.approx(5893.1) and obs.area_cm2 == pytest.approx(317.8)
+    assert obs.offset_cm == pytest.approx(4.8) and obs.obs_length_s == 180
     (gas,) = obs.gases
-    assert (gas.gas, gas.dead_band_s, gas.end_s, gas.dry) == ("co2", 5, 20, True)
+    assert (gas.gas, gas.column, gas.unit, gas.dry) == ("co2", "co2_dry_umol_mol", "umol/mol", True)
+    assert (gas.dead_band_s, gas.end_s, gas.window_start_exclusive) == (5, 20, False)
+    assert obs.columns["co2_dry_umol_mol"][0] == 450.4671
+    assert obs.columns["co2_dry_umol_mol"][9] == 449.8033  # the first closed row
     assert obs.initial.pressure_kpa == 99.9785 and obs.initial.temperature_degc == -0.31
+    assert obs.initial.h2o_mmol_mol is None  # the intercept, computed by the fit
     ref = obs.reference["co2"]
-    assert ref.flux == 0.993472 and ref.model == "exponential" and ref.n_points == 16
+    assert obs.has_footer and ref.flux == 0.993472 and ref.model == "exponential"
+    assert (ref.exp_flux, ref.exp_r2, ref.n_points, ref.iterations) == (0.993472, 0.384878, 16, 3)
+    assert (ref.exp_cx, ref.exp_c0, ref.exp_t0_s, ref.slope_per_s) == (
+        454.132,
+        449.886,
+        -3.39311,
+        0.122224,
+    )
+    assert not obs.warnings
 
 
-def test_dense_summary_table(reference_data):
-    table = read_dense_summary(reference_data / "li8250" / SUMMARY)
+def test_dense_summary_table(summary_path):
+    table = read_dense_summary(summary_path)
     assert len(table) == 62
-    assert table[(dt.datetime(2022, 1, 25, 0, 0, 55), 1)]["co2"].flux == 0.993472
+    assert table[(CLOSED, 1)]["co2"].flux == 0.993472
+    second = table[(dt.datetime(2022, 1, 25, 0, 5, 36), 2)]["co2"]
+    assert (second.flux, second.n_points, second.exp_t0_s) == (0.804512, 16, 8.34058)
+    assert set(next(iter(table.values()))) == {"co2"}
 
 
-def _rezip(reference_data, tmp_path, drop=None, edit=None):
-    source = zipfile.ZipFile(reference_data / "li8250" / NAME)
+def test_dense_summary_fallback_is_reported_as_linear(summary_path):
+    ref = read_dense_summary(summary_path)[(dt.datetime(2022, 1, 25, 0, 44, 58), 4)]["co2"]
+    assert (ref.model, ref.exp_cx, ref.exp_flux) == ("linear", 1e6, None)
+    assert ref.lin_flux == ref.flux is not None
+
+
+# --- edited copies ---------------------------------------------------------------------
+
+
+def _rezip(
+    source: Path,
+    tmp_path: Path,
+    *,
+    drop: str | None = None,
+    edit: dict[str, Callable[[bytes], bytes]] | None = None,
+    name: str = NAME,
+) -> Path:
     buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as out:
-        for name in source.namelist():
-            if name == drop:
+    with zipfile.ZipFile(source) as src, zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as out:
+        for member in src.namelist():
+            if member == drop:
                 continue
-            data = source.read(name)
-            if edit and name in edit:
-                data = edit[name](data)
-            out.writestr(name, data)
-    path = tmp_path / NAME
+            data = src.read(member)
+            if edit and member in edit:
+                data = edit[member](data)
+            out.writestr(member, data)
+    path = tmp_path / name
     path.write_bytes(buffer.getvalue())
     return path
 
 
-def test_zip_without_data_csv(reference_data, tmp_path):
-    path = _rezip(reference_data, tmp_path, drop="data.csv")
-    with pytest.raises(DataFileError, match="no data.csv") as info:
-        read_82z(path, summary={})
-    assert NAME in str(info.value)
+def _csv_edit(change: Callable[[list[list[str]]], list[list[str]]]) -> Callable[[bytes], bytes]:
+    """An edit of data.csv as a table of cells (three header rows included)."""
+
+    def edit(data: bytes) -> bytes:
+        table = [line.split(",") for line in data.decode().splitlines()]
+        return ("\n".join(",".join(row) for row in change(table)) + "\n").encode()
+
+    return edit
 
 
-def test_not_a_zip(tmp_path):
-    path = tmp_path / "fake.82z"
-    path.write_text("not a zip")
-    with pytest.raises(DataFileError, match="not a readable .82z"):
-        read_82z(path)
+def _meta_edit(change: Callable[[dict], None]) -> Callable[[bytes], bytes]:
+    def edit(data: bytes) -> bytes:
+        meta = json.loads(data)
+        change(meta)
+        return json.dumps(meta).encode()
+
+    return edit
 
 
-def test_never_closed_is_refused(reference_data, tmp_path):
-    def open_state(data: bytes) -> bytes:
-        lines = data.decode().splitlines()
-        out = lines[:3] + [
-            ",".join([*line.split(",")[:-2], "1", line.split(",")[-1]]) for line in lines[3:]
-        ]
-        return ("\n".join(out) + "\n").encode()
+def _column(table: list[list[str]], key: str) -> int:
+    return [f"{g}:{n}" for g, n in zip(table[0], table[1], strict=True)].index(key)
 
-    path = _rezip(reference_data, tmp_path, edit={"data.csv": open_state})
+
+def test_columns_are_keyed_by_header_name(source, original, tmp_path):
+    def shuffle(table):
+        width = len(table[0])
+        order = list(range(width - 1, -1, -1))  # every column reversed
+        rows = [[row[j] for j in order] for row in table]
+        # and an unknown column in front, holding text
+        extra = ["VENDOR", "NOTE", "[#]"] + ["n/a"] * (len(rows) - 3)
+        return [[e, *row] for e, row in zip(extra, rows, strict=True)]
+
+    path = _rezip(source, tmp_path, edit={"data.csv": _csv_edit(shuffle)})
+    (obs,) = read_82z(path, summary={}).observations
+    np.testing.assert_array_equal(obs.elapsed_s, original.elapsed_s)
+    for key, values in original.columns.items():
+        np.testing.assert_array_equal(obs.columns[key], values)
+    assert obs.initial == original.initial and not obs.warnings
+
+
+def test_garbled_and_short_rows_are_skipped_with_their_line(source, original, tmp_path):
+    def garble(table):
+        table[3 + 30][_column(table, "CHAMBER:STATE")] = "x"  # would end the closed period
+        table[3 + 40][_column(table, "LI-870:CO2_DRY")] = "4#0"
+        table[3 + 50][_column(table, "LI-8250:PA")] = ""
+        table[3 + 60] = table[3 + 60][:10]  # short row
+        table[3 + 70][0] = '"' + table[3 + 70][0]  # a stray quote spoils only its own line
+        table[3 + 80][_column(table, "LI-8250:TIME")] = "99:99"
+        return table
+
+    path = _rezip(source, tmp_path, edit={"data.csv": _csv_edit(garble)})
+    (obs,) = read_82z(path, summary={}).observations
+    assert obs.warnings == (
+        "data.csv line 34: no number in CHAMBER:STATE ('x'), row skipped",
+        "data.csv line 44: no number in LI-870:CO2_DRY ('4#0'), row skipped",
+        "data.csv line 54: no number in LI-8250:PA (''), row skipped",
+        "data.csv line 64: short row (10 of 53 cells) skipped",
+        "data.csv line 74: short row (1 of 53 cells) skipped",
+        "data.csv line 84: unreadable DATE/TIME skipped",
+    )
+    keep = np.ones(original.elapsed_s.size, dtype=bool)
+    keep[[30, 40, 50, 60, 70, 80]] = False
+    np.testing.assert_array_equal(obs.elapsed_s, original.elapsed_s[keep])
+    for key, values in original.columns.items():
+        np.testing.assert_array_equal(obs.columns[key], values[keep])
+
+
+def test_no_summary_means_no_reference(source, tmp_path):
+    path = _rezip(source, tmp_path)  # a copy with no summary beside it
+    result = read_82z(path)
+    (obs,) = result.observations
+    assert obs.reference == {} and not obs.has_footer and not result.warnings
+
+
+def test_summary_given_as_path_or_table(source, summary_path, tmp_path):
+    path = _rezip(source, tmp_path)
+    (obs,) = read_82z(path, summary=summary_path).observations
+    assert obs.reference["co2"].flux == 0.993472
+    (obs,) = read_82z(path, summary=read_dense_summary(summary_path)).observations
+    assert obs.reference["co2"].flux == 0.993472
+
+
+def _summary_edit(summary_path: Path, change: Callable[[list[list[str]]], None]) -> str:
+    table = [line.split(",") for line in summary_path.read_text().splitlines()]
+    change(table)
+    return "\n".join(",".join(row) for row in table) + "\n"
+
+
+def _set(row: str, column: int, value: str) -> Callable[[list[list[str]]], None]:
+    def change(table: list[list[str]]) -> None:
+        target = next(r for r in table[3:] if r[1] == row)
+        target[column] = value
+
+    return change
+
+
+@pytest.mark.parametrize(
+    ("change", "matched"),
+    [
+        (_set("000055", 3, "2"), False),  # PORT: another chamber
+        (_set("000055", 1, "000056"), False),  # TIME: another closure
+        (_set("000055", 0, "20220126"), False),  # DATE: another day
+        (_set("000055", 1, "55"), True),  # TIME without leading zeros
+        (lambda t: t.append(t.pop(3)), True),  # by key, not by row order
+    ],
+)
+def test_summary_row_is_matched_by_time_and_port(source, summary_path, tmp_path, change, matched):
+    edited = tmp_path / "summary.csv"
+    edited.write_text(_summary_edit(summary_path, change))
+    (obs,) = read_82z(source, summary=edited).observations
+    assert obs.has_footer is matched
+    assert (obs.reference.get("co2") is not None) is matched
+
+
+def test_summary_beside_the_file_is_the_one_that_covers_it(
+    source, summary_path, tmp_path, reference_data
+):
+    folder = tmp_path / "site"
+    folder.mkdir()
+    shutil.copy(source, folder / NAME)
+    shutil.copy(summary_path, folder / SUMMARY)
+    header = "\n".join(summary_path.read_text().splitlines()[:3]) + "\n"
+    # the next day's summary sorts last but does not cover the observation
+    (folder / "82m-0147-20220126000000_dense_summary.csv").write_text(header)
+    # another instrument whose serial shares a prefix: never ours
+    (folder / "82m-01-20220125000000_dense_summary.csv").write_text(
+        _summary_edit(summary_path, _set("000055", 12, "9.99"))
+    )
+    (obs,) = read_82z(folder / NAME).observations
+    assert obs.reference["co2"].flux == 0.993472
+
+
+def test_damaged_summary_beside_the_file_loses_only_the_reference(source, tmp_path):
+    folder = tmp_path / "site"
+    folder.mkdir()
+    shutil.copy(source, folder / NAME)
+    (folder / SUMMARY).write_text("DATE,TIME\n")
+    result = read_82z(folder / NAME)
+    (obs,) = result.observations
+    assert obs.reference == {}
+    (warning,) = result.warnings
+    assert warning.startswith("dense summary not used:") and SUMMARY in warning
+    with pytest.raises(DataFileError, match="fewer than the three header rows"):
+        read_82z(folder / NAME, summary=folder / SUMMARY)  # asked for by name: an error
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("", "fewer than the three header rows"),
+        ("A,B\nDATE,TIME\n[x],[y]\n", "dense summary has no PORT column"),
+        ("A,B,C\nDATE,TIME\n[x],[y]\n", "header rows differ in length"),
+    ],
+)
+def test_unusable_dense_summary(tmp_path, content, message):
+    path = tmp_path / "bad_dense_summary.csv"
+    path.write_text(content)
+    with pytest.raises(DataFileError, match=message) as info:
+        read_dense_summary(path)
+    assert str(path) in str(info.value)
+
+
+def test_observation_cut_short_is_refused(source, tmp_path):
+    path = _rezip(source, tmp_path, edit={"data.csv": _csv_edit(lambda t: t[: 3 + 110])})
+    result = read_82z(path, summary={})
+    assert result.observations == ()
+    (refused,) = result.rejected
+    assert isinstance(refused, TruncatedObservationError)
+    assert str(refused).startswith(f"{path}, observation 1: truncated")
+    assert "ends at elapsed 100 s of an observation length of 180 s" in str(refused)
+
+
+def test_gap_is_refused(source, tmp_path):
+    path = _rezip(
+        source, tmp_path, edit={"data.csv": _csv_edit(lambda t: t[: 3 + 50] + t[3 + 80 :])}
+    )
+    (refused,) = read_82z(path, summary={}).rejected
+    assert "samples missing between elapsed 40 s and 71 s" in str(refused)
+
+
+def test_never_closed_is_refused(source, tmp_path):
+    def open_state(table):
+        state = _column(table, "CHAMBER:STATE")
+        for row in table[3:]:
+            row[state] = "1"
+        return table
+
+    path = _rezip(source, tmp_path, edit={"data.csv": _csv_edit(open_state)})
+    (refused,) = read_82z(path, summary={}).rejected
+    assert str(refused) == (
+        f"{path}, observation 1: the chamber never reached the closed state (STATE 5)"
+    )
+
+
+def test_state_after_closure_ends_the_observation(source, original, tmp_path):
+    def purge(table):
+        state = _column(table, "CHAMBER:STATE")
+        for row in table[3 + 150 :]:
+            row[state] = "8"  # post-purge from elapsed 141 s: cut short
+        return table
+
+    path = _rezip(source, tmp_path, edit={"data.csv": _csv_edit(purge)})
+    (refused,) = read_82z(path, summary={}).rejected
+    assert "ends at elapsed 140 s of an observation length of 180 s" in str(refused)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda t: t[:3], "data.csv: no data rows"),
+        (lambda t: [*t[:3], [""] * len(t[0])], "data.csv: no data rows"),
+        (lambda t: t[:2], "data.csv: fewer than the three header rows"),
+        (lambda t: [], "data.csv: fewer than the three header rows"),
+        (lambda t: t[:3] + [r[:5] for r in t[3:]], "data.csv: no readable data rows"),
+    ],
+)
+def test_no_usable_rows_is_refused(source, tmp_path, change, message):
+    path = _rezip(source, tmp_path, edit={"data.csv": _csv_edit(change)})
+    (refused,) = read_82z(path, summary={}).rejected
+    assert message in str(refused) and str(path) in str(refused)
+
+
+def test_missing_data_column_is_refused_with_the_header_line(source, tmp_path):
+    def rename(table):
+        table[1][_column(table, "LI-8250:PA")] = "PA_X"
+        return table
+
+    path = _rezip(source, tmp_path, edit={"data.csv": _csv_edit(rename)})
+    (refused,) = read_82z(path, summary={}).rejected
+    assert str(refused) == f"{path}, line 2: data.csv has no column LI-8250:PA"
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda m: m["CHAMBER"].pop("AREA"), "metadata.json CHAMBER.AREA missing or not positive"),
+        (
+            lambda m: m["METADATA"]["VOLUME_TOTAL"].__setitem__("VALUE", 0),
+            "metadata.json METADATA.VOLUME_TOTAL missing or not positive",
+        ),
+        (lambda m: m.pop("FLUX"), "metadata.json has no FLUX settings"),
+        (lambda m: m["FLUX"][0].__setitem__("GAS", "H2S"), "names no supported gas"),
+        (lambda m: m.__setitem__("FLUX", [5]), "FLUX[0] is not an object"),
+        (
+            lambda m: m["FLUX"][0].__setitem__("GAS_SOURCE", "LI-7810"),
+            "data.csv has no column LI-7810:CO2_DRY",
+        ),
+    ],
+)
+def test_bad_metadata_refuses_the_observation(source, tmp_path, change, message):
+    path = _rezip(source, tmp_path, edit={"metadata.json": _meta_edit(change)})
     result = read_82z(path, summary={})
     (refused,) = result.rejected
-    assert "never reached the closed state" in str(refused)
+    assert message in str(refused) and str(path) in str(refused)
 
 
-def test_no_data_rows_is_refused(reference_data, tmp_path):
-    def header_only(data: bytes) -> bytes:
-        return ("\n".join(data.decode().splitlines()[:3]) + "\n").encode()
+def test_optional_metadata_may_be_missing(source, original, tmp_path):
+    def strip(meta):
+        meta["CHAMBER"].pop("COLLAR_HEIGHT")
+        meta["METADATA"].pop("OBSERVATION")
+        meta["LI-8250"].pop("PORT_LABEL")
 
-    path = _rezip(reference_data, tmp_path, edit={"data.csv": header_only})
-    (refused,) = read_82z(path, summary={}).rejected
-    assert "no data rows" in str(refused)
+    path = _rezip(source, tmp_path, edit={"metadata.json": _meta_edit(strip)})
+    (obs,) = read_82z(path, summary={}).observations
+    assert obs.offset_cm is None and obs.label == ""
+    assert obs.obs_length_s == 180  # the last elapsed time, said so
+    assert obs.warnings == (
+        "metadata.json: no METADATA.OBSERVATION, observation length taken as the last "
+        "elapsed time (180 s); a trace cut short cannot be told",
+    )
+    np.testing.assert_array_equal(obs.elapsed_s, original.elapsed_s)
 
 
-def test_bad_metadata_json_names_the_line(reference_data, tmp_path):
-    path = _rezip(reference_data, tmp_path, edit={"metadata.json": lambda d: d[:200]})
+def test_bad_metadata_json_names_the_line(source, tmp_path):
+    cut: list[bytes] = []
+
+    def cut_short(data: bytes) -> bytes:
+        cut.append(data[:200])
+        return cut[0]
+
+    path = _rezip(source, tmp_path, edit={"metadata.json": cut_short})
     with pytest.raises(DataFileError, match="metadata.json is not valid JSON") as info:
         read_82z(path, summary={})
-    assert info.value.line is not None
+    assert info.value.line == cut[0].count(b"\n") + 1 and str(path) in str(info.value)
 
 
-def test_summary_elsewhere_or_absent(reference_data, tmp_path):
-    path = _rezip(reference_data, tmp_path)  # a copy with no summary beside it
-    (obs,) = read_82z(path).observations
-    assert obs.reference == {} and not obs.has_footer
-    (obs,) = read_82z(path, summary=reference_data / "li8250" / SUMMARY).observations
-    assert obs.reference["co2"].flux == 0.993472
+@pytest.mark.parametrize("member", ["data.csv", "metadata.json"])
+def test_zip_without_a_member(source, tmp_path, member):
+    path = _rezip(source, tmp_path, drop=member)
+    with pytest.raises(DataFileError, match=f"no {member}") as info:
+        read_82z(path, summary={})
+    assert str(info.value) == f"{path}: .82z has no {member}"
+
+
+def test_damaged_zip_member(source, tmp_path):
+    raw = bytearray(_rezip(source, tmp_path).read_bytes())
+    start = raw.index(b"data.csv") + 100  # inside the compressed data.csv
+    raw[start : start + 64] = bytes(64)
+    path = tmp_path / "damaged.82z"
+    path.write_bytes(bytes(raw))
+    with pytest.raises(DataFileError, match="damaged .82z") as info:
+        read_82z(path, summary={})
+    assert "damaged.82z" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"", "empty file"),
+        (b"not a zip", "not a readable .82z"),
+        (b"PK\x03\x04 cut short", "not a readable .82z"),
+    ],
+)
+def test_not_a_zip(tmp_path, content, message):
+    path = tmp_path / "fake.82z"
+    path.write_bytes(content)
+    with pytest.raises(DataFileError, match=message) as info:
+        read_82z(path)
+    assert str(info.value).startswith(str(path))
+
+
+def test_an_81x_file_is_not_an_82z(salt_81x):
+    with pytest.raises(DataFileError, match="not a readable .82z") as info:
+        read_82z(salt_81x)
+    assert "SALT_20181005_LT.81x" in str(info.value)
+
+
+@pytest.mark.parametrize("what", ["missing", "folder"])
+def test_unreadable_file_is_a_data_file_error(tmp_path, what):
+    path = tmp_path / "absent.82z"
+    if what == "folder":
+        path.mkdir()
+    with pytest.raises(DataFileError, match="not a readable .82z") as info:
+        read_82z(path)
+    assert str(path) in str(info.value)

@@ -113,7 +113,7 @@ def test_modbus_exception_code_is_a_protocol_error(wire):
         ProtocolError, match=r"device 1: write coil 0 = True: exception response \(code 4\)"
     ):
         actuators.set_lid("C1", True)
-    assert len(aux.read()) == 6  # the other device goes on
+    assert len(aux.read()) == 7  # the other device goes on
     site.faults.modbus_exception.clear()
     actuators.set_lid("C1", True)
 

@@ -1,0 +1,507 @@
+"""One observation of one chamber: the phases, the samples, the fit, the safe state.
+
+Phases, with LI-COR's names::
+
+    prepurge -> closing (until the closed end-switch, or a timeout) -> deadband
+    -> observing -> opening (until the open end-switch) -> postpurge -> done | aborted(reason)
+
+The observation's uuid is minted when the lid starts to close. Samples are logged from
+then on (negative elapsed time while closing; 0 is the moment the closed switch confirmed)
+and written in batches; the completion (status, fluxes, outbox row) is one transaction.
+Every failure ends in a safe state: the chamber's lid commanded open, and all lids when the
+analyser is silent or the error is not the chamber's own.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import math
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from chamberd.fitting import FitSettings, fit_closure
+
+from .clock import Clock
+from .config import ChamberConfig, SiteConfig
+from .errors import ChamberError, HardwareError, HardwareTimeoutError, ProtocolError
+from .hardware import AuxReading, AuxSensors, ChamberActuators, GasAnalyser, LidState
+from .store import SiteStore, iso
+
+__all__ = ["PROCESSING_VERSION", "CycleOutcome", "CycleRunner", "Stopped"]
+
+log = logging.getLogger(__name__)
+
+PROCESSING_VERSION = "site-1"
+_FLUSH_EVERY = 30
+_LID_CHECK_S = 10.0
+
+
+class Stopped(ChamberError):
+    """The daemon is stopping: the cycle ends in the safe state."""
+
+
+class _Abort(Exception):
+    def __init__(self, reason: str, *, all_lids: bool = False, kind: str = "cycle_abort") -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.all_lids = all_lids
+        self.kind = kind
+
+
+@dataclass
+class CycleOutcome:
+    chamber: str
+    status: str  # "done" | "aborted" | "skipped"
+    reason: str | None = None
+    uuid: str | None = None
+    flux: float | None = None
+    flags: tuple[str, ...] = ()
+    lid_fault: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def failed(self) -> bool:
+        return self.status != "done" or self.lid_fault
+
+
+Alarm = Callable[..., None]
+
+
+class CycleRunner:
+    """Runs observations of the chambers of one analyser group."""
+
+    def __init__(
+        self,
+        cfg: SiteConfig,
+        *,
+        clock: Clock,
+        store: SiteStore,
+        analyser: GasAnalyser,
+        analyser_id: str,
+        actuators: ChamberActuators,
+        aux: AuxSensors | None,
+        alarm: Alarm,
+        config_hash: str,
+        software_version: str,
+        stop: threading.Event,
+        analyser_info: dict[str, str] | None = None,
+        calibration_id: str | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.clock = clock
+        self.store = store
+        self.analyser = analyser
+        self.analyser_id = analyser_id
+        self.actuators = actuators
+        self.aux = aux
+        self.alarm = alarm
+        self.config_hash = config_hash
+        self.software_version = software_version
+        self.stop = stop
+        self.analyser_info = analyser_info or {}
+        self.calibration_id = calibration_id
+        self.fit_settings = FitSettings()
+
+    # --- helpers --------------------------------------------------------------------------
+
+    def _sleep(self, seconds: float) -> None:
+        end = self.clock.monotonic() + seconds
+        while True:
+            if self.stop.is_set():
+                raise Stopped("stopping")
+            remaining = end - self.clock.monotonic()
+            if remaining <= 0:
+                return
+            self.clock.sleep(min(remaining, 1.0))
+
+    def _aux(self) -> list[AuxReading]:
+        if self.aux is None or not self.cfg.aux:
+            return []
+        try:
+            return list(self.aux.read())
+        except (HardwareError, ProtocolError) as exc:
+            self.alarm("warning", "aux_error", f"aux sensors: {exc}")
+            return []
+
+    # --- the cycle ------------------------------------------------------------------------
+
+    def run(self, chamber: ChamberConfig, round_id: int | None) -> CycleOutcome:
+        state: dict[str, Any] = {"uuid": None, "samples": [], "written": 0, "closed_mono": None}
+        try:
+            return self._run(chamber, round_id, state)
+        except Stopped:
+            self._finish_abort(chamber, state, "shutdown", all_lids=True, kind="shutdown")
+            raise
+        except _Abort as abort:
+            self._finish_abort(
+                chamber, state, abort.reason, all_lids=abort.all_lids, kind=abort.kind
+            )
+            return CycleOutcome(chamber.id, "aborted", abort.reason, state["uuid"])
+        except (HardwareError, ProtocolError) as exc:
+            reason = f"hardware: {exc}"
+            self._finish_abort(chamber, state, reason, all_lids=False, kind="hardware_error")
+            return CycleOutcome(chamber.id, "aborted", reason, state["uuid"])
+
+    def _run(
+        self, chamber: ChamberConfig, round_id: int | None, state: dict[str, Any]
+    ) -> CycleOutcome:
+        cfg, cycle = self.cfg, self.cfg.cycle
+        dead_band = cfg.dead_band_s(chamber)
+        observation = cfg.observation_s(chamber)
+        interval = cycle.sample_interval_s
+
+        # prepurge: lid open, flow routed through this chamber
+        prepurge_at = self.clock.now()
+        self.actuators.set_lid(chamber.id, False)
+        self.actuators.set_valve(chamber.id, True)
+        if self.cfg.pump.mode == "measuring":
+            self.actuators.set_pump(True)
+        self._sleep(cycle.prepurge_s)
+
+        # closing: the observation exists from here on
+        self.analyser.discard_pending()
+        closing_at = self.clock.now()
+        geometry = chamber.geometry_on(closing_at.astimezone(dt.UTC).date())
+        state["uuid"] = self.store.start_observation(
+            {
+                "chamber": chamber.id,
+                "round_id": round_id,
+                "started_at": iso(closing_at),
+                "prepurge_at": iso(prepurge_at),
+                "closing_at": iso(closing_at),
+                "dead_band_s": dead_band,
+                "observation_s": observation,
+                "area_cm2": geometry.area_cm2,
+                "volume_cm3": geometry.volume_cm3,
+                "offset_cm": geometry.offset_cm,
+                "geometry_since": geometry.since.isoformat(),
+                "analyser": self.analyser_id,
+                "analyser_model": self.analyser_info.get("model"),
+                "analyser_serial": self.analyser_info.get("serial"),
+                "calibration_id": self.calibration_id,
+                "config_hash": self.config_hash,
+                "software_version": self.software_version,
+                "time_zone": cfg.site.time_zone,
+            }
+        )
+        uuid = state["uuid"]
+        self.actuators.set_lid(chamber.id, True)
+        start_mono = self.clock.monotonic()
+        closed_mono = None
+        while closed_mono is None:
+            self._sample(state, "closing", interval)
+            lid = self.actuators.lid_state(chamber.id)
+            waited = self.clock.monotonic() - start_mono
+            if lid is LidState.CLOSED or (
+                lid is LidState.UNKNOWN and waited >= cycle.closing_timeout_s
+            ):
+                closed_mono = self.clock.monotonic()
+            elif waited >= cycle.closing_timeout_s:
+                raise _Abort(
+                    f"lid did not close within {cycle.closing_timeout_s:g} s (switch: {lid.value})",
+                    kind="lid_timeout",
+                )
+        state["closed_mono"] = closed_mono
+        closed_at = self.clock.now()
+        self.store.set_phase(uuid, "closed", closed_at)
+        self.store.set_phase(uuid, "deadband", closed_at)
+
+        # deadband and observing
+        aux_start = self._aux()
+        last_lid_check = closed_mono
+        observing_marked = False
+        while True:
+            reading = self._sample(state, "observing" if observing_marked else "deadband", interval)
+            elapsed = reading.monotonic_s - closed_mono
+            if not observing_marked and elapsed >= dead_band:
+                self.store.set_phase(uuid, "observing", reading.time)
+                observing_marked = True
+            if reading.monotonic_s - last_lid_check >= _LID_CHECK_S:
+                last_lid_check = reading.monotonic_s
+                lid = self.actuators.lid_state(chamber.id)
+                if lid not in (LidState.CLOSED, LidState.UNKNOWN):
+                    raise _Abort(
+                        f"lid left the closed position during the observation ({lid.value})",
+                        kind="lid_lost",
+                    )
+            if elapsed >= observation:
+                break
+        aux_end = self._aux()
+        self._flush(state)
+
+        # opening and postpurge
+        opening_at = self.clock.now()
+        self.store.set_phase(uuid, "opening", opening_at)
+        self.actuators.set_lid(chamber.id, False)
+        lid_fault = False
+        start_mono = self.clock.monotonic()
+        while True:
+            lid = self.actuators.lid_state(chamber.id)
+            if lid in (LidState.OPEN, LidState.UNKNOWN):
+                break
+            if self.clock.monotonic() - start_mono >= cycle.opening_timeout_s:
+                lid_fault = True
+                self.alarm(
+                    "error",
+                    "lid_not_open",
+                    f"{chamber.id}: lid did not confirm open within {cycle.opening_timeout_s:g} s "
+                    f"(switch: {lid.value}); all lids commanded open",
+                    chamber=chamber.id,
+                    observation_uuid=uuid,
+                )
+                self.safe_state()
+                break
+            self._sleep(min(1.0, interval))
+        self.store.set_phase(uuid, "opened", self.clock.now())
+        self.store.set_phase(uuid, "postpurge", self.clock.now())
+        self._sleep(cycle.postpurge_s)
+        self.actuators.set_valve(chamber.id, False)
+
+        # the fit, and the completion in one transaction
+        fluxes, summary = self._fit(chamber, state, geometry, aux_start + aux_end)
+        self.store.complete_observation(
+            uuid,
+            status="done",
+            reason=None,
+            ended_at=self.clock.now(),
+            fluxes=fluxes,
+            values=summary["ancillary"],
+        )
+        return CycleOutcome(
+            chamber.id,
+            "done",
+            None,
+            uuid,
+            flux=summary.get("flux"),
+            flags=tuple(summary.get("flags", ())),
+            lid_fault=lid_fault,
+            extra=summary,
+        )
+
+    def _sample(self, state: dict[str, Any], phase: str, interval: float) -> Any:
+        timeout = self.cfg.cycle.analyser_silent_s
+        if self.stop.is_set():
+            raise Stopped("stopping")
+        try:
+            reading = self.analyser.read(max(timeout, interval))
+        except HardwareTimeoutError as exc:
+            self.alarm(
+                "error",
+                "analyser_silent",
+                f"analyser {self.analyser_id} silent for {timeout:g} s: {exc}; all lids opened",
+            )
+            raise _Abort(
+                f"analyser silent for {timeout:g} s", all_lids=True, kind="analyser_silent"
+            ) from exc
+        except ProtocolError as exc:
+            self.alarm("error", "analyser_garbled", f"analyser {self.analyser_id}: {exc}")
+            raise _Abort(
+                f"analyser output unreadable: {exc}", all_lids=True, kind="analyser_garbled"
+            ) from exc
+        closed = state["closed_mono"]
+        state["samples"].append(
+            {
+                "seq": state["written"] + len(state["samples"]),
+                "time": iso(reading.time),
+                "mono": reading.monotonic_s,
+                "elapsed_s": None if closed is None else reading.monotonic_s - closed,
+                "phase": phase,
+                "co2_umol_mol": reading.co2_umol_mol,
+                "h2o_mmol_mol": reading.h2o_mmol_mol,
+                "cell_temperature_degc": reading.cell_temperature_degc,
+                "cell_pressure_kpa": reading.cell_pressure_kpa,
+                "ch4_nmol_mol": reading.ch4_nmol_mol,
+                "n2o_nmol_mol": reading.n2o_nmol_mol,
+            }
+        )
+        state.setdefault("all", []).append(state["samples"][-1])
+        if closed is not None and len(state["samples"]) >= _FLUSH_EVERY:
+            self._flush(state)
+        return reading
+
+    def _flush(self, state: dict[str, Any]) -> None:
+        """Write buffered samples (closing samples get their elapsed time once it is known)."""
+        closed = state["closed_mono"]
+        rows = []
+        for sample in state["samples"]:
+            row = {k: v for k, v in sample.items() if k != "mono"}
+            if row["elapsed_s"] is None and closed is not None:
+                row["elapsed_s"] = sample["mono"] - closed
+            rows.append(row)
+        if rows and state["uuid"] is not None:
+            self.store.add_samples(state["uuid"], rows)
+            state["written"] += len(rows)
+        state["samples"] = []
+
+    def _fit(
+        self,
+        chamber: ChamberConfig,
+        state: dict[str, Any],
+        geometry: Any,
+        aux: list[AuxReading],
+    ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        samples = state.get("all", [])
+        closed = state["closed_mono"]
+        elapsed = np.array([s["mono"] - closed for s in samples])
+        co2 = np.array(
+            [np.nan if s["co2_umol_mol"] is None else s["co2_umol_mol"] for s in samples]
+        )
+        h2o_values = [s["h2o_mmol_mol"] for s in samples]
+        has_h2o = all(v is not None for v in h2o_values)
+        h2o = np.array(h2o_values, dtype=float) if has_h2o else 0.0
+        ancillary = _means(aux, chamber.id)
+        pressures = [s["cell_pressure_kpa"] for s in samples]
+        if all(p is not None for p in pressures):
+            pressure: Any = np.array(pressures, dtype=float)
+        else:
+            pressure = ancillary.get("pressure_kpa")
+        temperature = ancillary.get("air_temperature_degc")
+        extra_flags: list[str] = []
+        if temperature is None:
+            temperature = ancillary.get("soil_temperature_degc")
+            extra_flags.append("no_air_temperature")
+        if not has_h2o:
+            extra_flags.append("no_h2o")
+        summary: dict[str, Any] = {
+            "ancillary": {k: v for k, v in ancillary.items() if v is not None}
+        }
+        if temperature is None or pressure is None:
+            summary["flags"] = [*extra_flags, "no_flux_inputs"]
+            self.alarm(
+                "warning",
+                "no_flux_inputs",
+                f"{chamber.id}: no chamber temperature or pressure: flux not computed",
+                chamber=chamber.id,
+                observation_uuid=state["uuid"],
+            )
+            return [], summary
+        precision = self.cfg.analyser(self.analyser_id).precision_co2_umol_mol
+        fit = fit_closure(
+            elapsed,
+            co2,
+            h2o_mmol_mol=h2o,
+            pressure_kpa=pressure,
+            temperature_degc=temperature,
+            volume_cm3=geometry.volume_cm3,
+            area_cm2=geometry.area_cm2,
+            dead_band_s=self.cfg.dead_band_s(chamber),
+            end_s=self.cfg.observation_s(chamber),
+            precision_mf=precision,
+            dry=not has_h2o,
+            settings=self.fit_settings,
+        )
+        flags = [*fit.flags, *extra_flags]
+        rows = []
+        for model, result, value, se in (
+            ("linear", fit.linear, fit.lin_flux, fit.lin_flux_se),
+            ("exponential", fit.exponential, fit.exp_flux, fit.exp_flux_se),
+        ):
+            rows.append(
+                {
+                    "gas": "co2",
+                    "model": model,
+                    "flux": _finite(value),
+                    "flux_se": _finite(se),
+                    "flux_unit": "umol m-2 s-1",
+                    "r2": _finite(result.r_squared),
+                    "nrmse": _finite(result.nrmse),
+                    "n_points": fit.n_points,
+                    "dead_band_s": fit.dead_band_s,
+                    "end_s": fit.end_s,
+                    "a_per_s": _finite(getattr(result, "a_per_s", None)),
+                    "t0_s": _finite(getattr(result, "t0_s", None)),
+                    "c0": _finite(fit.c0_mf),
+                    "selected": int(model == fit.model),
+                    "model_reason": fit.model_reason if model == fit.model else None,
+                    "flags": ";".join(flags),
+                    "processing_version": PROCESSING_VERSION,
+                }
+            )
+        summary.update(
+            flux=fit.flux,
+            lin_flux=fit.lin_flux,
+            exp_flux=fit.exp_flux,
+            r2=fit.r_squared,
+            model=fit.model,
+            flags=flags,
+        )
+        return rows, summary
+
+    def _finish_abort(
+        self,
+        chamber: ChamberConfig,
+        state: dict[str, Any],
+        reason: str,
+        *,
+        all_lids: bool,
+        kind: str,
+    ) -> None:
+        try:
+            if all_lids:
+                self.safe_state()
+            else:
+                self.actuators.set_lid(chamber.id, False)
+                self.actuators.set_valve(chamber.id, False)
+        except (HardwareError, ProtocolError) as exc:
+            self.alarm("critical", "safe_state_failed", f"{chamber.id}: {exc}", chamber=chamber.id)
+            if not all_lids:
+                with _suppress_hardware():
+                    self.safe_state()
+        uuid = state.get("uuid")
+        if uuid is not None:
+            with _suppress_hardware():
+                self._flush(state)
+            self.store.complete_observation(
+                uuid, status="aborted", reason=reason, ended_at=self.clock.now()
+            )
+        level = "info" if kind == "shutdown" else "error"
+        self.alarm(
+            level,
+            kind,
+            f"{chamber.id}: observation aborted: {reason}",
+            chamber=chamber.id,
+            observation_uuid=uuid,
+        )
+
+    def safe_state(self) -> None:
+        """All lids open, valves closed, pump as configured."""
+        self.actuators.open_all()
+        if self.cfg.pump.mode != "always":
+            with _suppress_hardware():
+                self.actuators.set_pump(False)
+
+
+class _suppress_hardware:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: Any, value: Any, tb: Any) -> bool:
+        return kind is not None and issubclass(kind, (HardwareError, ProtocolError))
+
+
+def _finite(value: Any) -> float | None:
+    if value is None:
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def _means(readings: list[AuxReading], chamber: str) -> dict[str, float | None]:
+    """Means of each aux quantity: the chamber's own sensors first, else site-wide ones."""
+    out: dict[str, float | None] = {}
+    for quantity in (
+        "soil_temperature_degc",
+        "soil_moisture_pct",
+        "air_temperature_degc",
+        "pressure_kpa",
+    ):
+        own = [r.value for r in readings if r.quantity == quantity and r.chamber == chamber]
+        site = [r.value for r in readings if r.quantity == quantity and r.chamber is None]
+        values = own or site
+        out[quantity] = float(np.mean(values)) if values else None
+    return out

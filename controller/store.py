@@ -1,0 +1,455 @@
+"""The site store: SQLite through sqlite-utils, WAL with synchronous=FULL.
+
+A field logger loses power: every commit is durable (``synchronous=FULL``), an
+observation's completion (its status, fluxes and outbox row) is one transaction, and on
+restart an observation left running is marked aborted. Table names are part of the
+operator interface (their own SQL keeps working):
+
+``chambers``          one row per chamber (label, analyser), from the configuration
+``chamber_geometry``  dated geometry versions of each chamber
+``observations``      one per closure: ``uuid`` (minted when the lid starts to close),
+                      ``chamber``, ``status`` (running | done | aborted), ``started_at``
+                      (UTC), phase times, the geometry and ancillary means it used,
+                      calibration id, config hash, software version
+``samples``           the raw trace: elapsed time and readings
+``fluxes``            per observation, gas and model: flux, standard error, R2, flags;
+                      ``selected`` marks the model reported
+``events``            faults, restarts, missed rounds, operator notes, alarms
+``rounds``            every scheduled round: when it ran and how it ended
+``health``            the last state of each analyser and Modbus line
+``outbox``            observations waiting to be sent to the central database
+``calibrations``      calibration records (filled by the calibration procedures)
+``meta``              schema version, site id
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import sqlite3
+import threading
+import uuid as uuidlib
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+
+from .config import SiteConfig
+from .errors import StorageError
+
+__all__ = ["SCHEMA_VERSION", "SiteStore", "iso"]
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS chambers (
+    id TEXT PRIMARY KEY, label TEXT NOT NULL, analyser TEXT NOT NULL,
+    enabled INTEGER NOT NULL, updated_at TEXT NOT NULL,
+    out_of_service_until TEXT, out_of_service_reason TEXT
+);
+CREATE TABLE IF NOT EXISTS chamber_geometry (
+    chamber TEXT NOT NULL REFERENCES chambers(id), since TEXT NOT NULL,
+    area_cm2 REAL NOT NULL, volume_cm3 REAL NOT NULL, offset_cm REAL NOT NULL,
+    PRIMARY KEY (chamber, since)
+);
+CREATE TABLE IF NOT EXISTS observations (
+    uuid TEXT PRIMARY KEY,
+    site TEXT NOT NULL,
+    chamber TEXT NOT NULL,
+    round_id INTEGER,
+    status TEXT NOT NULL CHECK (status IN ('running', 'done', 'aborted')),
+    reason TEXT,
+    started_at TEXT NOT NULL,
+    prepurge_at TEXT, closing_at TEXT, closed_at TEXT, deadband_at TEXT,
+    observing_at TEXT, opening_at TEXT, opened_at TEXT, postpurge_at TEXT, ended_at TEXT,
+    dead_band_s REAL, observation_s REAL,
+    area_cm2 REAL, volume_cm3 REAL, offset_cm REAL, geometry_since TEXT,
+    soil_temperature_degc REAL, soil_moisture_pct REAL, air_temperature_degc REAL,
+    pressure_kpa REAL,
+    analyser TEXT, analyser_model TEXT, analyser_serial TEXT,
+    calibration_id TEXT, config_hash TEXT NOT NULL, software_version TEXT NOT NULL,
+    time_zone TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS observations_chamber_started ON observations (chamber, started_at);
+CREATE INDEX IF NOT EXISTS observations_status ON observations (status);
+CREATE TABLE IF NOT EXISTS samples (
+    observation_uuid TEXT NOT NULL REFERENCES observations(uuid),
+    seq INTEGER NOT NULL,
+    time TEXT NOT NULL,
+    elapsed_s REAL,
+    phase TEXT NOT NULL,
+    co2_umol_mol REAL, h2o_mmol_mol REAL, cell_temperature_degc REAL,
+    cell_pressure_kpa REAL, ch4_nmol_mol REAL, n2o_nmol_mol REAL,
+    PRIMARY KEY (observation_uuid, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS fluxes (
+    observation_uuid TEXT NOT NULL REFERENCES observations(uuid),
+    gas TEXT NOT NULL,
+    model TEXT NOT NULL,
+    flux REAL,
+    flux_se REAL,
+    flux_unit TEXT NOT NULL,
+    r2 REAL, nrmse REAL, n_points INTEGER,
+    dead_band_s REAL, end_s REAL,
+    a_per_s REAL, t0_s REAL, c0 REAL,
+    selected INTEGER NOT NULL,
+    model_reason TEXT,
+    flags TEXT NOT NULL,
+    processing_version TEXT NOT NULL,
+    PRIMARY KEY (observation_uuid, gas, model, processing_version)
+);
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    at TEXT NOT NULL,
+    level TEXT NOT NULL CHECK (level IN ('info', 'warning', 'error', 'critical')),
+    kind TEXT NOT NULL,
+    chamber TEXT,
+    observation_uuid TEXT,
+    message TEXT NOT NULL,
+    data TEXT
+);
+CREATE INDEX IF NOT EXISTS events_at ON events (at);
+CREATE TABLE IF NOT EXISTS rounds (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    scheduled_at TEXT NOT NULL UNIQUE,
+    started_at TEXT, finished_at TEXT,
+    status TEXT NOT NULL CHECK (status IN ('running', 'done', 'partial', 'missed', 'aborted')),
+    observations INTEGER NOT NULL DEFAULT 0,
+    failures INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS health (
+    component TEXT PRIMARY KEY, ok INTEGER NOT NULL, detail TEXT,
+    last_ok_at TEXT, updated_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS outbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    observation_uuid TEXT NOT NULL UNIQUE REFERENCES observations(uuid),
+    created_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS calibrations (
+    id TEXT PRIMARY KEY, analyser TEXT NOT NULL, procedure TEXT NOT NULL,
+    performed_at TEXT NOT NULL, operator TEXT, data TEXT, valid_from TEXT NOT NULL
+);
+"""
+
+_PHASE_COLUMNS = {
+    "prepurge": "prepurge_at",
+    "closing": "closing_at",
+    "closed": "closed_at",
+    "deadband": "deadband_at",
+    "observing": "observing_at",
+    "opening": "opening_at",
+    "opened": "opened_at",
+    "postpurge": "postpurge_at",
+    "end": "ended_at",
+}
+
+
+def _insert(conn: sqlite3.Connection, table: str, record: Mapping[str, Any]) -> None:
+    """INSERT one row (column names are chamberd's own, never user input)."""
+    names = list(record)
+    conn.execute(
+        f"INSERT INTO {table} ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})",
+        [record[n] for n in names],
+    )
+
+
+def _update(
+    conn: sqlite3.Connection, table: str, key: str, value: Any, record: Mapping[str, Any]
+) -> None:
+    names = list(record)
+    conn.execute(
+        f"UPDATE {table} SET {', '.join(f'{n} = ?' for n in names)} WHERE {key} = ?",
+        [*(record[n] for n in names), value],
+    )
+
+
+def iso(when: dt.datetime) -> str:
+    """UTC ISO 8601 with microseconds and a 'Z' (sorts as text)."""
+    if when.tzinfo is None:
+        raise ValueError("store instants in UTC: a timezone-aware datetime is required")
+    return when.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_iso(text: str) -> dt.datetime:
+    return dt.datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=dt.UTC)
+
+
+class SiteStore:
+    """The site database. Thread-safe: one connection guarded by a lock."""
+
+    def __init__(self, path: str | Path, *, site_id: str) -> None:
+        self.path = str(path)
+        self.site_id = site_id
+        try:
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(
+                self.path, check_same_thread=False, timeout=30.0, isolation_level=None
+            )
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            self.db = sqlite_utils.Database(conn)
+            conn.executescript("BEGIN IMMEDIATE;\n" + _SCHEMA + "\nCOMMIT;")
+            self._check_meta()
+        except sqlite3.DatabaseError as exc:
+            raise StorageError(f"{self.path}: cannot open the site database: {exc}") from exc
+        self._lock = threading.RLock()
+
+    # --- plumbing -------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        conn = self.db.conn
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            yield conn
+            conn.execute("COMMIT")
+        except sqlite3.DatabaseError as exc:
+            with contextlib.suppress(sqlite3.DatabaseError):
+                conn.execute("ROLLBACK")
+            raise StorageError(f"{self.path}: {exc}") from exc
+        except BaseException:
+            with contextlib.suppress(sqlite3.DatabaseError):
+                conn.execute("ROLLBACK")
+            raise
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One atomic, durable transaction (serialised across threads)."""
+        with self._lock, self._tx() as conn:
+            yield conn
+
+    def _check_meta(self) -> None:
+        conn = self.db.conn
+        rows = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+        if not rows:
+            with self._tx():
+                conn.executemany(
+                    "INSERT INTO meta VALUES (?, ?)",
+                    [("schema_version", str(SCHEMA_VERSION)), ("site", self.site_id)],
+                )
+            return
+        if rows.get("site") != self.site_id:
+            raise StorageError(
+                f"{self.path}: belongs to site {rows.get('site')!r}, not {self.site_id!r}"
+            )
+        if int(rows.get("schema_version", "0")) > SCHEMA_VERSION:
+            raise StorageError(
+                f"{self.path}: schema version {rows['schema_version']} is newer than this "
+                f"chamberd ({SCHEMA_VERSION})"
+            )
+
+    @classmethod
+    def open_existing(cls, path: str | Path) -> SiteStore:
+        """Open a site database for reading, whatever its site."""
+        try:
+            conn = sqlite3.connect(f"file:{Path(path).resolve()}?mode=ro", uri=True)
+            site = dict(conn.execute("SELECT key, value FROM meta").fetchall()).get("site")
+            conn.close()
+        except sqlite3.DatabaseError as exc:
+            raise StorageError(f"{path}: not a chamberd site database: {exc}") from exc
+        if site is None:
+            raise StorageError(f"{path}: not a chamberd site database (no site id)")
+        return cls(path, site_id=site)
+
+    def close(self) -> None:
+        with contextlib.suppress(sqlite3.Error):
+            self.db.conn.close()
+
+    def query(
+        self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()
+    ) -> list[dict[str, Any]]:
+        with self._lock:
+            cursor = self.db.conn.execute(sql, params)
+            names = [c[0] for c in cursor.description or ()]
+            return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+    # --- configuration --------------------------------------------------------------------
+
+    def sync_chambers(self, cfg: SiteConfig, now: dt.datetime) -> None:
+        """Record the configured chambers and their geometry versions."""
+        with self.transaction() as conn:
+            for c in cfg.chambers:
+                conn.execute(
+                    "INSERT INTO chambers (id, label, analyser, enabled, updated_at) "
+                    "VALUES (?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET "
+                    "label=excluded.label, analyser=excluded.analyser, enabled=excluded.enabled, "
+                    "updated_at=excluded.updated_at",
+                    (c.id, c.label, c.analyser, int(c.enabled), iso(now)),
+                )
+                for g in c.geometry:
+                    conn.execute(
+                        "INSERT INTO chamber_geometry VALUES (?, ?, ?, ?, ?) ON CONFLICT DO UPDATE "
+                        "SET area_cm2=excluded.area_cm2, volume_cm3=excluded.volume_cm3, "
+                        "offset_cm=excluded.offset_cm",
+                        (c.id, g.since.isoformat(), g.area_cm2, g.volume_cm3, g.offset_cm),
+                    )
+
+    def update_chamber_service(
+        self, chamber: str, out_until: dt.datetime | None, reason: str | None
+    ) -> None:
+        with self.transaction() as conn:
+            conn.execute(
+                "UPDATE chambers SET out_of_service_until = ?, out_of_service_reason = ? "
+                "WHERE id = ?",
+                (iso(out_until) if out_until else None, reason if out_until else None, chamber),
+            )
+
+    # --- observations ---------------------------------------------------------------------
+
+    def start_observation(self, row: Mapping[str, Any]) -> str:
+        """Insert a running observation; returns its new uuid."""
+        uuid = str(uuidlib.uuid4())
+        record = {"uuid": uuid, "site": self.site_id, "status": "running", **row}
+        with self.transaction() as conn:
+            _insert(conn, "observations", record)
+        return uuid
+
+    def set_phase(self, uuid: str, phase: str, at: dt.datetime) -> None:
+        column = _PHASE_COLUMNS[phase]
+        with self.transaction() as conn:
+            conn.execute(f"UPDATE observations SET {column} = ? WHERE uuid = ?", (iso(at), uuid))
+
+    def update_observation(self, uuid: str, values: Mapping[str, Any]) -> None:
+        if not values:
+            return
+        with self.transaction() as conn:
+            _update(conn, "observations", "uuid", uuid, values)
+
+    def add_samples(self, uuid: str, rows: Iterable[Mapping[str, Any]]) -> None:
+        batch = [{"observation_uuid": uuid, **r} for r in rows]
+        if batch:
+            with self.transaction() as conn:
+                for row in batch:
+                    _insert(conn, "samples", row)
+
+    def complete_observation(
+        self,
+        uuid: str,
+        *,
+        status: str,
+        reason: str | None,
+        ended_at: dt.datetime,
+        fluxes: Sequence[Mapping[str, Any]] = (),
+        values: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Status, fluxes and the outbox row of an observation, in one transaction."""
+        if status not in ("done", "aborted"):
+            raise ValueError(f"status must be 'done' or 'aborted', got {status!r}")
+        with self.transaction() as conn:
+            update = {
+                "status": status,
+                "reason": reason,
+                "ended_at": iso(ended_at),
+                **(values or {}),
+            }
+            self.db["observations"].update(uuid, update)
+            if fluxes:
+                self.db["fluxes"].insert_all([{"observation_uuid": uuid, **f} for f in fluxes])
+            conn.execute(
+                "INSERT INTO outbox (observation_uuid, created_at) VALUES (?, ?)",
+                (uuid, iso(ended_at)),
+            )
+
+    def abort_running(self, reason: str, at: dt.datetime) -> list[str]:
+        """Mark observations left running (a restart) aborted; returns their uuids."""
+        with self.transaction() as conn:
+            uuids = [
+                r[0] for r in conn.execute("SELECT uuid FROM observations WHERE status = 'running'")
+            ]
+            for uuid in uuids:
+                conn.execute(
+                    "UPDATE observations SET status = 'aborted', reason = ?, ended_at = ? "
+                    "WHERE uuid = ?",
+                    (reason, iso(at), uuid),
+                )
+                conn.execute(
+                    "INSERT OR IGNORE INTO outbox (observation_uuid, created_at) VALUES (?, ?)",
+                    (uuid, iso(at)),
+                )
+            conn.execute(
+                "UPDATE rounds SET status = 'aborted', finished_at = ? WHERE status = 'running'",
+                (iso(at),),
+            )
+        return uuids
+
+    # --- events, rounds, health -----------------------------------------------------------
+
+    def record_event(
+        self,
+        level: str,
+        kind: str,
+        message: str,
+        at: dt.datetime,
+        *,
+        chamber: str | None = None,
+        observation_uuid: str | None = None,
+        data: Mapping[str, Any] | None = None,
+    ) -> int:
+        with self.transaction() as conn:
+            cursor = conn.execute(
+                "INSERT INTO events (at, level, kind, chamber, observation_uuid, message, data) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    iso(at),
+                    level,
+                    kind,
+                    chamber,
+                    observation_uuid,
+                    message,
+                    json.dumps(data, default=str) if data else None,
+                ),
+            )
+            return int(cursor.lastrowid or 0)
+
+    def start_round(self, scheduled_at: dt.datetime, started_at: dt.datetime) -> int | None:
+        """Insert a running round; None when this slot already ran (never run a slot twice)."""
+        with self.transaction() as conn:
+            cursor = conn.execute(
+                "INSERT OR IGNORE INTO rounds (scheduled_at, started_at, status) "
+                "VALUES (?, ?, 'running')",
+                (iso(scheduled_at), iso(started_at)),
+            )
+            return int(cursor.lastrowid) if cursor.rowcount else None
+
+    def finish_round(
+        self, round_id: int, finished_at: dt.datetime, observations: int, failures: int
+    ) -> None:
+        status = "done" if failures == 0 else "partial"
+        with self.transaction() as conn:
+            conn.execute(
+                "UPDATE rounds SET finished_at = ?, status = ?, observations = ?, failures = ? "
+                "WHERE id = ?",
+                (iso(finished_at), status, observations, failures, round_id),
+            )
+
+    def record_missed_round(self, scheduled_at: dt.datetime) -> bool:
+        with self.transaction() as conn:
+            cursor = conn.execute(
+                "INSERT OR IGNORE INTO rounds (scheduled_at, status) VALUES (?, 'missed')",
+                (iso(scheduled_at),),
+            )
+            return bool(cursor.rowcount)
+
+    def last_round(self) -> dict[str, Any] | None:
+        rows = self.query(
+            "SELECT * FROM rounds WHERE status != 'missed' ORDER BY scheduled_at DESC LIMIT 1"
+        )
+        return rows[0] if rows else None
+
+    def set_health(self, component: str, ok: bool, detail: str, at: dt.datetime) -> None:
+        with self.transaction() as conn:
+            conn.execute(
+                "INSERT INTO health (component, ok, detail, last_ok_at, updated_at) VALUES "
+                "(?, ?, ?, ?, ?) ON CONFLICT(component) DO UPDATE SET ok = excluded.ok, "
+                "detail = excluded.detail, updated_at = excluded.updated_at, "
+                "last_ok_at = COALESCE(excluded.last_ok_at, health.last_ok_at)",
+                (component, int(ok), detail, iso(at) if ok else None, iso(at)),
+            )
+
+    def integrity_check(self) -> str:
+        return self.query("PRAGMA integrity_check")[0]["integrity_check"]
