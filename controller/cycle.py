@@ -39,6 +39,8 @@ log = logging.getLogger(__name__)
 PROCESSING_VERSION = "site-1"
 _FLUSH_EVERY = 30
 _LID_CHECK_S = 10.0
+_CLOCK_STEP_S = 2.0
+_ANALYSER_FAULTS = frozenset({"analyser_silent", "analyser_garbled"})
 
 
 class Stopped(ChamberError):
@@ -46,10 +48,9 @@ class Stopped(ChamberError):
 
 
 class _Abort(Exception):
-    def __init__(self, reason: str, *, all_lids: bool = False, kind: str = "cycle_abort") -> None:
+    def __init__(self, reason: str, *, kind: str = "cycle_abort") -> None:
         super().__init__(reason)
         self.reason = reason
-        self.all_lids = all_lids
         self.kind = kind
 
 
@@ -63,6 +64,7 @@ class CycleOutcome:
     flags: tuple[str, ...] = ()
     lid_fault: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
+    group_fault: bool = False  # the analyser failed, not the chamber
 
     @property
     def failed(self) -> bool:
@@ -131,20 +133,30 @@ class CycleRunner:
     # --- the cycle ------------------------------------------------------------------------
 
     def run(self, chamber: ChamberConfig, round_id: int | None) -> CycleOutcome:
-        state: dict[str, Any] = {"uuid": None, "samples": [], "written": 0, "closed_mono": None}
+        state: dict[str, Any] = {
+            "uuid": None,
+            "chamber": chamber.id,
+            "samples": [],
+            "written": 0,
+            "closed_mono": None,
+        }
         try:
             return self._run(chamber, round_id, state)
         except Stopped:
-            self._finish_abort(chamber, state, "shutdown", all_lids=True, kind="shutdown")
+            self._finish_abort(chamber, state, "shutdown", kind="shutdown")
             raise
         except _Abort as abort:
-            self._finish_abort(
-                chamber, state, abort.reason, all_lids=abort.all_lids, kind=abort.kind
+            self._finish_abort(chamber, state, abort.reason, kind=abort.kind)
+            return CycleOutcome(
+                chamber.id,
+                "aborted",
+                abort.reason,
+                state["uuid"],
+                group_fault=abort.kind in _ANALYSER_FAULTS,
             )
-            return CycleOutcome(chamber.id, "aborted", abort.reason, state["uuid"])
         except (HardwareError, ProtocolError) as exc:
             reason = f"hardware: {exc}"
-            self._finish_abort(chamber, state, reason, all_lids=False, kind="hardware_error")
+            self._finish_abort(chamber, state, reason, kind="hardware_error")
             return CycleOutcome(chamber.id, "aborted", reason, state["uuid"])
 
     def _run(
@@ -295,14 +307,11 @@ class CycleRunner:
                 "analyser_silent",
                 f"analyser {self.analyser_id} silent for {timeout:g} s: {exc}; all lids opened",
             )
-            raise _Abort(
-                f"analyser silent for {timeout:g} s", all_lids=True, kind="analyser_silent"
-            ) from exc
+            raise _Abort(f"analyser silent for {timeout:g} s", kind="analyser_silent") from exc
         except ProtocolError as exc:
             self.alarm("error", "analyser_garbled", f"analyser {self.analyser_id}: {exc}")
-            raise _Abort(
-                f"analyser output unreadable: {exc}", all_lids=True, kind="analyser_garbled"
-            ) from exc
+            raise _Abort(f"analyser output unreadable: {exc}", kind="analyser_garbled") from exc
+        self._check_clock(state, reading)
         closed = state["closed_mono"]
         state["samples"].append(
             {
@@ -323,6 +332,25 @@ class CycleRunner:
         if closed is not None and len(state["samples"]) >= _FLUSH_EVERY:
             self._flush(state)
         return reading
+
+    def _check_clock(self, state: dict[str, Any], reading: Any) -> None:
+        """A step of the wall clock (NTP, an operator, a GPS fix) is reported once per
+        observation. Phase durations, elapsed times and the fit use the monotonic clock, so
+        the observation stays valid; its wall-clock stamps carry the step."""
+        offset = reading.time.timestamp() - reading.monotonic_s
+        first = state.setdefault("clock_offset_s", offset)
+        step = offset - first
+        if abs(step) > _CLOCK_STEP_S and not state.get("clock_stepped"):
+            state["clock_stepped"] = True
+            self.alarm(
+                "warning",
+                "clock_jump",
+                f"the wall clock stepped by {step:+.1f} s during the observation; "
+                "elapsed times and the fit use the monotonic clock",
+                chamber=state.get("chamber"),
+                observation_uuid=state.get("uuid"),
+                data={"step_s": round(step, 3)},
+            )
 
     def _flush(self, state: dict[str, Any]) -> None:
         """Write buffered samples (closing samples get their elapsed time once it is known)."""
@@ -438,20 +466,14 @@ class CycleRunner:
         state: dict[str, Any],
         reason: str,
         *,
-        all_lids: bool,
         kind: str,
     ) -> None:
+        # every abort ends with all the group's lids open: in a group only this chamber
+        # should be closed, but after a fault nothing about the hardware is assumed
         try:
-            if all_lids:
-                self.safe_state()
-            else:
-                self.actuators.set_lid(chamber.id, False)
-                self.actuators.set_valve(chamber.id, False)
+            self.safe_state()
         except (HardwareError, ProtocolError) as exc:
             self.alarm("critical", "safe_state_failed", f"{chamber.id}: {exc}", chamber=chamber.id)
-            if not all_lids:
-                with _suppress_hardware():
-                    self.safe_state()
         uuid = state.get("uuid")
         if uuid is not None:
             with _suppress_hardware():
@@ -469,11 +491,31 @@ class CycleRunner:
         )
 
     def safe_state(self) -> None:
-        """All lids open, valves closed, pump as configured."""
-        self.actuators.open_all()
-        if self.cfg.pump.mode != "always":
+        """Every lid of this analyser group open and its valves closed (and the pump as
+        configured when the site has one group).
+
+        The other groups' lids are left alone, so a fault of one analyser or relay board
+        does not spoil the observations running in parallel on the others; the daemon's
+        own safe state (start-up, stop, unhandled errors) opens every lid of the site.
+        """
+        failures: list[str] = []
+        for chamber in self.cfg.chambers:
+            if chamber.analyser != self.analyser_id:
+                continue
+            for action, what in (
+                (lambda c=chamber.id: self.actuators.set_lid(c, False), "open lid"),
+                (lambda c=chamber.id: self.actuators.set_valve(c, False), "close valve"),
+            ):
+                try:
+                    action()
+                except (HardwareError, ProtocolError) as exc:
+                    failures.append(f"{chamber.id}: {what}: {exc}")
+        groups = {c.analyser for c in self.cfg.chambers if c.enabled}
+        if self.cfg.pump.mode != "always" and len(groups) <= 1:
             with _suppress_hardware():
                 self.actuators.set_pump(False)
+        if failures:
+            raise HardwareError("safe state incomplete: " + "; ".join(failures))
 
 
 class _suppress_hardware:

@@ -327,20 +327,32 @@ class Daemon:
             stop=self.stop_event,
             analyser_info=self.analyser_info.get(analyser_id),
         )
+        group_fault: str | None = None
         for chamber in self.cfg.chambers:
             if chamber.analyser != analyser_id or not chamber.enabled:
                 continue
             if self.stop_event.is_set():
                 return
+            if group_fault is not None:
+                # the analyser failed: its other chambers wait for the next round (their
+                # service record is not charged with the analyser's fault)
+                result.outcomes.append(CycleOutcome(chamber.id, "skipped", group_fault))
+                continue
             if not self._in_service(chamber.id, self.clock.now()):
                 result.outcomes.append(CycleOutcome(chamber.id, "skipped", "out of service"))
                 continue
             outcome = runner.run(chamber, round_id)
             result.outcomes.append(outcome)
-            self._account(outcome)
-            healthy = outcome.status == "done" or not (outcome.reason or "").startswith("analyser")
+            if outcome.group_fault:
+                group_fault = f"analyser {analyser_id} failed: {outcome.reason}"
+                self.analyser_info.pop(analyser_id, None)  # identify it again next round
+            else:
+                self._account(outcome)
             self.store.set_health(
-                f"analyser:{analyser_id}", healthy, outcome.reason or "ok", self.clock.now()
+                f"analyser:{analyser_id}",
+                not outcome.group_fault,
+                outcome.reason if outcome.group_fault else "ok",
+                self.clock.now(),
             )
 
     def run_round(self, scheduled_at: dt.datetime) -> RoundResult | None:
@@ -365,10 +377,15 @@ class Daemon:
             if any(c.analyser == a and c.enabled for c in self.cfg.chambers)
         ]
         errors: list[BaseException] = []
+        # on virtual time every group must be attached before any sleeps, or the first
+        # one would run ahead alone
+        barrier = threading.Barrier(len(groups)) if groups else None
 
         def work(analyser_id: str) -> None:
             attach = self.clock.attach() if isinstance(self.clock, FakeClock) else _nullcontext()
             with attach:
+                if barrier is not None:
+                    barrier.wait()
                 try:
                     self._group(analyser_id, round_id, result)
                 except Stopped:
