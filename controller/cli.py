@@ -15,6 +15,7 @@ import sys
 import tempfile
 from collections.abc import Iterable, Sequence
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import click
@@ -204,12 +205,18 @@ def _example(name: str) -> Any:
 @click.option("--seed", type=int, help="Random seed (default: the config's).")
 @click.option("--transport", type=click.Choice(["tcp", "pty"]), help="Analyser transport.")
 @click.option("--json", "as_json", is_flag=True, help="First line: one JSON object of endpoints.")
+@click.option(
+    "--daemon-config",
+    type=click.Path(dir_okay=False),
+    help="Also write the site configuration pointed at this simulator, for chamberd run.",
+)
 def sim_command(
     config_path: str | None,
     speed: float | None,
     seed: int | None,
     transport: str | None,
     as_json: bool,
+    daemon_config: str | None,
 ) -> None:
     """Start the simulated site's hardware on 127.0.0.1 and serve until SIGTERM.
 
@@ -237,7 +244,11 @@ def sim_command(
     }
     hardware = start_hardware(cfg, clock, site=site, transport=transport)
     try:
-        endpoints = hardware.endpoints()
+        endpoints = {**hardware.endpoints(), "speed": clock.speed, "timeline": clock.timeline}
+        if daemon_config:
+            from chamberd.controller.config import to_toml
+
+            Path(daemon_config).write_text(to_toml(hardware.daemon_config()), encoding="utf-8")
         if as_json:
             click.echo(json.dumps(endpoints))
         else:
@@ -251,6 +262,9 @@ def sim_command(
                     f"  modbus   {m['id']:<10} {m['framing']:<7} {m['host']}:{m['port']} "
                     f"device {m['device_id']}"
                 )
+            click.echo(
+                f"  timeline {clock.timeline} (chamberd run --speed {clock.speed:g} --timeline)"
+            )
             click.echo("serving until SIGTERM or Ctrl-C")
         sys.stdout.flush()
         while not stop.wait(0.2):
@@ -279,44 +293,13 @@ def check_config_command(config: str, overrides: tuple[str, ...]) -> None:
     """
     import tomllib
 
-    from chamberd.controller.config import config_hash
+    from chamberd.controller.config import config_hash, to_toml
 
     cfg = _load(config, overrides)
-    data = cfg.model_dump(mode="json", by_alias=True, exclude_none=True)
+    text = to_toml(cfg)
     click.echo(f"# {config}: valid; config hash {config_hash(cfg)}")
-    click.echo(_to_toml(data))
-    tomllib.loads(_to_toml(data))  # the printout is itself valid TOML
-
-
-def _toml_value(value: Any) -> str:
-    import json as _json
-
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    if isinstance(value, str):
-        return _json.dumps(value)
-    if isinstance(value, list):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{ " + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + " }"
-    return _json.dumps(str(value))
-
-
-def _to_toml(data: dict[str, Any]) -> str:
-    lines: list[str] = []
-    for key, value in data.items():
-        if isinstance(value, dict):
-            lines.append(f"\n[{key}]")
-            lines += [f"{k} = {_toml_value(v)}" for k, v in value.items()]
-        elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
-            for item in value:
-                lines.append(f"\n[[{key}]]")
-                lines += [f"{k} = {_toml_value(v)}" for k, v in item.items()]
-        else:
-            lines.append(f"{key} = {_toml_value(value)}")
-    return "\n".join(lines).strip() + "\n"
+    click.echo(text)
+    tomllib.loads(text)  # the printout is itself valid TOML
 
 
 @cli.command("run")
@@ -329,8 +312,18 @@ def _to_toml(data: dict[str, Any]) -> str:
     default=None,
     help="Run on a clock this many times faster than real time (simulated sites only).",
 )
+@click.option(
+    "--timeline",
+    default=None,
+    metavar="START@UNIX",
+    help="With --speed: share the clock of a simulator ('timeline' in chamberd sim --json).",
+)
 def run_command(
-    config: str, overrides: tuple[str, ...], log_level: str, speed: float | None
+    config: str,
+    overrides: tuple[str, ...],
+    log_level: str,
+    speed: float | None,
+    timeline: str | None,
 ) -> None:
     """Run the site daemon in the foreground until SIGTERM or Ctrl-C.
 
@@ -344,7 +337,15 @@ def run_command(
 
     configure_logging(log_level)
     cfg = _load(config, overrides)
-    clock: Any = SystemClock() if not speed or speed == 1 else ScaledClock(speed=speed)
+    if timeline is not None:
+        try:
+            clock: Any = ScaledClock.from_timeline(timeline, speed or 1.0)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--timeline") from exc
+    elif not speed or speed == 1:
+        clock = SystemClock()
+    else:
+        clock = ScaledClock(speed=speed)
     site = build_site(cfg, clock=clock)
     try:
         serve(site)

@@ -66,11 +66,23 @@ class ScaledClock:
     ``jump(seconds)`` moves wall time (not monotonic time) to inject a clock jump.
     """
 
-    def __init__(self, speed: float = 1.0, start: dt.datetime | None = None) -> None:
+    def __init__(
+        self,
+        speed: float = 1.0,
+        start: dt.datetime | None = None,
+        *,
+        anchor_unix: float | None = None,
+    ) -> None:
         if speed <= 0:
             raise ValueError(f"speed must be > 0, got {speed}")
         self.speed = float(speed)
         self._real0 = time.monotonic()  # noqa: TID251
+        if anchor_unix is not None:
+            # ``start`` was the site time at real Unix time ``anchor_unix``: processes that
+            # share (start, anchor, speed) share one timeline (a simulator and the daemons
+            # started, killed and restarted against it)
+            self._real0 -= time.time() - anchor_unix  # noqa: TID251
+        self.anchor_unix = time.time() if anchor_unix is None else anchor_unix  # noqa: TID251
         self._start = start or dt.datetime.now(UTC)  # noqa: TID251
         if self._start.tzinfo is None:
             raise ValueError("start must be timezone-aware (UTC)")
@@ -88,6 +100,25 @@ class ScaledClock:
     def sleep(self, seconds: float) -> None:
         if seconds > 0:
             time.sleep(seconds / self.speed)  # noqa: TID251
+
+    @property
+    def timeline(self) -> str:
+        """``START@ANCHOR``: what ``chamberd run --timeline`` needs to share this clock."""
+        return f"{self._start.isoformat()}@{self.anchor_unix:.6f}"
+
+    @classmethod
+    def from_timeline(cls, timeline: str, speed: float) -> ScaledClock:
+        """The clock of :attr:`timeline` (``2026-07-01T04:00:00+00:00@1790000000.0``)."""
+        start_text, sep, anchor_text = timeline.rpartition("@")
+        try:
+            if not sep:
+                raise ValueError("expected START@UNIX_TIME")
+            start = dt.datetime.fromisoformat(start_text)
+            if start.tzinfo is None:
+                raise ValueError("the start needs a UTC offset")
+            return cls(speed=speed, start=start, anchor_unix=float(anchor_text))
+        except ValueError as exc:
+            raise ValueError(f"timeline {timeline!r}: {exc}") from exc
 
     def jump(self, seconds: float) -> None:
         """Step the wall clock by ``seconds`` (a clock jump); monotonic time is unaffected."""

@@ -60,6 +60,7 @@ __all__ = [
     "config_hash",
     "load_config",
     "parse_config",
+    "to_toml",
 ]
 
 ENV_PREFIX = "CHAMBERD__"
@@ -449,3 +450,34 @@ def config_hash(cfg: SiteConfig) -> str:
     """SHA-256 (first 16 hex digits) of the resolved configuration."""
     text = json.dumps(cfg.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + " }"
+    return json.dumps(str(value))
+
+
+def to_toml(cfg: SiteConfig) -> str:
+    """The resolved configuration as TOML (defaults filled in); loads back to ``cfg``."""
+    data = cfg.model_dump(mode="json", by_alias=True, exclude_none=True)
+    lines: list[str] = []
+    for key, value in data.items():
+        if isinstance(value, dict):
+            lines.append(f"\n[{key}]")
+            lines += [f"{k} = {_toml_value(v)}" for k, v in value.items()]
+        elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+            for item in value:
+                lines.append(f"\n[[{key}]]")
+                lines += [f"{k} = {_toml_value(v)}" for k, v in item.items()]
+        else:
+            lines.append(f"{key} = {_toml_value(value)}")
+    return "\n".join(lines).strip() + "\n"

@@ -117,7 +117,8 @@ class SimulatedSite:
         self.pump_on = False
         self._origin_mono = clock.monotonic()
         self._origin_time = clock.now()
-        self.commands: list[tuple[float, str, str, bool]] = []  # (mono, kind, chamber, value)
+        # every command written to the relays, repeats included: (mono, kind, chamber, value)
+        self.commands: list[tuple[float, str, str, bool]] = []
 
     # --- time -----------------------------------------------------------------------------
 
@@ -203,6 +204,7 @@ class SimulatedSite:
             self._update_seal(chamber, mono)
             lid = self._lids[chamber]
             if lid.command_closed == closed and lid.command_at > -math.inf:
+                self.commands.append((mono, "lid", chamber, closed))  # repeated, no motion
                 return
             lid.position_at_command = self._position(chamber, mono)
             lid.command_closed = closed
