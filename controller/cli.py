@@ -370,7 +370,11 @@ def status_command(config: str, as_json: bool) -> None:
     from chamberd.controller.store import SiteStore
 
     cfg = _load(config, ())
-    store = SiteStore(cfg.storage.path, site_id=cfg.site.id)
+    if not Path(cfg.storage.path).exists():
+        raise ConfigError(
+            f"{config}: storage.path {cfg.storage.path!r} does not exist (has the daemon run?)"
+        )
+    store = SiteStore.open_existing(cfg.storage.path)
     try:
         status = site_status(cfg, store, SystemClock().now())
     finally:

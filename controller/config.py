@@ -418,6 +418,7 @@ def load_config(
 
     Environment variables ``CHAMBERD__SECTION__KEY=value`` and overrides ``section.key=value``
     (list items by index: ``chambers.0.enabled=false``) take TOML literals, or bare strings.
+    A relative ``storage.path`` is taken relative to the configuration file's folder.
 
     Raises
     ------
@@ -443,6 +444,13 @@ def load_config(
         if not sep or not name.strip():
             raise ConfigError(f"--set {item!r}: expected section.key=value")
         _set_path(data, name.strip(), value.strip(), f"--set {item!r}")
+    storage = data.get("storage")
+    if isinstance(storage, dict) and isinstance(storage.get("path"), str):
+        # a relative database path is relative to the configuration file, not to wherever
+        # the daemon was started from
+        db = Path(storage["path"]).expanduser()
+        if not db.is_absolute():
+            storage["path"] = str(Path(path_text).resolve().parent / db)
     return parse_config(data, source=path_text)
 
 

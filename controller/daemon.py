@@ -178,6 +178,7 @@ class Daemon:
 
     def safe_state(self, reason: str) -> bool:
         """All lids open, valves closed, pump as configured; True when every command went."""
+        lines = sorted({line for c in self.cfg.chambers for line in _modbus_lines(c)})
         try:
             self.actuators.open_all()
             if self.cfg.pump.mode == "always":
@@ -186,7 +187,11 @@ class Daemon:
                 self.actuators.set_pump(False)
         except (HardwareError, ProtocolError) as exc:
             self.alarm("critical", "safe_state_failed", f"safe state ({reason}) incomplete: {exc}")
+            for line in lines:
+                self.store.set_health(f"modbus:{line}", False, str(exc), self.clock.now())
             return False
+        for line in lines:
+            self.store.set_health(f"modbus:{line}", True, "ok", self.clock.now())
         return True
 
     def startup(self) -> None:
@@ -354,6 +359,15 @@ class Daemon:
                 outcome.reason if outcome.group_fault else "ok",
                 self.clock.now(),
             )
+            hardware_fault = (outcome.reason or "").startswith("hardware:")
+            if outcome.status == "done" or hardware_fault:
+                for line in _modbus_lines(chamber):
+                    self.store.set_health(
+                        f"modbus:{line}",
+                        not hardware_fault,
+                        outcome.reason if hardware_fault else "ok",
+                        self.clock.now(),
+                    )
 
     def run_round(self, scheduled_at: dt.datetime) -> RoundResult | None:
         """One round: every analyser group in parallel, its chambers in sequence."""
@@ -441,6 +455,12 @@ class Daemon:
                 self.alarm("critical", "daemon_error", f"unhandled error: {exc!r}")
             self.safe_state("unhandled error")
             raise
+
+
+def _modbus_lines(chamber: Any) -> set[str]:
+    """The Modbus lines (``[[modbus]]`` ids) a chamber's lid, switches and valve are on."""
+    refs = (chamber.lid, chamber.closed_switch, chamber.open_switch, chamber.valve)
+    return {ref.device for ref in refs if ref is not None}
 
 
 class _nullcontext:

@@ -78,6 +78,7 @@ def make_analyser(
         eol=b"\n",
         name=f"{cfg.protocol.upper()} {cfg.id}",
         clock=clock,
+        stamped=True,  # streaming: stamp each line on arrival, in a reader thread
     )
     return LI8x0Analyser(link, model=cfg.protocol, clock=clock)
 

@@ -239,7 +239,7 @@ class LI8x0Analyser:
                     f"last frames: {self.link.last_frames()}"
                 )
             try:
-                line = self.link.read_line(remaining)
+                line, arrived, arrived_mono = self.link.read_stamped(remaining)
             except HardwareTimeoutError as exc:
                 raise HardwareTimeoutError(
                     f"{self.link.name} on {self.link.url}: no data within {timeout_s:g} s; "
@@ -261,8 +261,8 @@ class LI8x0Analyser:
                 continue  # an ACK or a configuration echo
             self.garbled = 0
             return AnalyserReading(
-                time=self.clock.now(),
-                monotonic_s=self.clock.monotonic(),
+                time=arrived,
+                monotonic_s=arrived_mono,
                 co2_umol_mol=message.values.get("co2_umol_mol"),
                 h2o_mmol_mol=message.values.get("h2o_mmol_mol"),
                 cell_temperature_degc=message.values.get("cell_temperature_degc"),

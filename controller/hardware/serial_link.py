@@ -6,12 +6,17 @@ Every port is opened with ``serial.serial_for_url``, so ``/dev/serial/by-id/...`
 blocking forever), keeps the last frames for error messages, traces every frame at DEBUG,
 and reopens a dropped port with exponential backoff. pyserial's exceptions are translated
 here into :class:`~chamberd.controller.errors.HardwareError`.
+
+A link made with ``stamped=True`` (streaming analysers) reads in a background thread and
+stamps every line with the clock when its last byte arrived, so a sample's time does not
+depend on how busy the reading thread was (a database write, a fit, another group).
 """
 
 from __future__ import annotations
 
 import collections
 import contextlib
+import datetime as dt
 import logging
 import threading
 
@@ -52,6 +57,8 @@ class SerialLink:
         clock: Clock | None = None,
         max_line: int = 4096,
         backoff_s: tuple[float, float] = (0.1, 5.0),
+        stamped: bool = False,
+        max_queued: int = 4096,
     ) -> None:
         self.url = url
         self.baudrate = baudrate
@@ -66,6 +73,13 @@ class SerialLink:
         self._lock = threading.RLock()
         self._failures = 0
         self._next_attempt = 0.0
+        self.stamped = stamped
+        self._lines: collections.deque[tuple[str, dt.datetime, float]] = collections.deque(
+            maxlen=max_queued
+        )
+        self._arrived = threading.Condition()
+        self._reader: threading.Thread | None = None
+        self._stop = threading.Event()
 
     # --- connection -----------------------------------------------------------------------
 
@@ -97,6 +111,18 @@ class SerialLink:
             log.debug("%s: opened", self._where())
 
     def close(self) -> None:
+        """Stop the reader thread (if any) and close the port."""
+        reader = self._reader
+        if reader is not None:
+            self._stop.set()
+            reader.join(timeout=5.0)
+            self._reader = None
+            self._stop = threading.Event()
+        self._close_port()
+        with self._arrived:
+            self._lines.clear()
+
+    def _close_port(self) -> None:
         with self._lock:
             port, self._port = self._port, None
             self._buffer.clear()
@@ -110,7 +136,7 @@ class SerialLink:
 
     def _drop(self, exc: BaseException) -> None:
         log.warning("%s: link lost (%s); will reopen", self._where(), exc)
-        self.close()
+        self._close_port()
         self._failures += 1
         delay = min(self.backoff_s[0] * 2 ** (self._failures - 1), self.backoff_s[1])
         self._next_attempt = self.clock.monotonic() + delay
@@ -161,6 +187,73 @@ class SerialLink:
             When no complete line arrives within ``timeout_s`` (reopening a dropped link
             counts against it).
         """
+        return self.read_stamped(timeout_s)[0]
+
+    def read_stamped(self, timeout_s: float) -> tuple[str, dt.datetime, float]:
+        """The next line with the wall and monotonic clock readings of its arrival."""
+        if self.stamped:
+            return self._next_queued(timeout_s)
+        line = self._read_line(timeout_s)
+        return line, self.clock.now(), self.clock.monotonic()
+
+    # --- the background reader (stamped links) --------------------------------------------
+
+    def _next_queued(self, timeout_s: float) -> tuple[str, dt.datetime, float]:
+        deadline = self.clock.monotonic() + timeout_s
+        if self._reader is None or not self._reader.is_alive():
+            self._reader = threading.Thread(
+                target=self._read_forever, name=f"reader {self.name}", daemon=True
+            )
+            self._reader.start()
+        with self._arrived:
+            while not self._lines:
+                if self.clock.monotonic() >= deadline:
+                    state = "" if self._port is not None else " (port not open)"
+                    raise HardwareTimeoutError(
+                        f"{self._where()}: no line within {timeout_s:g} s{state}; "
+                        f"last frames: {self.last_frames()}"
+                    )
+                self._arrived.wait(0.01)
+            return self._lines.popleft()
+
+    def _read_forever(self) -> None:
+        stop = self._stop
+        while not stop.is_set():
+            with self._lock:
+                if not self._ensure_open(self.clock.monotonic() + 0.5):
+                    continue
+                port = self._port
+            assert port is not None
+            try:
+                chunk = port.read(max(1, port.in_waiting or 1))
+            except (serial.SerialException, OSError, TypeError, AttributeError) as exc:
+                with self._lock:
+                    if self._port is port and not stop.is_set():
+                        self._drop(exc)
+                continue
+            if not chunk:
+                continue
+            now, mono = self.clock.now(), self.clock.monotonic()
+            with self._lock:
+                self._take(chunk)
+                lines = []
+                while (line := self._pop_line()) is not None:
+                    lines.append((line, now, mono))
+            if lines:
+                with self._arrived:
+                    self._lines.extend(lines)
+                    self._arrived.notify_all()
+
+    def _take(self, chunk: bytes) -> None:
+        self._buffer.extend(chunk)
+        if len(self._buffer) > self.max_line and b"\n" not in self._buffer:
+            junk = bytes(self._buffer[: self.max_line])
+            del self._buffer[: self.max_line]
+            self.frames.append(f"<overlong {junk[:40]!r}...")
+
+    # --- pulling lines in the caller's thread ---------------------------------------------
+
+    def _read_line(self, timeout_s: float) -> str:
         deadline = self.clock.monotonic() + timeout_s
         with self._lock:
             while True:
@@ -179,11 +272,7 @@ class SerialLink:
                     self._drop(exc)
                     continue
                 if chunk:
-                    self._buffer.extend(chunk)
-                    if len(self._buffer) > self.max_line and b"\n" not in self._buffer:
-                        junk = bytes(self._buffer[: self.max_line])
-                        del self._buffer[: self.max_line]
-                        self.frames.append(f"<overlong {junk[:40]!r}...")
+                    self._take(chunk)
                 elif self.clock.monotonic() >= deadline:
                     raise HardwareTimeoutError(
                         f"{self._where()}: no line within {timeout_s:g} s; "
@@ -206,6 +295,8 @@ class SerialLink:
 
     def drain(self) -> None:
         """Forget buffered input (after a configuration command, before reading replies)."""
+        with self._arrived:
+            self._lines.clear()
         with self._lock:
             self._buffer.clear()
             if self._port is not None:

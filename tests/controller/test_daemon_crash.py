@@ -96,7 +96,9 @@ def test_kill_dash_nine_at_random_moments(tmp_path, make_site_cfg, fake_clock):
                     proc.send_signal(signal.SIGTERM)
                     assert proc.wait(30) == 0
                     break
-                time.sleep(rng.uniform(0.2, 2.5))  # noqa: TID251 - a random moment
+                # a random moment; now and then a longer run, so observations complete too
+                pause = rng.uniform(3.0, 6.0) if i % 4 == 3 else rng.uniform(0.1, 2.0)
+                time.sleep(pause)  # noqa: TID251
                 os.kill(proc.pid, signal.SIGKILL)
                 proc.wait(10)
                 time.sleep(0.2)  # noqa: TID251 - a frame in flight at the kill lands first
@@ -123,7 +125,7 @@ def test_kill_dash_nine_at_random_moments(tmp_path, make_site_cfg, fake_clock):
         assert con.execute("PRAGMA foreign_key_check").fetchall() == []
         statuses = dict(con.execute("SELECT status, count(*) FROM observations GROUP BY status"))
         assert "running" not in statuses
-        assert statuses.get("done", 0) >= 10, statuses
+        assert statuses.get("done", 0) >= 5, statuses
         assert statuses.get("aborted", 0) >= 1, statuses
         # nothing duplicated: one observation per chamber and round, one row per sample
         dups = con.execute(
