@@ -66,6 +66,15 @@ def write_csv(rows: Iterable[dict[str, Any]], columns: Sequence[str], path: str 
         raise
 
 
+def _check_output_folder(path: str | None, option: str) -> None:
+    """Refuse an output whose folder does not exist before any work is done."""
+    if path is None or path == "-":
+        return
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise click.BadParameter(f"{path}: folder {folder} does not exist", param_hint=option)
+
+
 def _write_rows(
     handle: io.TextIOBase | Any, rows: Iterable[dict[str, Any]], columns: Sequence[str]
 ) -> None:
@@ -163,6 +172,7 @@ def fit_command(
 
     settings = FitSettings(selection=selection)
     chosen = _dead_band(dead_band)
+    _check_output_folder(output, "-o")
 
     def progress(report: Any, path: str) -> None:
         if not quiet and report.observations >= 50:
@@ -391,6 +401,7 @@ def plot_command(database: str, observation: str, output: str) -> None:
 
     Example: chamberd plot site.db 3f2b9c0e-... -o obs.png
     """
+    _check_output_folder(output, "-o")
     from chamberd.controller.plot import plot_observation
     from chamberd.controller.store import SiteStore
 

@@ -197,8 +197,15 @@ class Daemon:
     def startup(self) -> None:
         """Safe state, recovery of an interrupted run, analyser set-up, missed rounds."""
         now = self.clock.now()
-        self.started_at = now
+        # a slot that fell due less than the misfire grace ago still runs; older ones
+        # (and those passed while the daemon was down) are recorded as missed
+        self.started_at = now - dt.timedelta(seconds=self.cfg.schedule.misfire_grace_s)
         self.store.sync_chambers(self.cfg, now)
+        for row in self.store.query(
+            "SELECT id, out_of_service_until FROM chambers WHERE out_of_service_until IS NOT NULL"
+        ):
+            if row["id"] in self.service:  # out of service survives a restart
+                self.service[row["id"]].out_until = parse_iso(row["out_of_service_until"])
         self.safe_state("start-up")
         aborted = self.store.abort_running("restart", now)
         self.alarm(
@@ -214,7 +221,7 @@ class Daemon:
         )
         for analyser_id, analyser in self.analysers.items():
             self._setup_analyser(analyser_id, analyser)
-        self._record_downtime(now)
+        self._record_downtime(self.started_at)
         self._started = True
 
     def _setup_analyser(self, analyser_id: str, analyser: GasAnalyser) -> bool:
@@ -285,6 +292,8 @@ class Daemon:
                     f"{outcome.chamber}: back in service",
                     chamber=outcome.chamber,
                 )
+            if service.out_until is not None or service.failures:
+                self.store.update_chamber_service(outcome.chamber, None, None)
             service.failures = 0
             service.out_until = None
             return

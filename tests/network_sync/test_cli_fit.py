@@ -165,11 +165,6 @@ def test_explicit_format_mismatch_is_refused(salt_81x, capsys):
     assert "SALT_20181005_LT.81x" in err and "not valid JSON" in err
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="controller/cli.py write_csv: an -o folder that does not exist raises "
-    "FileNotFoundError out of main() (a traceback) instead of a message and exit 2",
-)
 def test_output_into_a_missing_folder_is_a_message(salt_81x, tmp_path, capsys):
     status = main(["fit", "-q", str(salt_81x), "-o", str(tmp_path / "no" / "out.csv")])
     assert status in (2, 3)
