@@ -21,6 +21,7 @@ import logging
 import shlex
 import subprocess
 import threading
+from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -67,7 +68,7 @@ class AlarmSink:
         self.cfg = cfg
         self.store = store
         self.clock = clock
-        self.sent: list[dict[str, Any]] = []
+        self.sent: deque[dict[str, Any]] = deque(maxlen=1000)  # the latest, for tests
 
     def __call__(
         self,
@@ -164,7 +165,7 @@ class Daemon:
         self.version = software_version()
         self.service = {c.id: _Service() for c in cfg.chambers}
         self.analyser_info: dict[str, dict[str, str]] = {}
-        self.rounds: list[RoundResult] = []
+        self.rounds: deque[RoundResult] = deque(maxlen=96)  # the latest, in memory
         self._started = False
         self.started_at: dt.datetime | None = None
         self._idle = threading.Event()
@@ -430,6 +431,11 @@ class Daemon:
                 self.alarm("critical", "round_error", f"unhandled error in the round: {exc!r}")
         done = sum(o.status == "done" for o in result.outcomes)
         self.store.finish_round(round_id, self.clock.now(), done, result.failures + len(errors))
+        keep = self.cfg.storage.keep_samples_days
+        if keep is not None:
+            pruned = self.store.prune_samples(self.clock.now() - dt.timedelta(days=keep))
+            if pruned:
+                log.info("pruned %d samples older than %d days (already uploaded)", pruned, keep)
         self.rounds.append(result)
         return result
 

@@ -427,6 +427,19 @@ class SiteStore:
                 (iso(finished_at), status, observations, failures, round_id),
             )
 
+    def prune_samples(self, older_than: dt.datetime) -> int:
+        """Delete the samples of observations that ended before ``older_than`` and are no
+        longer waiting in the outbox (uploaded); the observations and fluxes stay."""
+        with self.transaction() as conn:
+            cursor = conn.execute(
+                "DELETE FROM samples WHERE observation_uuid IN ("
+                " SELECT o.uuid FROM observations o WHERE o.status != 'running'"
+                " AND o.ended_at < ? AND NOT EXISTS"
+                " (SELECT 1 FROM outbox b WHERE b.observation_uuid = o.uuid))",
+                (iso(older_than),),
+            )
+            return cursor.rowcount
+
     def record_missed_round(self, scheduled_at: dt.datetime) -> bool:
         with self.transaction() as conn:
             cursor = conn.execute(

@@ -259,6 +259,7 @@ class SimulatedSite:
                 leak=self.faults.leak.get(chamber),
             )
             seals.append(seal)
+            del seals[:-4]  # only the latest seals shape the headspace now
             self._truth.append(ClosureTruth(chamber, when, flux, c0))
         elif open_seal is not None and self._position(chamber, mono) < 1.0:
             # the lid started to open since: find when it left the closed position

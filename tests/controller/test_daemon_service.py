@@ -238,3 +238,26 @@ def test_check_config_reports_every_error(tmp_path, capsys):
     assert "chambers[0].geometry[0].area_cm2" in err
     assert "cycle.observation_s" in err
     assert "cycle.colour" in err
+
+
+def test_samples_are_pruned_only_after_upload(tmp_path, make_site_cfg):
+    db = tmp_path / "site.db"
+    cfg = make_site_cfg(
+        1, 1, protocol="memory", db=db, cycle=SHORT, storage={"keep_samples_days": 1}
+    )
+    clock = FakeClock(start=START)
+    _, site = _site(cfg, clock)
+    site.daemon.run(until=START + dt.timedelta(hours=1))  # 04:00, 04:30
+    first = _rows(db, "SELECT uuid FROM observations ORDER BY started_at")[0][0]
+    with sqlite3.connect(db) as con:  # the first one was uploaded
+        con.execute("DELETE FROM outbox WHERE observation_uuid = ?", (first,))
+    clock.advance(86400)
+    site.daemon.run(until=START + dt.timedelta(days=1, hours=1, minutes=10))
+    site.daemon.shutdown("end")
+    site.close()
+    counts = dict(
+        _rows(db, "SELECT observation_uuid, count(*) FROM samples GROUP BY observation_uuid")
+    )
+    assert first not in counts  # uploaded and older than a day: its samples are gone
+    assert len(counts) == len(_rows(db, "SELECT uuid FROM observations")) - 1
+    assert _rows(db, "SELECT count(*) FROM fluxes WHERE observation_uuid = ?", first)[0][0] == 2
