@@ -40,6 +40,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -179,6 +180,8 @@ def _start_sim(data: dict[str, Any], folder: Path, speed: float) -> tuple[Any, d
             "--json",
             "--daemon-config",
             str(daemon_config),
+            "--start",
+            START.isoformat(),
         ],
         stdout=subprocess.PIPE,
         text=True,
@@ -211,7 +214,9 @@ def run_wire(n: int, speed: float, real_s: float, folder: Path) -> dict[str, Any
         site = build_site(cfg, clock=clock)
         site.daemon.startup()
         cpu0, real0, sim0 = time.process_time(), time.perf_counter(), clock.monotonic()
-        site.daemon.run(until=clock.now() + dt.timedelta(seconds=real_s * speed))
+        timer = threading.Timer(real_s, site.daemon.stop_event.set)  # mid-round is fine
+        timer.start()
+        site.daemon.run()
         cpu = time.process_time() - cpu0
         real = time.perf_counter() - real0
         simulated = clock.monotonic() - sim0

@@ -7,7 +7,9 @@ configuration or usage, 3 a data file or observation refused).
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import datetime as dt
 import io
 import math
 import os
@@ -213,6 +215,12 @@ def _example(name: str) -> Any:
 )
 @click.option("--speed", type=float, help="Time speed-up factor (default: the config's).")
 @click.option("--seed", type=int, help="Random seed (default: the config's).")
+@click.option(
+    "--start",
+    "start_text",
+    metavar="ISO_TIME",
+    help="Site time to start from, e.g. 2026-07-01T03:59:00Z (default: now).",
+)
 @click.option("--transport", type=click.Choice(["tcp", "pty"]), help="Analyser transport.")
 @click.option("--json", "as_json", is_flag=True, help="First line: one JSON object of endpoints.")
 @click.option(
@@ -227,6 +235,7 @@ def sim_command(
     transport: str | None,
     as_json: bool,
     daemon_config: str | None,
+    start_text: str | None,
 ) -> None:
     """Start the simulated site's hardware on 127.0.0.1 and serve until SIGTERM.
 
@@ -246,7 +255,15 @@ def sim_command(
 
     with resources.as_file(_example("sim-site.toml")) as default:
         cfg = load_config(config_path or default)
-    clock = ScaledClock(speed=speed or cfg.sim.speed)
+    start = None
+    if start_text:
+        try:
+            start = dt.datetime.fromisoformat(start_text.replace("Z", "+00:00"))
+            if start.tzinfo is None:
+                raise ValueError("give a UTC offset or Z")
+        except ValueError as exc:
+            raise click.BadParameter(f"{start_text!r}: {exc}", param_hint="--start") from exc
+    clock = ScaledClock(speed=speed or cfg.sim.speed, start=start)
     site = SimulatedSite(cfg, clock, seed=seed)
     stop = threading.Event()
     previous = {
@@ -304,10 +321,16 @@ def check_config_command(config: str, overrides: tuple[str, ...]) -> None:
     import tomllib
 
     from chamberd.controller.config import config_hash, to_toml
+    from chamberd.network_sync.central import redact
 
     cfg = _load(config, overrides)
+    digest = config_hash(cfg)
+    if cfg.sync.target:  # never print a password
+        cfg = cfg.model_copy(
+            update={"sync": cfg.sync.model_copy(update={"target": redact(cfg.sync.target)})}
+        )
     text = to_toml(cfg)
-    click.echo(f"# {config}: valid; config hash {config_hash(cfg)}")
+    click.echo(f"# {config}: valid; config hash {digest}")
     click.echo(text)
     tomllib.loads(text)  # the printout is itself valid TOML
 
@@ -411,6 +434,151 @@ def plot_command(database: str, observation: str, output: str) -> None:
     finally:
         site.close()
     click.echo(str(path))
+
+
+@cli.group("central")
+def central_group() -> None:
+    """The shared intercomparison database (SQLite file or PostgreSQL).
+
+    Example: chamberd central init sqlite:///campaign.db
+    """
+
+
+@central_group.command("init")
+@click.argument("url")
+def central_init_command(url: str) -> None:
+    """Create or upgrade the central schema (versioned migrations).
+
+    URL is sqlite:///path/to/central.db or postgresql://user@host/database.
+
+    Example: chamberd central init postgresql://postgres@127.0.0.1/campaign
+    """
+    from chamberd.network_sync.central import Central, redact
+
+    with Central.connect(url) as central:
+        applied = central.migrate()
+        version = central.schema_version()
+    done = f"applied migration(s) {', '.join(map(str, applied))}" if applied else "up to date"
+    click.echo(f"{redact(url)}: schema version {version} ({done})")
+
+
+@cli.command("sync")
+@click.argument("config", type=click.Path(dir_okay=False))
+@click.option("--target", help="Central database URL (default: the config's sync.target).")
+@click.option("--dry-run", is_flag=True, help="Compare with the central side, change nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
+@click.option("--batch-size", type=click.IntRange(1, 100000), help="Observations per batch.")
+def sync_command(
+    config: str, target: str | None, dry_run: bool, as_json: bool, batch_size: int | None
+) -> None:
+    """Upload the site's outbox to the central database, in order, exactly once in effect.
+
+    Prints progress and a summary: sent, unchanged, revised, conflicts, remaining.
+
+    Example: chamberd sync site.toml --dry-run
+    """
+    import json
+
+    from chamberd.controller.clock import SystemClock
+    from chamberd.controller.store import SiteStore
+    from chamberd.network_sync.central import Central, redact
+    from chamberd.network_sync.sync import register_site, upload
+
+    cfg = _load(config, ())
+    url = target or cfg.sync.target
+    if not url:
+        raise ConfigError(f"{config}: no sync.target (or --target URL) to upload to")
+    if not Path(cfg.storage.path).exists():
+        raise ConfigError(f"{config}: storage.path {cfg.storage.path!r} does not exist")
+    clock = SystemClock()
+    store = SiteStore.open_existing(cfg.storage.path)
+    try:
+        with Central.connect(url) as central:
+            if central.schema_version() == 0:
+                raise ConfigError(f"{redact(url)}: no chamberd schema (chamberd central init)")
+
+            def progress(summary: Any) -> None:
+                if not as_json:
+                    click.echo(
+                        f"batch {summary.batches}: sent {summary.sent}, unchanged "
+                        f"{summary.unchanged}, revised {summary.revised}, conflicts "
+                        f"{summary.conflicts}",
+                        err=True,
+                    )
+
+            def run() -> Any:
+                register_site(central, **_site_registration(cfg, clock))
+                return upload(
+                    store,
+                    central,
+                    site_id=cfg.site.id,
+                    system_id=cfg.sync.system,
+                    batch_size=batch_size or cfg.sync.batch_size,
+                    include_samples=cfg.sync.include_samples,
+                    dry_run=dry_run,
+                    max_skew_s=cfg.sync.max_skew_s,
+                    clock=clock,
+                    progress=progress,
+                )
+
+            if dry_run:  # everything in one transaction, rolled back
+                outcome: list[Any] = []
+                with contextlib.suppress(_RollBack), central.transaction():
+                    outcome.append(run())
+                    raise _RollBack
+                summary = outcome[0]
+            else:
+                summary = run()
+    finally:
+        store.close()
+    result = {
+        k: getattr(summary, k)
+        for k in ("sent", "unchanged", "revised", "conflicts", "remaining", "dry_run")
+    }
+    if as_json:
+        click.echo(json.dumps(result))
+        return
+    for c in summary.conflict_details:
+        click.echo(
+            f"conflict: {c['chamber']} at {c['begin_utc']}: {c['incoming_uuid']} not stored, "
+            f"{c['existing_uuid']} holds that chamber and time",
+            err=True,
+        )
+    click.echo(
+        f"{'would send' if dry_run else 'sent'} {summary.sent}, unchanged {summary.unchanged}, "
+        f"revised {summary.revised}, conflicts {summary.conflicts}, remaining {summary.remaining}"
+    )
+
+
+class _RollBack(Exception):
+    """Ends a dry run's transaction without committing it."""
+
+
+def _site_registration(cfg: Any, clock: Any) -> dict[str, Any]:
+    return {
+        "site_id": cfg.site.id,
+        "system_id": cfg.sync.system,
+        "name": cfg.site.name,
+        "time_zone": cfg.site.time_zone,
+        "latitude": cfg.site.latitude,
+        "longitude": cfg.site.longitude,
+        "instrument": cfg.sync.instrument,
+        "method": cfg.sync.method,
+        "owner": cfg.sync.owner,
+        "geometry": [
+            {
+                "chamber": c.id,
+                "since": g.since.isoformat(),
+                "area_cm2": g.area_cm2,
+                "volume_cm3": g.volume_cm3,
+                "offset_cm": g.offset_cm,
+                "plot": c.label,
+            }
+            for c in cfg.chambers
+            for g in c.geometry
+        ],
+        "at": clock.now().isoformat(),
+    }
 
 
 @cli.command("demo")

@@ -226,6 +226,20 @@ class AlarmSection(_Model):
     timeout_s: PositiveFloat = 10.0
 
 
+class SyncSection(_Model):
+    """Upload to the shared intercomparison database (``chamberd sync``, and the daemon)."""
+
+    target: str | None = None  # sqlite:///path or postgresql://user@host/db
+    system: Identifier = "chamberd"  # this measurement system's id at the central side
+    instrument: str = "automated chambers"
+    method: str = "chamberd"
+    owner: str = ""
+    interval_min: PositiveFloat | None = None  # the daemon uploads this often (none: off)
+    batch_size: int = Field(default=500, gt=0, le=100000)
+    include_samples: bool = True
+    max_skew_s: PositiveFloat = 120.0
+
+
 class SimSection(_Model):
     """The simulated site (``chamberd sim`` and ``chamberd demo`` only)."""
 
@@ -251,6 +265,7 @@ class SiteConfig(_Model):
     aux: list[AuxConfig] = Field(default_factory=list)
     pump: PumpSection = PumpSection()
     alarms: AlarmSection = AlarmSection()
+    sync: SyncSection = SyncSection()
     sim: SimSection = SimSection()
 
     def chamber(self, chamber_id: str) -> ChamberConfig:

@@ -169,15 +169,18 @@ class APSchedulerRunner:
         self._current: dt.datetime | None = None
 
     def _scheduled(self) -> dt.datetime:
-        # APScheduler does not pass the scheduled time to the job: the previous fire time
-        # of the trigger before the job's next run time is it
+        # APScheduler does not pass the scheduled time to the job; with coalescing the job
+        # runs for the latest slot due, so that is the latest fire time not after now
         job = self.scheduler.get_job("round")
         now = self.clock.now()
         assert job is not None
-        prev = job.trigger.get_next_fire_time(
-            None, now - dt.timedelta(seconds=job.misfire_grace_time or 1)
-        )
-        return (prev or now).astimezone(dt.UTC)
+        grace = dt.timedelta(seconds=job.misfire_grace_time or 1)
+        slot = job.trigger.get_next_fire_time(None, now - grace)
+        latest = None
+        while slot is not None and slot <= now:
+            latest = slot
+            slot = job.trigger.get_next_fire_time(slot, slot + dt.timedelta(microseconds=1))
+        return (latest or now).astimezone(dt.UTC)
 
     def _listen(self, event: JobExecutionEvent) -> None:
         if event.code == EVENT_JOB_MISSED:

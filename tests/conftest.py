@@ -42,3 +42,45 @@ def reference_data() -> Path:
 def salt_81x() -> Path:
     """The bundled CC-BY LI-8100A example file."""
     return EXAMPLES / "SALT_20181005_LT.81x"
+
+
+POSTGRES_ADMIN_URL = os.environ.get(
+    "CHAMBERD_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test"
+)
+
+
+@pytest.fixture(scope="session")
+def postgres_admin():
+    """A connection to the machine's PostgreSQL (database ``test``); skips where there is
+    none, fails when CHAMBERD_REQUIRE_POSTGRES=1 (CI)."""
+    import psycopg
+
+    try:
+        conn = psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True, connect_timeout=5)
+    except psycopg.Error as exc:
+        message = f"PostgreSQL at {POSTGRES_ADMIN_URL} not reachable: {exc}"
+        if os.environ.get("CHAMBERD_REQUIRE_POSTGRES") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    yield conn
+    conn.close()
+
+
+@pytest.fixture
+def postgres_url(postgres_admin):
+    """A fresh, empty PostgreSQL database for one test, dropped afterwards."""
+    import uuid
+
+    name = f"chamberd_test_{uuid.uuid4().hex[:12]}"
+    postgres_admin.execute(f"CREATE DATABASE {name}")
+    base = POSTGRES_ADMIN_URL.rsplit("/", 1)[0]
+    yield f"{base}/{name}"
+    postgres_admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def central_url(request, tmp_path):
+    """The central database on each backend: an SQLite file, and PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'central.db'}"
+    return request.getfixturevalue("postgres_url")

@@ -1,0 +1,473 @@
+"""Site -> central upload: the outbox, in order, exactly once in effect.
+
+The site writes an outbox row in the same transaction as the observation it announces
+(:meth:`SiteStore.complete_observation`). :func:`upload` sends the outbox in batches, in
+outbox order; each batch is one central transaction:
+
+* duplicates inside a batch are collapsed (the last announcement of a uuid wins);
+* the central upsert is keyed by the observation uuid and compares a content hash: the same
+  content again is ``unchanged`` (a replay changes nothing), new content is ``revised``
+  (the observation's ``revision`` goes up, its fluxes are replaced);
+* a new uuid whose natural key (site, system, chamber, begin time) is already taken by
+  another uuid goes to ``conflicts`` and is reported, never overwrites;
+* an ``ingest_log`` row records the batch, the site's clock reading and its skew from the
+  server's clock (flagged beyond ``max_skew_s``); device time never orders or deduplicates.
+
+Only after the central commit are the batch's outbox rows removed at the site: a crash
+between the two means the batch is sent again, harmlessly (unchanged).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from chamberd.controller.clock import Clock, SystemClock
+from chamberd.controller.errors import SyncError
+
+from .central import Central, redact
+
+__all__ = ["SyncSummary", "content_hash", "register_site", "upload"]
+
+log = logging.getLogger(__name__)
+
+_OBSERVATION_FIELDS = (
+    "chamber",
+    "status",
+    "reason",
+    "started_at",
+    "ended_at",
+    "dead_band_s",
+    "observation_s",
+    "area_cm2",
+    "volume_cm3",
+    "offset_cm",
+    "soil_temperature_degc",
+    "soil_moisture_pct",
+    "air_temperature_degc",
+    "pressure_kpa",
+    "analyser_model",
+    "analyser_serial",
+    "calibration_id",
+    "config_hash",
+    "software_version",
+)
+_FLUX_FIELDS = (
+    "gas",
+    "model",
+    "processing_version",
+    "flux",
+    "flux_unit",
+    "flux_se",
+    "r2",
+    "nrmse",
+    "n_points",
+    "selected",
+    "flags",
+)
+_SAMPLE_FIELDS = (
+    "seq",
+    "time",
+    "elapsed_s",
+    "phase",
+    "co2_umol_mol",
+    "h2o_mmol_mol",
+    "ch4_nmol_mol",
+    "n2o_nmol_mol",
+    "cell_temperature_degc",
+    "cell_pressure_kpa",
+)
+
+
+@dataclass
+class SyncSummary:
+    """What one :func:`upload` did (``chamberd sync --json`` prints these keys)."""
+
+    sent: int = 0
+    unchanged: int = 0
+    revised: int = 0
+    conflicts: int = 0
+    remaining: int = 0
+    batches: int = 0
+    skew_flagged: int = 0
+    dry_run: bool = False
+    conflict_details: list[dict[str, Any]] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def content_hash(observation: dict[str, Any], fluxes: list[dict[str, Any]]) -> str:
+    """SHA-256 of what the central side stores of an observation (samples by count only)."""
+    body = {
+        "observation": {k: observation.get(k) for k in _OBSERVATION_FIELDS},
+        "fluxes": sorted(
+            ({k: f.get(k) for k in _FLUX_FIELDS} for f in fluxes),
+            key=lambda f: (f["gas"], f["model"], f["processing_version"]),
+        ),
+        "samples": observation.get("n_samples", 0),
+    }
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), default=_finite_json)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _finite_json(value: Any) -> Any:
+    return str(value)
+
+
+def register_site(
+    central: Central,
+    *,
+    site_id: str,
+    system_id: str,
+    name: str = "",
+    time_zone: str = "UTC",
+    latitude: float | None = None,
+    longitude: float | None = None,
+    instrument: str = "",
+    method: str = "",
+    owner: str = "",
+    geometry: list[dict[str, Any]] | None = None,
+    at: str,
+) -> None:
+    """Create or update the site, its system and its chambers' dated geometry."""
+    with central.transaction():
+        if central.query("SELECT 1 FROM sites WHERE site_id = ?", (site_id,)):
+            central.execute(
+                "UPDATE sites SET name = ?, time_zone = ?, latitude = ?, longitude = ? "
+                "WHERE site_id = ?",
+                (name, time_zone, latitude, longitude, site_id),
+            )
+        else:
+            central.execute(
+                "INSERT INTO sites (site_id, name, time_zone, latitude, longitude, created_at) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (site_id, name, time_zone, latitude, longitude, at),
+            )
+        if central.query(
+            "SELECT 1 FROM systems WHERE site_id = ? AND system_id = ?", (site_id, system_id)
+        ):
+            central.execute(
+                "UPDATE systems SET instrument = ?, method = ?, owner = ? "
+                "WHERE site_id = ? AND system_id = ?",
+                (instrument, method, owner, site_id, system_id),
+            )
+        else:
+            central.execute(
+                "INSERT INTO systems (site_id, system_id, instrument, method, owner) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (site_id, system_id, instrument, method, owner),
+            )
+        for g in geometry or []:
+            known = central.query(
+                "SELECT 1 FROM chambers WHERE site_id = ? AND system_id = ? AND chamber = ? "
+                "AND since = ?",
+                (site_id, system_id, g["chamber"], g["since"]),
+            )
+            values = (g["area_cm2"], g["volume_cm3"], g["offset_cm"], g.get("plot", ""))
+            if known:
+                central.execute(
+                    "UPDATE chambers SET area_cm2 = ?, volume_cm3 = ?, offset_cm = ?, plot = ? "
+                    "WHERE site_id = ? AND system_id = ? AND chamber = ? AND since = ?",
+                    (*values, site_id, system_id, g["chamber"], g["since"]),
+                )
+            else:
+                central.execute(
+                    "INSERT INTO chambers (site_id, system_id, chamber, since, area_cm2, "
+                    "volume_cm3, offset_cm, plot) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (site_id, system_id, g["chamber"], g["since"], *values),
+                )
+
+
+def upload(
+    site: Any,
+    central: Central,
+    *,
+    site_id: str,
+    system_id: str,
+    batch_size: int = 500,
+    include_samples: bool = True,
+    dry_run: bool = False,
+    max_skew_s: float = 120.0,
+    clock: Clock | None = None,
+    progress: Callable[[SyncSummary], None] | None = None,
+    max_batches: int | None = None,
+) -> SyncSummary:
+    """Send the site's outbox to ``central``; see the module docstring.
+
+    ``site`` is a :class:`~chamberd.controller.store.SiteStore`. Raises :class:`SyncError`
+    when the central database is unreachable (the site's outbox is then untouched).
+    """
+    clock = clock or SystemClock()
+    summary = SyncSummary(dry_run=dry_run)
+    after = 0
+    while max_batches is None or summary.batches < max_batches:
+        entries = site.query(
+            "SELECT id, observation_uuid FROM outbox WHERE id > ? ORDER BY id LIMIT ?",
+            (after, batch_size),
+        )
+        if not entries:
+            break
+        after = entries[-1]["id"]
+        # collapse duplicates: the latest announcement of a uuid wins
+        latest: dict[str, int] = {}
+        for entry in entries:
+            latest.pop(entry["observation_uuid"], None)
+            latest[entry["observation_uuid"]] = entry["id"]
+        payloads = [_payload(site, uuid, include_samples) for uuid in latest]
+        payloads = [p for p in payloads if p is not None]
+        counts = _send(
+            central,
+            payloads,
+            site_id=site_id,
+            system_id=system_id,
+            dry_run=dry_run,
+            clock=clock,
+            max_skew_s=max_skew_s,
+            received=len(entries),
+        )
+        if not dry_run:
+            # acknowledged only now that the central side has committed
+            with site.transaction() as conn:
+                conn.execute("DELETE FROM outbox WHERE id <= ?", (after,))
+        summary.batches += 1
+        summary.sent += counts["sent"]
+        summary.unchanged += counts["unchanged"]
+        summary.revised += counts["revised"]
+        summary.conflicts += counts["conflicts"]
+        summary.skew_flagged += counts["skew_flagged"]
+        summary.conflict_details += counts["details"]
+        if progress is not None:
+            progress(summary)
+    # a dry run acknowledges nothing: the whole outbox remains
+    remaining = site.query(
+        "SELECT count(*) AS n FROM outbox WHERE id > ?", (0 if dry_run else after,)
+    )
+    summary.remaining = int(remaining[0]["n"])
+    return summary
+
+
+def _payload(site: Any, uuid: str, include_samples: bool) -> dict[str, Any] | None:
+    rows = site.query("SELECT * FROM observations WHERE uuid = ?", (uuid,))
+    if not rows:
+        log.warning("outbox names observation %s, which is not in the site database", uuid)
+        return None
+    observation = rows[0]
+    fluxes = site.query(
+        "SELECT * FROM fluxes WHERE observation_uuid = ? ORDER BY gas, model", (uuid,)
+    )
+    samples = (
+        site.query("SELECT * FROM samples WHERE observation_uuid = ? ORDER BY seq", (uuid,))
+        if include_samples
+        else []
+    )
+    observation["n_samples"] = len(samples)
+    return {
+        "observation": observation,
+        "fluxes": fluxes,
+        "samples": samples,
+        "hash": content_hash(observation, fluxes),
+    }
+
+
+def _send(
+    central: Central,
+    payloads: list[dict[str, Any]],
+    *,
+    site_id: str,
+    system_id: str,
+    dry_run: bool,
+    clock: Clock,
+    max_skew_s: float,
+    received: int,
+) -> dict[str, Any]:
+    counts: dict[str, Any] = {
+        "sent": 0,
+        "unchanged": 0,
+        "revised": 0,
+        "conflicts": 0,
+        "skew_flagged": 0,
+        "details": [],
+    }
+    site_clock = clock.now()
+    try:
+        with central.transaction():
+            server = central.now_utc()
+            skew = None if server is None else (site_clock - server).total_seconds()
+            flagged = skew is not None and abs(skew) > max_skew_s
+            counts["skew_flagged"] = int(flagged)
+            now = (server or site_clock).astimezone(dt.UTC).isoformat()
+            for p in payloads:
+                outcome = _upsert(central, p, site_id=site_id, system_id=system_id, now=now)
+                counts[outcome] += 1
+                if outcome == "conflicts":
+                    counts["details"].append(p["conflict"])
+            central.execute(
+                "INSERT INTO ingest_log (at, site_id, kind, source, received, sent, unchanged, "
+                "revised, conflicts, site_clock_utc, skew_s, skew_flagged, detail) "
+                "VALUES (?, ?, 'sync', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    now,
+                    site_id,
+                    system_id,
+                    received,
+                    counts["sent"],
+                    counts["unchanged"],
+                    counts["revised"],
+                    counts["conflicts"],
+                    site_clock.astimezone(dt.UTC).isoformat(),
+                    skew,
+                    int(flagged),
+                    f"site clock {skew:+.1f} s from the server" if flagged else "",
+                ),
+            )
+            if dry_run:
+                raise _DryRun
+    except _DryRun:
+        pass
+    except SyncError:
+        raise
+    except Exception as exc:
+        raise SyncError(f"{redact(central.url)}: batch refused: {exc}") from exc
+    return counts
+
+
+class _DryRun(Exception):
+    """Rolls a dry run's transaction back."""
+
+
+def _upsert(central: Central, p: dict[str, Any], *, site_id: str, system_id: str, now: str) -> str:
+    o = p["observation"]
+    uuid = o["uuid"]
+    existing = central.query(
+        "SELECT content_hash, revision FROM observations WHERE uuid = ?", (uuid,)
+    )
+    if existing:
+        if existing[0]["content_hash"] == p["hash"]:
+            return "unchanged"
+        revision = int(existing[0]["revision"]) + 1
+        central.execute(
+            "UPDATE observations SET end_utc = ?, status = ?, reason = ?, content_hash = ?, "
+            "revision = ?, received_at = ? WHERE uuid = ?",
+            (o["ended_at"], o["status"], o["reason"], p["hash"], revision, now, uuid),
+        )
+        central.execute("DELETE FROM fluxes WHERE observation_uuid = ?", (uuid,))
+        _insert_fluxes(central, uuid, p["fluxes"], revision)
+        if p["samples"] and not central.query(
+            "SELECT 1 FROM samples WHERE observation_uuid = ? LIMIT 1", (uuid,)
+        ):
+            _insert_samples(central, uuid, p["samples"])
+        return "revised"
+    taken = central.query(
+        "SELECT uuid FROM observations WHERE site_id = ? AND system_id = ? AND chamber = ? "
+        "AND begin_utc = ?",
+        (site_id, system_id, o["chamber"], o["started_at"]),
+    )
+    if taken:
+        detail = {
+            "chamber": o["chamber"],
+            "begin_utc": o["started_at"],
+            "existing_uuid": taken[0]["uuid"],
+            "incoming_uuid": uuid,
+        }
+        p["conflict"] = detail
+        known = central.query(
+            "SELECT 1 FROM conflicts WHERE existing_uuid = ? AND incoming_uuid = ?",
+            (taken[0]["uuid"], uuid),
+        )
+        if not known:
+            central.execute(
+                "INSERT INTO conflicts (detected_at, site_id, system_id, chamber, begin_utc, "
+                "existing_uuid, incoming_uuid, source, incoming) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, 'sync', ?)",
+                (
+                    now,
+                    site_id,
+                    system_id,
+                    o["chamber"],
+                    o["started_at"],
+                    taken[0]["uuid"],
+                    uuid,
+                    json.dumps({k: o.get(k) for k in _OBSERVATION_FIELDS}, default=str),
+                ),
+            )
+        return "conflicts"
+    central.execute(
+        "INSERT INTO observations (uuid, site_id, system_id, chamber, begin_utc, end_utc, "
+        "status, reason, dead_band_s, observation_s, area_cm2, volume_cm3, offset_cm, "
+        "soil_temperature_degc, soil_moisture_pct, air_temperature_degc, pressure_kpa, "
+        "analyser_model, analyser_serial, calibration_id, config_hash, software_version, "
+        "content_hash, revision, received_at) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?)",
+        (
+            uuid,
+            site_id,
+            system_id,
+            o["chamber"],
+            o["started_at"],
+            o["ended_at"],
+            o["status"],
+            o["reason"],
+            o["dead_band_s"],
+            o["observation_s"],
+            o["area_cm2"],
+            o["volume_cm3"],
+            o["offset_cm"],
+            o["soil_temperature_degc"],
+            o["soil_moisture_pct"],
+            o["air_temperature_degc"],
+            o["pressure_kpa"],
+            o["analyser_model"],
+            o["analyser_serial"],
+            o["calibration_id"],
+            o["config_hash"],
+            o["software_version"],
+            p["hash"],
+            now,
+        ),
+    )
+    _insert_fluxes(central, uuid, p["fluxes"], 1)
+    _insert_samples(central, uuid, p["samples"])
+    return "sent"
+
+
+def _insert_fluxes(
+    central: Central, uuid: str, fluxes: list[dict[str, Any]], revision: int
+) -> None:
+    central.executemany(
+        "INSERT INTO fluxes (observation_uuid, gas, model, processing_version, flux, flux_unit, "
+        "flux_se, r2, nrmse, n_points, selected, flags, revision) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [
+            (
+                uuid,
+                f["gas"],
+                f["model"],
+                f["processing_version"],
+                f["flux"],
+                f["flux_unit"],
+                f["flux_se"],
+                f["r2"],
+                f["nrmse"],
+                f["n_points"],
+                int(f["selected"]),
+                f["flags"] or "",
+                revision,
+            )
+            for f in fluxes
+        ],
+    )
+
+
+def _insert_samples(central: Central, uuid: str, samples: list[dict[str, Any]]) -> None:
+    central.executemany(
+        "INSERT INTO samples (observation_uuid, seq, time_utc, elapsed_s, phase, co2_umol_mol, "
+        "h2o_mmol_mol, ch4_nmol_mol, n2o_nmol_mol, cell_temperature_degc, cell_pressure_kpa) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [tuple([uuid, *(s.get(k) for k in _SAMPLE_FIELDS)]) for s in samples],
+    )
