@@ -482,7 +482,7 @@ def sync_command(
     from chamberd.controller.clock import SystemClock
     from chamberd.controller.store import SiteStore
     from chamberd.network_sync.central import Central, redact
-    from chamberd.network_sync.sync import register_site, upload
+    from chamberd.network_sync.sync import register_site, site_registration, upload
 
     cfg = _load(config, ())
     url = target or cfg.sync.target
@@ -507,7 +507,7 @@ def sync_command(
                     )
 
             def run() -> Any:
-                register_site(central, **_site_registration(cfg, clock))
+                register_site(central, **site_registration(cfg, clock.now()))
                 return upload(
                     store,
                     central,
@@ -552,33 +552,6 @@ def sync_command(
 
 class _RollBack(Exception):
     """Ends a dry run's transaction without committing it."""
-
-
-def _site_registration(cfg: Any, clock: Any) -> dict[str, Any]:
-    return {
-        "site_id": cfg.site.id,
-        "system_id": cfg.sync.system,
-        "name": cfg.site.name,
-        "time_zone": cfg.site.time_zone,
-        "latitude": cfg.site.latitude,
-        "longitude": cfg.site.longitude,
-        "instrument": cfg.sync.instrument,
-        "method": cfg.sync.method,
-        "owner": cfg.sync.owner,
-        "geometry": [
-            {
-                "chamber": c.id,
-                "since": g.since.isoformat(),
-                "area_cm2": g.area_cm2,
-                "volume_cm3": g.volume_cm3,
-                "offset_cm": g.offset_cm,
-                "plot": c.label,
-            }
-            for c in cfg.chambers
-            for g in c.geometry
-        ],
-        "at": clock.now().isoformat(),
-    }
 
 
 @cli.command("demo")

@@ -29,7 +29,7 @@ from typing import Any
 from .clock import Clock, FakeClock, SystemClock
 from .config import SiteConfig, config_hash
 from .cycle import CycleOutcome, CycleRunner, Stopped
-from .errors import HardwareError, ProtocolError
+from .errors import ConfigError, HardwareError, ProtocolError, SyncError
 from .hardware import AuxSensors, ChamberActuators, GasAnalyser
 from .schedule import APSchedulerRunner, ClockRunner, make_trigger, slots_between
 from .store import SiteStore, iso, parse_iso
@@ -168,6 +168,8 @@ class Daemon:
         self.rounds: deque[RoundResult] = deque(maxlen=96)  # the latest, in memory
         self._started = False
         self.started_at: dt.datetime | None = None
+        self._next_sync: dt.datetime | None = None
+        self._sync_backoff_min: float | None = None
         self._idle = threading.Event()
         self._idle.set()
 
@@ -437,7 +439,67 @@ class Daemon:
             if pruned:
                 log.info("pruned %d samples older than %d days (already uploaded)", pruned, keep)
         self.rounds.append(result)
+        self._maybe_sync()
         return result
+
+    def _maybe_sync(self) -> None:
+        """Upload the outbox after a round when ``sync.interval_min`` has passed.
+
+        Bounded (a connection timeout and at most ``_SYNC_BATCHES_PER_ROUND`` batches), so an
+        unreachable or slow central database never stops the measurements; failures back
+        off (doubling up to a day) and raise one alarm per outage.
+        """
+        sync = self.cfg.sync
+        now = self.clock.now()
+        if not sync.target or sync.interval_min is None:
+            return
+        if self._next_sync is not None and now < self._next_sync:
+            return
+        from chamberd.network_sync.central import Central
+        from chamberd.network_sync.sync import register_site, site_registration, upload
+
+        try:
+            with Central.connect(sync.target, connect_timeout_s=10) as central:
+                if central.schema_version() == 0:
+                    raise SyncError("the central database has no chamberd schema")
+                register_site(central, **site_registration(self.cfg, now))
+                summary = upload(
+                    self.store,
+                    central,
+                    site_id=self.cfg.site.id,
+                    system_id=sync.system,
+                    batch_size=sync.batch_size,
+                    include_samples=sync.include_samples,
+                    max_skew_s=sync.max_skew_s,
+                    clock=self.clock,
+                    max_batches=_SYNC_BATCHES_PER_ROUND,
+                )
+        except (SyncError, ConfigError) as exc:
+            self.store.set_health("sync", False, str(exc), now)
+            if self._sync_backoff_min is None:
+                self.alarm("warning", "sync_failed", f"upload failed: {exc}; will retry")
+            self._sync_backoff_min = min(
+                2 * (self._sync_backoff_min or sync.interval_min / 2), 24 * 60
+            )
+            self._next_sync = now + dt.timedelta(minutes=self._sync_backoff_min)
+            return
+        if self._sync_backoff_min is not None:
+            self.alarm("info", "sync_restored", "upload works again")
+        self._sync_backoff_min = None
+        self._next_sync = now + dt.timedelta(minutes=sync.interval_min)
+        detail = (
+            f"sent {summary.sent}, unchanged {summary.unchanged}, revised {summary.revised}, "
+            f"conflicts {summary.conflicts}, remaining {summary.remaining}"
+        )
+        self.store.set_health("sync", True, detail, now)
+        if summary.conflicts:
+            self.alarm(
+                "warning",
+                "sync_conflict",
+                f"{summary.conflicts} observation(s) conflict with the central database "
+                "(same chamber and start time, another uuid)",
+                data={"conflicts": summary.conflict_details},
+            )
 
     def run(self, *, until: dt.datetime | None = None) -> None:
         """Run rounds on schedule until stopped (or until ``until`` on a simulated clock)."""
@@ -470,6 +532,9 @@ class Daemon:
                 self.alarm("critical", "daemon_error", f"unhandled error: {exc!r}")
             self.safe_state("unhandled error")
             raise
+
+
+_SYNC_BATCHES_PER_ROUND = 20
 
 
 def _modbus_lines(chamber: Any) -> set[str]:

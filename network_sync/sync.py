@@ -32,7 +32,7 @@ from chamberd.controller.errors import SyncError
 
 from .central import Central, redact
 
-__all__ = ["SyncSummary", "content_hash", "register_site", "upload"]
+__all__ = ["SyncSummary", "content_hash", "register_site", "site_registration", "upload"]
 
 log = logging.getLogger(__name__)
 
@@ -182,6 +182,34 @@ def register_site(
                     "volume_cm3, offset_cm, plot) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                     (site_id, system_id, g["chamber"], g["since"], *values),
                 )
+
+
+def site_registration(cfg: Any, now: dt.datetime) -> dict[str, Any]:
+    """The site, system and dated chamber geometry as the central database records them."""
+    return {
+        "site_id": cfg.site.id,
+        "system_id": cfg.sync.system,
+        "name": cfg.site.name,
+        "time_zone": cfg.site.time_zone,
+        "latitude": cfg.site.latitude,
+        "longitude": cfg.site.longitude,
+        "instrument": cfg.sync.instrument,
+        "method": cfg.sync.method,
+        "owner": cfg.sync.owner,
+        "geometry": [
+            {
+                "chamber": c.id,
+                "since": g.since.isoformat(),
+                "area_cm2": g.area_cm2,
+                "volume_cm3": g.volume_cm3,
+                "offset_cm": g.offset_cm,
+                "plot": c.label,
+            }
+            for c in cfg.chambers
+            for g in c.geometry
+        ],
+        "at": now.astimezone(dt.UTC).isoformat(),
+    }
 
 
 def upload(

@@ -305,3 +305,39 @@ def test_cli_sync_without_schema_is_a_message(site_cfg, tmp_path, capsys):
     url = f"sqlite:///{tmp_path / 'empty.db'}"
     assert main(["sync", str(config), "--target", url]) == 2
     assert "chamberd central init" in capsys.readouterr().err
+
+
+def _with_sync(cfg, **sync):
+    return cfg.model_copy(update={"sync": cfg.sync.model_copy(update=sync)})
+
+
+def test_daemon_uploads_on_its_schedule(central_url, site_cfg):
+    with _central(central_url):
+        pass
+    cfg = _with_sync(site_cfg, target=central_url, interval_min=30, system="auto")
+    _measure(cfg, 2.0)  # rounds 04:00 .. 05:30, an upload after each
+    store = SiteStore.open_existing(cfg.storage.path)
+    with Central.connect(central_url) as central:
+        assert _count(central, "observations") == 16
+        assert _count(central, "ingest_log") >= 4
+    assert store.query("SELECT count(*) AS n FROM outbox")[0]["n"] == 0
+    health = store.query("SELECT ok, detail FROM health WHERE component = 'sync'")[0]
+    assert health["ok"] == 1 and "remaining 0" in health["detail"]
+    store.close()
+
+
+def test_daemon_keeps_measuring_while_the_central_database_is_down(site_cfg):
+    cfg = _with_sync(
+        site_cfg, target="postgresql://site:secret@127.0.0.1:1/campaign", interval_min=30
+    )
+    _measure(cfg, 2.0)
+    store = SiteStore.open_existing(cfg.storage.path)
+    statuses = store.query("SELECT status, count(*) AS n FROM observations GROUP BY status")
+    assert {r["status"]: r["n"] for r in statuses} == {"done": 16}
+    assert store.query("SELECT count(*) AS n FROM outbox")[0]["n"] == 16  # kept for later
+    alarms = store.query("SELECT message FROM events WHERE kind = 'sync_failed'")
+    assert len(alarms) == 1  # one alarm per outage, retries back off quietly
+    assert "secret" not in alarms[0]["message"] and "***" in alarms[0]["message"]
+    health = store.query("SELECT ok FROM health WHERE component = 'sync'")[0]
+    assert health["ok"] == 0
+    store.close()
