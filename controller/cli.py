@@ -462,6 +462,47 @@ def central_init_command(url: str) -> None:
     click.echo(f"{redact(url)}: schema version {version} ({done})")
 
 
+@central_group.command("add-site")
+@click.argument("url")
+@click.argument("site")
+@click.option(
+    "--password-file",
+    type=click.Path(dir_okay=False),
+    help="Write the new role's connection URL (with its password) here, mode 600, "
+    "instead of printing it.",
+)
+def central_add_site_command(url: str, site: str, password_file: str | None) -> None:
+    """Create the login role that may write only SITE's rows (PostgreSQL, row-level security).
+
+    Running it again gives the role a new password.
+
+    Example: chamberd central add-site postgresql://postgres@db/c xilin-a --password-file a.url
+    """
+    from urllib.parse import quote, urlsplit, urlunsplit
+
+    from chamberd.network_sync.central import Central, add_site_role
+
+    with Central.connect(url) as central:
+        if central.schema_version() < 2:
+            raise ConfigError("the central schema is missing or old: run chamberd central init")
+        role, password = add_site_role(central, site)
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    site_url = urlunsplit(
+        (parts.scheme, f"{role}:{quote(password, safe='')}@{host}", parts.path, "", "")
+    )
+    if password_file:
+        path = Path(password_file)
+        path.touch(mode=0o600, exist_ok=True)
+        path.chmod(0o600)
+        path.write_text(site_url + "\n", encoding="utf-8")
+        click.echo(f"role {role} may write site {site!r}; its URL is in {path} (mode 600)")
+    else:
+        click.echo(f"role {role} may write site {site!r}; its URL (shown once): {site_url}")
+
+
 @cli.command("sync")
 @click.argument("config", type=click.Path(dir_okay=False))
 @click.option("--target", help="Central database URL (default: the config's sync.target).")

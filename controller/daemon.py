@@ -165,7 +165,7 @@ class Daemon:
         self.version = software_version()
         self.service = {c.id: _Service() for c in cfg.chambers}
         self.analyser_info: dict[str, dict[str, str]] = {}
-        self.rounds: deque[RoundResult] = deque(maxlen=96)  # the latest, in memory
+        self.rounds: deque[RoundResult] = deque(maxlen=4)  # the latest few, in memory
         self._started = False
         self.started_at: dt.datetime | None = None
         self._next_sync: dt.datetime | None = None

@@ -24,7 +24,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from chamberd.controller.errors import ConfigError, SyncError
 
-__all__ = ["MIGRATIONS", "Central", "redact"]
+__all__ = ["MIGRATIONS", "Central", "add_site_role", "redact"]
 
 _TYPES = {
     "sqlite": {"TS": "TEXT", "FLOAT": "REAL", "SERIAL": "INTEGER PRIMARY KEY AUTOINCREMENT"},
@@ -35,8 +35,26 @@ _TYPES = {
     },
 }
 
-#: (version, description, statements); never edit a released migration, add one.
-MIGRATIONS: list[tuple[int, str, list[str]]] = [
+_SITE_TABLES = (
+    "sites",
+    "systems",
+    "chambers",
+    "observations",
+    "samples",
+    "fluxes",
+    "calibrations",
+    "conflicts",
+    "ingest_log",
+)
+_OWN_SITE = "site_id IN (SELECT r.site_id FROM site_roles r WHERE r.role_name = current_user)"
+_CREATE_ROLE = (
+    "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{role}') THEN "
+    "CREATE ROLE {role} NOLOGIN; END IF; END $$"
+)
+
+#: (version, description, statements for both backends, statements for PostgreSQL only);
+#: never edit a released migration, add one.
+MIGRATIONS: list[tuple[int, str, list[str], list[str]]] = [
     (
         1,
         "logical schema: sites, systems, chambers, observations, samples, fluxes, "
@@ -91,6 +109,7 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             )""",
             "CREATE INDEX observations_site_time ON observations (site_id, begin_utc)",
             """CREATE TABLE samples (
+                site_id TEXT NOT NULL,
                 observation_uuid TEXT NOT NULL REFERENCES observations(uuid),
                 seq INTEGER NOT NULL,
                 time_utc {TS},
@@ -102,6 +121,7 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
                 PRIMARY KEY (observation_uuid, seq)
             )""",
             """CREATE TABLE fluxes (
+                site_id TEXT NOT NULL,
                 observation_uuid TEXT NOT NULL REFERENCES observations(uuid),
                 gas TEXT NOT NULL,
                 model TEXT NOT NULL,
@@ -152,6 +172,38 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
                 skew_flagged INTEGER NOT NULL DEFAULT 0,
                 detail TEXT NOT NULL DEFAULT ''
             )""",
+        ],
+        [],
+    ),
+    (
+        2,
+        "roles and row-level security: a read-only analyst role; site writers see and "
+        "write only their own site's rows (PostgreSQL)",
+        [
+            """CREATE TABLE site_roles (
+                role_name TEXT PRIMARY KEY,
+                site_id TEXT NOT NULL
+            )""",
+        ],
+        [
+            _CREATE_ROLE.format(role="chamberd_analyst"),
+            _CREATE_ROLE.format(role="chamberd_site_writer"),
+            "GRANT USAGE ON SCHEMA public TO chamberd_analyst, chamberd_site_writer",
+            "GRANT SELECT ON ALL TABLES IN SCHEMA public TO chamberd_analyst",
+            "GRANT SELECT ON schema_migrations, site_roles TO chamberd_site_writer",
+            "GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO chamberd_site_writer",
+            *(
+                statement
+                for table in _SITE_TABLES
+                for statement in (
+                    f"GRANT SELECT, INSERT, UPDATE, DELETE ON {table} TO chamberd_site_writer",
+                    f"ALTER TABLE {table} ENABLE ROW LEVEL SECURITY",
+                    f"CREATE POLICY analyst_reads ON {table} FOR SELECT TO chamberd_analyst "
+                    "USING (true)",
+                    f"CREATE POLICY own_site ON {table} TO chamberd_site_writer "
+                    f"USING ({_OWN_SITE}) WITH CHECK ({_OWN_SITE})",
+                )
+            ),
         ],
     ),
 ]
@@ -318,12 +370,15 @@ class Central:
         )
         applied = []
         current = self.schema_version()
-        for version, description, statements in MIGRATIONS:
+        for version, description, statements, pg_only in MIGRATIONS:
             if version <= current:
                 continue
             with self.transaction():
                 for statement in statements:
                     self.execute(statement.format(**types))
+                if self.dialect == "postgresql":
+                    for statement in pg_only:
+                        self.conn.execute(statement)  # DDL with literal $$ bodies
                 self.execute(
                     "INSERT INTO schema_migrations (version, description, applied_at) "
                     "VALUES (?, ?, ?)",
@@ -331,6 +386,40 @@ class Central:
                 )
             applied.append(version)
         return applied
+
+
+def add_site_role(central: Central, site_id: str, password: str | None = None) -> tuple[str, str]:
+    """Create the login role that may write only ``site_id``'s rows (PostgreSQL).
+
+    Returns ``(role, password)``; the password is generated unless given, and is never
+    logged. Re-running for the same site sets a new password.
+    """
+    if central.dialect != "postgresql":
+        raise ConfigError("site roles need PostgreSQL (an SQLite file has no roles)")
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,40}", site_id):
+        raise ConfigError(f"site id {site_id!r}: letters, digits, '-', '_' and '.' only")
+    import secrets
+
+    from psycopg import sql
+
+    role = "chamberd_site_" + re.sub(r"[^a-z0-9_]", "_", site_id.lower())
+    password = password or secrets.token_urlsafe(24)
+    with central.transaction():
+        exists = central.query("SELECT 1 FROM pg_roles WHERE rolname = ?", (role,))
+        verb = "ALTER" if exists else "CREATE"
+        central.conn.execute(
+            sql.SQL("{} ROLE {} LOGIN PASSWORD {}").format(
+                sql.SQL(verb), sql.Identifier(role), sql.Literal(password)
+            )
+        )
+        central.conn.execute(
+            sql.SQL("GRANT chamberd_site_writer TO {}").format(sql.Identifier(role))
+        )
+        central.execute("DELETE FROM site_roles WHERE role_name = ?", (role,))
+        central.execute(
+            "INSERT INTO site_roles (role_name, site_id) VALUES (?, ?)", (role, site_id)
+        )
+    return role, password
 
 
 def _now_iso() -> str:

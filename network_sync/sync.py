@@ -385,11 +385,11 @@ def _upsert(central: Central, p: dict[str, Any], *, site_id: str, system_id: str
             (o["ended_at"], o["status"], o["reason"], p["hash"], revision, now, uuid),
         )
         central.execute("DELETE FROM fluxes WHERE observation_uuid = ?", (uuid,))
-        _insert_fluxes(central, uuid, p["fluxes"], revision)
+        _insert_fluxes(central, site_id, uuid, p["fluxes"], revision)
         if p["samples"] and not central.query(
             "SELECT 1 FROM samples WHERE observation_uuid = ? LIMIT 1", (uuid,)
         ):
-            _insert_samples(central, uuid, p["samples"])
+            _insert_samples(central, site_id, uuid, p["samples"])
         return "revised"
     taken = central.query(
         "SELECT uuid FROM observations WHERE site_id = ? AND system_id = ? AND chamber = ? "
@@ -459,20 +459,21 @@ def _upsert(central: Central, p: dict[str, Any], *, site_id: str, system_id: str
             now,
         ),
     )
-    _insert_fluxes(central, uuid, p["fluxes"], 1)
-    _insert_samples(central, uuid, p["samples"])
+    _insert_fluxes(central, site_id, uuid, p["fluxes"], 1)
+    _insert_samples(central, site_id, uuid, p["samples"])
     return "sent"
 
 
 def _insert_fluxes(
-    central: Central, uuid: str, fluxes: list[dict[str, Any]], revision: int
+    central: Central, site_id: str, uuid: str, fluxes: list[dict[str, Any]], revision: int
 ) -> None:
     central.executemany(
-        "INSERT INTO fluxes (observation_uuid, gas, model, processing_version, flux, flux_unit, "
-        "flux_se, r2, nrmse, n_points, selected, flags, revision) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "INSERT INTO fluxes (site_id, observation_uuid, gas, model, processing_version, flux, "
+        "flux_unit, flux_se, r2, nrmse, n_points, selected, flags, revision) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         [
             (
+                site_id,
                 uuid,
                 f["gas"],
                 f["model"],
@@ -492,10 +493,12 @@ def _insert_fluxes(
     )
 
 
-def _insert_samples(central: Central, uuid: str, samples: list[dict[str, Any]]) -> None:
+def _insert_samples(
+    central: Central, site_id: str, uuid: str, samples: list[dict[str, Any]]
+) -> None:
     central.executemany(
-        "INSERT INTO samples (observation_uuid, seq, time_utc, elapsed_s, phase, co2_umol_mol, "
-        "h2o_mmol_mol, ch4_nmol_mol, n2o_nmol_mol, cell_temperature_degc, cell_pressure_kpa) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        [tuple([uuid, *(s.get(k) for k in _SAMPLE_FIELDS)]) for s in samples],
+        "INSERT INTO samples (site_id, observation_uuid, seq, time_utc, elapsed_s, phase, "
+        "co2_umol_mol, h2o_mmol_mol, ch4_nmol_mol, n2o_nmol_mol, cell_temperature_degc, "
+        "cell_pressure_kpa) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [tuple([site_id, uuid, *(s.get(k) for k in _SAMPLE_FIELDS)]) for s in samples],
     )

@@ -82,9 +82,9 @@ def _count(central, table):
 def test_migrations_are_versioned_and_idempotent(central_url):
     with Central.connect(central_url) as central:
         assert central.schema_version() == 0
-        assert central.migrate() == [1]
+        assert central.migrate() == [1, 2]
         assert central.migrate() == []
-        assert central.schema_version() == 1
+        assert central.schema_version() == 2
         for table in (
             "sites",
             "systems",
@@ -271,7 +271,7 @@ def test_cli_central_init_and_sync_json(central_url, site_cfg, tmp_path, capsys)
     config = tmp_path / "site.toml"
     config.write_text(to_toml(site_cfg), encoding="utf-8")
     assert main(["central", "init", central_url]) == 0
-    assert "schema version 1" in capsys.readouterr().out
+    assert "schema version 2" in capsys.readouterr().out
     assert main(["sync", str(config), "--target", central_url, "--dry-run", "--json"]) == 0
     dry = json.loads(capsys.readouterr().out)
     assert dry == {
