@@ -68,14 +68,18 @@ def postgres_admin():
 
 @pytest.fixture
 def postgres_url(postgres_admin):
-    """A fresh, empty PostgreSQL database for one test, dropped afterwards."""
+    """A fresh, empty PostgreSQL database for one test, dropped afterwards (with a new
+    admin connection: the test may have restarted the server)."""
     import uuid
+
+    import psycopg
 
     name = f"chamberd_test_{uuid.uuid4().hex[:12]}"
     postgres_admin.execute(f"CREATE DATABASE {name}")
     base = POSTGRES_ADMIN_URL.rsplit("/", 1)[0]
     yield f"{base}/{name}"
-    postgres_admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True, connect_timeout=30) as admin:
+        admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
