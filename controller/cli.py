@@ -503,6 +503,89 @@ def central_add_site_command(url: str, site: str, password_file: str | None) -> 
         click.echo(f"role {role} may write site {site!r}; its URL (shown once): {site_url}")
 
 
+@cli.command("import")
+@click.option("--target", required=True, help="Central database URL.")
+@click.option("--site", "site_id", required=True, help="Site id at the central side.")
+@click.option("--system", "system_id", required=True, help="Measurement system name.")
+@click.option(
+    "--format",
+    "fmt",
+    required=True,
+    type=click.Choice(["li8100a", "li8200", "li8250", "cosore", "manual-csv"]),
+    help="The files' format.",
+)
+@click.option("--time-zone", help="IANA zone of instrument clocks (default: the site's).")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True))
+def import_command(
+    target: str,
+    site_id: str,
+    system_id: str,
+    fmt: str,
+    time_zone: str | None,
+    as_json: bool,
+    paths: tuple[str, ...],
+) -> None:
+    """Import other systems' files into the central database, each file whole or not at all.
+
+    Re-importing a file is a no-op. Exit status 3 when a file was rejected (the others are
+    imported).
+
+    Example: chamberd import --target sqlite:///c.db --site YMS --system gmp --format cosore d2020
+    """
+    from chamberd.network_sync.central import Central, redact
+    from chamberd.network_sync.importers import import_paths, report_json
+
+    if time_zone:
+        import zoneinfo
+
+        try:
+            zoneinfo.ZoneInfo(time_zone)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
+            raise click.BadParameter(
+                f"{time_zone!r} is not an IANA zone", param_hint="--time-zone"
+            ) from exc
+
+    def progress(outcome: Any) -> None:
+        if as_json:
+            return
+        if outcome.status == "rejected":
+            for reason in outcome.reasons:
+                click.echo(f"rejected: {reason}", err=True)
+        else:
+            for reason in outcome.skipped:
+                click.echo(f"skipped: {reason}", err=True)
+            click.echo(
+                f"{outcome.path}: {outcome.observations} observations: new {outcome.sent}, "
+                f"unchanged {outcome.unchanged}, conflicts {outcome.conflicts}",
+                err=True,
+            )
+
+    with Central.connect(target) as central:
+        if central.schema_version() == 0:
+            raise ConfigError(f"{redact(target)}: no chamberd schema (chamberd central init)")
+        report = import_paths(
+            central,
+            paths,
+            site_id=site_id,
+            system_id=system_id,
+            fmt=fmt,
+            time_zone=time_zone,
+            progress=progress,
+        )
+    if as_json:
+        click.echo(report_json(report))
+    else:
+        t = report.totals()
+        click.echo(
+            f"{t['files']} file(s), {t['rejected']} rejected; {t['observations']} observations: "
+            f"new {t['sent']}, unchanged {t['unchanged']}, conflicts {t['conflicts']}; "
+            f"{t['skipped']} truncated observation(s) skipped"
+        )
+    if report.rejected:
+        raise SystemExit(3)
+
+
 @cli.command("sync")
 @click.argument("config", type=click.Path(dir_okay=False))
 @click.option("--target", help="Central database URL (default: the config's sync.target).")
