@@ -213,7 +213,9 @@ class SerialLink:
                         f"{self._where()}: no line within {timeout_s:g} s{state}; "
                         f"last frames: {self.last_frames()}"
                     )
-                self._arrived.wait(0.01)
+                self._arrived.wait(
+                    0.1
+                )  # woken at once by each line; this bounds the deadline check
             return self._lines.popleft()
 
     def _read_forever(self) -> None:
@@ -225,7 +227,15 @@ class SerialLink:
                 port = self._port
             assert port is not None
             try:
-                chunk = port.read(max(1, port.in_waiting or 1))
+                # block (up to 1 s) for the first byte, then take whatever has arrived
+                # without waiting: one wake-up per burst, and a line is stamped as soon as
+                # its last byte is read (socket:// reports in_waiting as 0 or 1, so asking
+                # it for the count would read byte by byte)
+                port.timeout = 1.0
+                chunk = port.read(1)
+                if chunk:
+                    port.timeout = 0
+                    chunk += port.read(65536)
             except (serial.SerialException, OSError, TypeError, AttributeError) as exc:
                 with self._lock:
                     if self._port is port and not stop.is_set():
