@@ -586,6 +586,129 @@ def import_command(
         raise SystemExit(3)
 
 
+def _query_filters(site, system, chamber, gas, start, end) -> dict[str, Any]:
+    from chamberd.network_sync.queries import parse_time
+
+    return {
+        "site": list(site) or None,
+        "system": list(system) or None,
+        "chamber": list(chamber) or None,
+        "gas": list(gas) or None,
+        "start": parse_time(start, "--from"),
+        "end": parse_time(end, "--to"),
+    }
+
+
+_FILTER_OPTIONS = [
+    click.option("--site", multiple=True, help="Site id (repeat for several)."),
+    click.option("--system", multiple=True, help="System id (repeat for several)."),
+    click.option("--chamber", multiple=True, help="Chamber id (repeat for several)."),
+    click.option("--gas", multiple=True, type=click.Choice(["co2", "ch4", "n2o"])),
+    click.option("--from", "start", metavar="TIME", help="Begin time >= this (ISO 8601, UTC)."),
+    click.option("--to", "end", metavar="TIME", help="Begin time < this (ISO 8601, UTC)."),
+]
+
+
+def _with_filters(function: Any) -> Any:
+    for option in reversed(_FILTER_OPTIONS):
+        function = option(function)
+    return function
+
+
+@cli.command("query")
+@click.option("--target", required=True, help="Central database URL.")
+@_with_filters
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["csv", "parquet", "json"]),
+    default="csv",
+    show_default=True,
+)
+@click.option("--all-models", is_flag=True, help="Every model, not only the reported one.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="File (default stdout).")
+def query_command(
+    target: str,
+    site: tuple[str, ...],
+    system: tuple[str, ...],
+    chamber: tuple[str, ...],
+    gas: tuple[str, ...],
+    start: str | None,
+    end: str | None,
+    fmt: str,
+    all_models: bool,
+    output: str | None,
+) -> None:
+    """Fluxes by site, system, chamber, gas and time, as CSV, Parquet or JSON.
+
+    One row per observation and gas (the reported model; --all-models for every model),
+    with begin and end times in UTC, units, R2, flags and the ancillary means.
+
+    Example: chamberd query --target sqlite:///c.db --site YMS --gas co2 --from 2017-01-01 -o q.csv
+    """
+    from chamberd.network_sync.central import Central
+    from chamberd.network_sync.queries import fluxes
+
+    filters = _query_filters(site, system, chamber, gas, start, end)
+    if fmt == "parquet" and not output:
+        raise click.BadParameter("Parquet needs a file", param_hint="-o")
+    _check_output_folder(output, "-o")
+    with Central.connect(target) as central:
+        frame = fluxes(central, selected_only=not all_models, **filters)
+    if fmt == "csv":
+        text = frame.to_csv(index=False, date_format="%Y-%m-%dT%H:%M:%SZ")
+    elif fmt == "json":
+        text = frame.to_json(orient="records", date_format="iso", lines=True)
+    if fmt == "parquet":
+        frame.to_parquet(output, index=False)
+    elif output:
+        Path(output).write_text(text, encoding="utf-8")
+    else:
+        click.echo(text, nl=False)
+    if output:
+        click.echo(f"{len(frame)} rows written to {output}", err=True)
+
+
+@cli.command("export")
+@click.option("--target", required=True, help="Central database URL.")
+@click.option("--site", required=True, help="Site id.")
+@click.option("--system", help="System id (required for cosore).")
+@click.option("--layout", type=click.Choice(["cosore", "fluxnet"]), required=True)
+@click.option("--from", "start", metavar="TIME", help="Begin time >= this (ISO 8601, UTC).")
+@click.option("--to", "end", metavar="TIME", help="Begin time < this (ISO 8601, UTC).")
+@click.option("-o", "--output", required=True, type=click.Path(), help="Folder (cosore) or file.")
+def export_command(
+    target: str,
+    site: str,
+    system: str | None,
+    layout: str,
+    start: str | None,
+    end: str | None,
+    output: str,
+) -> None:
+    """Export one site as a COSORE data set or a FLUXNET-style CSV.
+
+    COSORE: a folder with data.csv, PORTS.csv and DESCRIPTION.csv (COSORE column names and
+    units). FLUXNET: TIMESTAMP_START/END in local standard time, -9999 for missing.
+
+    Example: chamberd export --target sqlite:///c.db --site YMS --layout fluxnet -o yms.csv
+    """
+    from chamberd.network_sync.central import Central
+    from chamberd.network_sync.queries import export_cosore, export_fluxnet, parse_time
+
+    window = {"start": parse_time(start, "--from"), "end": parse_time(end, "--to")}
+    with Central.connect(target) as central:
+        if layout == "cosore":
+            if not system:
+                raise click.BadParameter("a COSORE data set is one system", param_hint="--system")
+            tables = export_cosore(central, output, site=site, system=system, **window)
+            rows = len(tables["data"])
+        else:
+            _check_output_folder(output, "-o")
+            rows = len(export_fluxnet(central, output, site=site, system=system, **window))
+    click.echo(f"{rows} rows exported to {output}")
+
+
 @cli.command("sync")
 @click.argument("config", type=click.Path(dir_okay=False))
 @click.option("--target", help="Central database URL (default: the config's sync.target).")
