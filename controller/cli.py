@@ -709,6 +709,55 @@ def export_command(
     click.echo(f"{rows} rows exported to {output}")
 
 
+@cli.command("refit")
+@click.option("--target", required=True, help="Central database URL.")
+@click.option("--site", help="Only this site.")
+@click.option("--system", help="Only this system.")
+@click.option("--method", type=click.Choice(["linear", "exponential"]), required=True)
+@click.option("--gas", type=click.Choice(["co2", "ch4", "n2o"]), default="co2", show_default=True)
+@click.option("--dead-band", "dead_band", type=float, help="Seconds (default: each stored one).")
+def refit_command(
+    target: str,
+    site: str | None,
+    system: str | None,
+    method: str,
+    gas: str,
+    dead_band: float | None,
+) -> None:
+    """Refit every stored raw trace with one method (the batch path), as a new processing version.
+
+    The results sit beside each system's own fluxes, under processing_version
+    central-<method>-db<dead band>; running it again replaces them.
+
+    Example: chamberd refit --target sqlite:///c.db --method exponential --dead-band 20
+    """
+    from chamberd.network_sync.central import Central
+    from chamberd.network_sync.central_refit import refit
+
+    if dead_band is not None and (not math.isfinite(dead_band) or dead_band < 0):
+        raise click.BadParameter("a number of seconds >= 0", param_hint="--dead-band")
+
+    def progress(report: Any) -> None:
+        click.echo(f"refitted {report.fitted} of {report.observations}", err=True)
+
+    with Central.connect(target) as central:
+        report = refit(
+            central,
+            method=method,
+            gas=gas,
+            site=site,
+            system=system,
+            dead_band_s=dead_band,
+            progress=progress,
+        )
+    rate = report.fitted / report.seconds if report.seconds else 0.0
+    click.echo(
+        f"{report.fitted} of {report.observations} observations refitted as "
+        f"{report.processing_version} ({report.skipped} without geometry or a fit) in "
+        f"{report.seconds:.1f} s ({rate:.0f}/s)"
+    )
+
+
 @cli.command("sync")
 @click.argument("config", type=click.Path(dir_okay=False))
 @click.option("--target", help="Central database URL (default: the config's sync.target).")
