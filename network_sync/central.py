@@ -236,6 +236,7 @@ class Central:
         self.dialect = dialect
         self._lock = threading.RLock()
         self._depth = 0
+        self._copy_ok: bool | None = None
 
     # --- connecting -----------------------------------------------------------------------
 
@@ -305,6 +306,35 @@ class Central:
                     cur.executemany(self._sql(sql), rows)
         except Exception as exc:
             raise self._translate(exc) from exc
+
+    def copy_rows(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+        """Bulk insert (PostgreSQL ``COPY``, SQLite ``executemany``) inside the transaction."""
+        if not rows:
+            return
+        if self.dialect == "sqlite" or not self._may_copy():
+            # PostgreSQL refuses COPY under row-level security (site roles): plain inserts
+            self.executemany(
+                f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({_marks(len(columns))})",
+                rows,
+            )
+            return
+        try:
+            with (
+                self.conn.cursor() as cur,
+                cur.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy,
+            ):
+                for row in rows:
+                    copy.write_row(row)
+        except Exception as exc:
+            raise self._translate(exc) from exc
+
+    def _may_copy(self) -> bool:
+        if self._copy_ok is None:
+            row = self.execute(
+                "SELECT rolsuper OR rolbypassrls FROM pg_roles WHERE rolname = current_user"
+            ).fetchone()
+            self._copy_ok = bool(row and row[0])
+        return self._copy_ok
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
         cur = self.execute(sql, params)
@@ -420,6 +450,10 @@ def add_site_role(central: Central, site_id: str, password: str | None = None) -
             "INSERT INTO site_roles (role_name, site_id) VALUES (?, ?)", (role, site_id)
         )
     return role, password
+
+
+def _marks(n: int) -> str:
+    return ", ".join("?" for _ in range(n))
 
 
 def _now_iso() -> str:

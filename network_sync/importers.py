@@ -40,7 +40,7 @@ from chamberd.controller.clock import SystemClock
 from chamberd.controller.errors import DataFileError, TruncatedObservationError
 
 from .central import Central
-from .sync import content_hash
+from .sync import content_hash, upsert_batch
 
 __all__ = ["FORMATS", "ImportReport", "import_paths"]
 
@@ -168,8 +168,18 @@ def _import_one(
     now = SystemClock().now().isoformat()  # provenance of the ingest
     with central.transaction():
         _ensure_site(central, site_id, system_id, zone, instrument, now)
-        for o in observations:
-            result = _upsert(central, o, site_id=site_id, system_id=system_id, now=now)
+        payloads = [
+            {
+                "observation": o.observation,
+                "fluxes": o.fluxes,
+                "samples": o.samples,
+                "hash": content_hash(o.observation, o.fluxes),
+            }
+            for o in observations
+        ]
+        for result in upsert_batch(
+            central, payloads, site_id=site_id, system_id=system_id, now=now
+        ):
             if result == "sent":
                 outcome.sent += 1
             elif result == "conflicts":
@@ -217,18 +227,6 @@ def _ensure_site(
             "INSERT INTO systems (site_id, system_id, instrument, method) VALUES (?, ?, ?, ?)",
             (site_id, system_id, instrument, "imported"),
         )
-
-
-def _upsert(central: Central, o: _Obs, *, site_id: str, system_id: str, now: str) -> str:
-    from .sync import _upsert as upsert
-
-    payload = {
-        "observation": o.observation,
-        "fluxes": o.fluxes,
-        "samples": o.samples,
-        "hash": content_hash(o.observation, o.fluxes),
-    }
-    return upsert(central, payload, site_id=site_id, system_id=system_id, now=now)
 
 
 # --- reading --------------------------------------------------------------------------------

@@ -62,7 +62,7 @@ def parse_time(text: str | None, option: str) -> str | None:
         raise ConfigError(f"{option} {text!r}: not an ISO 8601 date or time") from exc
     if value.tzinfo is None:
         value = value.replace(tzinfo=dt.UTC)
-    return value.astimezone(dt.UTC).isoformat()
+    return value.astimezone(dt.UTC).isoformat(timespec="microseconds")  # as stored
 
 
 def fluxes(

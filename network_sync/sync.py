@@ -32,7 +32,14 @@ from chamberd.controller.errors import SyncError
 
 from .central import Central, redact
 
-__all__ = ["SyncSummary", "content_hash", "register_site", "site_registration", "upload"]
+__all__ = [
+    "SyncSummary",
+    "content_hash",
+    "register_site",
+    "site_registration",
+    "upload",
+    "upsert_batch",
+]
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +76,18 @@ _FLUX_FIELDS = (
     "n_points",
     "selected",
     "flags",
+)
+_SAMPLE_TIME_FIELDS = (
+    "seq",
+    "time_utc",
+    "elapsed_s",
+    "phase",
+    "co2_umol_mol",
+    "h2o_mmol_mol",
+    "ch4_nmol_mol",
+    "n2o_nmol_mol",
+    "cell_temperature_degc",
+    "cell_pressure_kpa",
 )
 _SAMPLE_FIELDS = (
     "seq",
@@ -330,8 +349,11 @@ def _send(
             flagged = skew is not None and abs(skew) > max_skew_s
             counts["skew_flagged"] = int(flagged)
             now = (server or site_clock).astimezone(dt.UTC).isoformat()
-            for p in payloads:
-                outcome = _upsert(central, p, site_id=site_id, system_id=system_id, now=now)
+            for p, outcome in zip(
+                payloads,
+                upsert_batch(central, payloads, site_id=site_id, system_id=system_id, now=now),
+                strict=True,
+            ):
                 counts[outcome] += 1
                 if outcome == "conflicts":
                     counts["details"].append(p["conflict"])
@@ -369,99 +391,230 @@ class _DryRun(Exception):
     """Rolls a dry run's transaction back."""
 
 
-def _upsert(central: Central, p: dict[str, Any], *, site_id: str, system_id: str, now: str) -> str:
+def _utc_key(value: Any) -> str:
+    """A begin time as a comparable UTC string, from SQLite text or a PostgreSQL datetime."""
+    if isinstance(value, str):
+        value = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=dt.UTC)
+    return value.astimezone(dt.UTC).isoformat(timespec="microseconds")
+
+
+def _in_list(n: int) -> str:
+    return ", ".join("?" for _ in range(n))
+
+
+def upsert_batch(
+    central: Central,
+    payloads: list[dict[str, Any]],
+    *,
+    site_id: str,
+    system_id: str,
+    now: str,
+) -> list[str]:
+    """Upsert a batch (inside the caller's transaction); the outcome of each payload:
+    ``sent``, ``unchanged``, ``revised`` or ``conflicts`` (see the module docstring).
+
+    New observations are written with one statement per table (PostgreSQL: ``COPY`` for the
+    samples); existing ones are compared by content hash; the natural key of new ones is
+    checked against the stored rows of the batch's time span and against each other.
+    """
+    if not payloads:
+        return []
+    uuids = [p["observation"]["uuid"] for p in payloads]
+    existing: dict[str, dict[str, Any]] = {}
+    for start in range(0, len(uuids), 900):
+        part = uuids[start : start + 900]
+        for row in central.query(
+            "SELECT uuid, content_hash, revision FROM observations "
+            f"WHERE uuid IN ({_in_list(len(part))})",
+            part,
+        ):
+            existing[row["uuid"]] = row
+    fresh = [p for p in payloads if p["observation"]["uuid"] not in existing]
+    taken: dict[tuple[str, str], str] = {}
+    if fresh:
+        begins = [_utc_key(p["observation"]["started_at"]) for p in fresh]
+        for row in central.query(
+            "SELECT uuid, chamber, begin_utc FROM observations WHERE site_id = ? AND "
+            "system_id = ? AND begin_utc >= ? AND begin_utc <= ?",
+            (site_id, system_id, min(begins), max(begins)),
+        ):
+            taken[(row["chamber"], _utc_key(row["begin_utc"]))] = row["uuid"]
+    outcomes: list[str] = []
+    new: list[dict[str, Any]] = []
+    for p in payloads:
+        o = p["observation"]
+        uuid = o["uuid"]
+        if uuid in existing:
+            if existing[uuid]["content_hash"] == p["hash"]:
+                outcomes.append("unchanged")
+                continue
+            _revise(central, p, existing[uuid], site_id=site_id, now=now)
+            existing[uuid] = {"content_hash": p["hash"], "revision": existing[uuid]["revision"] + 1}
+            outcomes.append("revised")
+            continue
+        key = (o["chamber"], _utc_key(o["started_at"]))
+        if key in taken and taken[key] != uuid:
+            _conflict(central, p, taken[key], site_id=site_id, system_id=system_id, now=now)
+            outcomes.append("conflicts")
+            continue
+        taken[key] = uuid
+        existing[uuid] = {"content_hash": p["hash"], "revision": 1}
+        new.append(p)
+        outcomes.append("sent")
+    _insert_new(central, new, site_id=site_id, system_id=system_id, now=now)
+    return outcomes
+
+
+def _revise(
+    central: Central, p: dict[str, Any], old: dict[str, Any], *, site_id: str, now: str
+) -> None:
     o = p["observation"]
     uuid = o["uuid"]
-    existing = central.query(
-        "SELECT content_hash, revision FROM observations WHERE uuid = ?", (uuid,)
-    )
-    if existing:
-        if existing[0]["content_hash"] == p["hash"]:
-            return "unchanged"
-        revision = int(existing[0]["revision"]) + 1
-        central.execute(
-            "UPDATE observations SET end_utc = ?, status = ?, reason = ?, content_hash = ?, "
-            "revision = ?, received_at = ? WHERE uuid = ?",
-            (o["ended_at"], o["status"], o["reason"], p["hash"], revision, now, uuid),
-        )
-        central.execute("DELETE FROM fluxes WHERE observation_uuid = ?", (uuid,))
-        _insert_fluxes(central, site_id, uuid, p["fluxes"], revision)
-        if p["samples"] and not central.query(
-            "SELECT 1 FROM samples WHERE observation_uuid = ? LIMIT 1", (uuid,)
-        ):
-            _insert_samples(central, site_id, uuid, p["samples"])
-        return "revised"
-    taken = central.query(
-        "SELECT uuid FROM observations WHERE site_id = ? AND system_id = ? AND chamber = ? "
-        "AND begin_utc = ?",
-        (site_id, system_id, o["chamber"], o["started_at"]),
-    )
-    if taken:
-        detail = {
-            "chamber": o["chamber"],
-            "begin_utc": o["started_at"],
-            "existing_uuid": taken[0]["uuid"],
-            "incoming_uuid": uuid,
-        }
-        p["conflict"] = detail
-        known = central.query(
-            "SELECT 1 FROM conflicts WHERE existing_uuid = ? AND incoming_uuid = ?",
-            (taken[0]["uuid"], uuid),
-        )
-        if not known:
-            central.execute(
-                "INSERT INTO conflicts (detected_at, site_id, system_id, chamber, begin_utc, "
-                "existing_uuid, incoming_uuid, source, incoming) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, 'sync', ?)",
-                (
-                    now,
-                    site_id,
-                    system_id,
-                    o["chamber"],
-                    o["started_at"],
-                    taken[0]["uuid"],
-                    uuid,
-                    json.dumps({k: o.get(k) for k in _OBSERVATION_FIELDS}, default=str),
-                ),
-            )
-        return "conflicts"
+    revision = int(old["revision"]) + 1
     central.execute(
-        "INSERT INTO observations (uuid, site_id, system_id, chamber, begin_utc, end_utc, "
-        "status, reason, dead_band_s, observation_s, area_cm2, volume_cm3, offset_cm, "
-        "soil_temperature_degc, soil_moisture_pct, air_temperature_degc, pressure_kpa, "
-        "analyser_model, analyser_serial, calibration_id, config_hash, software_version, "
-        "content_hash, revision, received_at) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?)",
+        "UPDATE observations SET end_utc = ?, status = ?, reason = ?, content_hash = ?, "
+        "revision = ?, received_at = ? WHERE uuid = ?",
         (
+            _utc_key(o["ended_at"]) if o.get("ended_at") else None,
+            o["status"],
+            o["reason"],
+            p["hash"],
+            revision,
+            now,
             uuid,
+        ),
+    )
+    central.execute("DELETE FROM fluxes WHERE observation_uuid = ?", (uuid,))
+    _insert_fluxes(central, site_id, uuid, p["fluxes"], revision)
+    if p["samples"] and not central.query(
+        "SELECT 1 FROM samples WHERE observation_uuid = ? LIMIT 1", (uuid,)
+    ):
+        _insert_samples(central, site_id, uuid, p["samples"])
+
+
+def _conflict(
+    central: Central,
+    p: dict[str, Any],
+    holder: str,
+    *,
+    site_id: str,
+    system_id: str,
+    now: str,
+) -> None:
+    o = p["observation"]
+    p["conflict"] = {
+        "chamber": o["chamber"],
+        "begin_utc": o["started_at"],
+        "existing_uuid": holder,
+        "incoming_uuid": o["uuid"],
+    }
+    if central.query(
+        "SELECT 1 FROM conflicts WHERE existing_uuid = ? AND incoming_uuid = ?",
+        (holder, o["uuid"]),
+    ):
+        return
+    central.execute(
+        "INSERT INTO conflicts (detected_at, site_id, system_id, chamber, begin_utc, "
+        "existing_uuid, incoming_uuid, source, incoming) VALUES (?, ?, ?, ?, ?, ?, ?, 'sync', ?)",
+        (
+            now,
             site_id,
             system_id,
             o["chamber"],
-            o["started_at"],
-            o["ended_at"],
-            o["status"],
-            o["reason"],
-            o["dead_band_s"],
-            o["observation_s"],
-            o["area_cm2"],
-            o["volume_cm3"],
-            o["offset_cm"],
-            o["soil_temperature_degc"],
-            o["soil_moisture_pct"],
-            o["air_temperature_degc"],
-            o["pressure_kpa"],
-            o["analyser_model"],
-            o["analyser_serial"],
-            o["calibration_id"],
-            o["config_hash"],
-            o["software_version"],
-            p["hash"],
-            now,
+            _utc_key(o["started_at"]),
+            holder,
+            o["uuid"],
+            json.dumps({k: o.get(k) for k in _OBSERVATION_FIELDS}, default=str),
         ),
     )
-    _insert_fluxes(central, site_id, uuid, p["fluxes"], 1)
-    _insert_samples(central, site_id, uuid, p["samples"])
-    return "sent"
+
+
+_NEW_OBSERVATION = (
+    "INSERT INTO observations (uuid, site_id, system_id, chamber, begin_utc, end_utc, "
+    "status, reason, dead_band_s, observation_s, area_cm2, volume_cm3, offset_cm, "
+    "soil_temperature_degc, soil_moisture_pct, air_temperature_degc, pressure_kpa, "
+    "analyser_model, analyser_serial, calibration_id, config_hash, software_version, "
+    "content_hash, revision, received_at) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?)"
+)
+
+
+def _insert_new(
+    central: Central, new: list[dict[str, Any]], *, site_id: str, system_id: str, now: str
+) -> None:
+    if not new:
+        return
+    central.executemany(
+        _NEW_OBSERVATION,
+        [
+            (
+                p["observation"]["uuid"],
+                site_id,
+                system_id,
+                p["observation"]["chamber"],
+                _utc_key(p["observation"]["started_at"]),
+                _utc_key(p["observation"]["ended_at"])
+                if p["observation"].get("ended_at")
+                else None,
+                *(
+                    p["observation"].get(k)
+                    for k in (
+                        "status",
+                        "reason",
+                        "dead_band_s",
+                        "observation_s",
+                        "area_cm2",
+                        "volume_cm3",
+                        "offset_cm",
+                        "soil_temperature_degc",
+                        "soil_moisture_pct",
+                        "air_temperature_degc",
+                        "pressure_kpa",
+                        "analyser_model",
+                        "analyser_serial",
+                        "calibration_id",
+                        "config_hash",
+                        "software_version",
+                    )
+                ),
+                p["hash"],
+                now,
+            )
+            for p in new
+        ],
+    )
+    central.executemany(
+        "INSERT INTO fluxes (site_id, observation_uuid, gas, model, processing_version, flux, "
+        "flux_unit, flux_se, r2, nrmse, n_points, selected, flags, revision) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1)",
+        [_flux_row(site_id, p["observation"]["uuid"], f) for p in new for f in p["fluxes"]],
+    )
+    rows = [
+        (site_id, p["observation"]["uuid"], *(s.get(k) for k in _SAMPLE_FIELDS))
+        for p in new
+        for s in p["samples"]
+    ]
+    central.copy_rows("samples", ("site_id", "observation_uuid", *_SAMPLE_TIME_FIELDS), rows)
+
+
+def _flux_row(site_id: str, uuid: str, f: dict[str, Any]) -> tuple[Any, ...]:
+    return (
+        site_id,
+        uuid,
+        f["gas"],
+        f["model"],
+        f["processing_version"],
+        f["flux"],
+        f["flux_unit"],
+        f["flux_se"],
+        f["r2"],
+        f["nrmse"],
+        f["n_points"],
+        int(f["selected"]),
+        f["flags"] or "",
+    )
 
 
 def _insert_fluxes(
