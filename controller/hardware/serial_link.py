@@ -205,17 +205,19 @@ class SerialLink:
                 target=self._read_forever, name=f"reader {self.name}", daemon=True
             )
             self._reader.start()
+        speed = float(getattr(self.clock, "speed", 1.0))  # site seconds per real second
         with self._arrived:
             while not self._lines:
-                if self.clock.monotonic() >= deadline:
+                remaining = deadline - self.clock.monotonic()
+                if remaining <= 0:
                     state = "" if self._port is not None else " (port not open)"
                     raise HardwareTimeoutError(
                         f"{self._where()}: no line within {timeout_s:g} s{state}; "
                         f"last frames: {self.last_frames()}"
                     )
-                self._arrived.wait(
-                    0.1
-                )  # woken at once by each line; this bounds the deadline check
+                # woken at once by each line; otherwise at the deadline, at most a second
+                # later (every wake-up is a system call)
+                self._arrived.wait(min(1.0, max(0.001, remaining / speed)))
             return self._lines.popleft()
 
     def _read_forever(self) -> None:
