@@ -77,6 +77,7 @@ _FLUX_FIELDS = (
     "selected",
     "flags",
 )
+_UNITS = {"co2": "umol m-2 s-1", "ch4": "nmol m-2 s-1", "n2o": "nmol m-2 s-1"}
 _SAMPLE_TIME_FIELDS = (
     "seq",
     "time_utc",
@@ -421,6 +422,15 @@ def upsert_batch(
     """
     if not payloads:
         return []
+    for p in payloads:  # a flux in the wrong unit is refused, never stored
+        for f in p["fluxes"]:
+            expected = _UNITS.get(f["gas"])
+            if expected is None or f["flux_unit"] != expected:
+                raise SyncError(
+                    f"observation {p['observation']['uuid']}: {f['gas']} flux in "
+                    f"{f['flux_unit']!r}; chamberd stores {f['gas']} fluxes in "
+                    f"{expected or 'umol m-2 s-1 (CO2) or nmol m-2 s-1 (CH4, N2O)'}"
+                )
     uuids = [p["observation"]["uuid"] for p in payloads]
     existing: dict[str, dict[str, Any]] = {}
     for start in range(0, len(uuids), 900):

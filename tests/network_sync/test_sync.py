@@ -341,3 +341,17 @@ def test_daemon_keeps_measuring_while_the_central_database_is_down(site_cfg):
     health = store.query("SELECT ok FROM health WHERE component = 'sync'")[0]
     assert health["ok"] == 0
     store.close()
+
+
+def test_a_flux_in_the_wrong_unit_is_refused_with_a_message(central_url, site_cfg):
+    _measure(site_cfg, 0.5)
+    store = SiteStore.open_existing(site_cfg.storage.path)
+    with store.transaction() as conn:
+        conn.execute("UPDATE fluxes SET flux_unit = 'mg m-2 h-1' WHERE rowid = 1")
+    with _central(central_url) as central:
+        _register(central, site_cfg)
+        with pytest.raises(SyncError, match=r"co2 flux in 'mg m-2 h-1'; chamberd stores co2"):
+            _upload(store, central, site_cfg)
+        assert _count(central, "observations") == 0  # the batch is not half-written
+    assert store.query("SELECT count(*) AS n FROM outbox")[0]["n"] == 4
+    store.close()
