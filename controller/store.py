@@ -268,6 +268,11 @@ class SiteStore:
             names = [c[0] for c in cursor.description or ()]
             return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
+    def rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Plain tuples (for bulk reads where a dict per row would cost too much)."""
+        with self._lock:
+            return self.db.conn.execute(sql, params).fetchall()
+
     # --- configuration --------------------------------------------------------------------
 
     def sync_chambers(self, cfg: SiteConfig, now: dt.datetime) -> None:

@@ -40,7 +40,7 @@ from chamberd.controller.clock import SystemClock
 from chamberd.controller.errors import DataFileError, TruncatedObservationError
 
 from .central import Central
-from .sync import content_hash, upsert_batch
+from .sync import SAMPLE_FIELDS, VALUE_FIELDS, content_hash, upsert_batch
 
 __all__ = ["FORMATS", "ImportReport", "import_paths"]
 
@@ -172,7 +172,7 @@ def _import_one(
             {
                 "observation": o.observation,
                 "fluxes": o.fluxes,
-                "samples": o.samples,
+                "samples": [tuple(x.get(k) for k in SAMPLE_FIELDS) for x in o.samples],
                 "hash": content_hash(o.observation, o.fluxes),
             }
             for o in observations
@@ -253,26 +253,7 @@ def _uuid(digest: str, key: str) -> str:
 
 
 def _observation(**values: Any) -> dict[str, Any]:
-    base = dict.fromkeys(
-        (
-            "reason",
-            "ended_at",
-            "dead_band_s",
-            "observation_s",
-            "area_cm2",
-            "volume_cm3",
-            "offset_cm",
-            "soil_temperature_degc",
-            "soil_moisture_pct",
-            "air_temperature_degc",
-            "pressure_kpa",
-            "analyser_model",
-            "analyser_serial",
-            "calibration_id",
-            "config_hash",
-            "software_version",
-        )
-    )
+    base = dict.fromkeys(("reason", "ended_at", *VALUE_FIELDS))
     base.update(status="done")
     base.update(values)
     return base

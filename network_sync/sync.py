@@ -33,6 +33,7 @@ from chamberd.controller.errors import SyncError
 from .central import Central, redact
 
 __all__ = [
+    "SAMPLE_FIELDS",
     "SyncSummary",
     "content_hash",
     "register_site",
@@ -43,12 +44,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-_OBSERVATION_FIELDS = (
-    "chamber",
-    "status",
-    "reason",
-    "started_at",
-    "ended_at",
+#: the values an observation carries beside its identity, times and status
+VALUE_FIELDS = (
     "dead_band_s",
     "observation_s",
     "area_cm2",
@@ -64,6 +61,7 @@ _OBSERVATION_FIELDS = (
     "config_hash",
     "software_version",
 )
+_OBSERVATION_FIELDS = ("chamber", "status", "reason", "started_at", "ended_at", *VALUE_FIELDS)
 _FLUX_FIELDS = (
     "gas",
     "model",
@@ -90,7 +88,7 @@ _SAMPLE_TIME_FIELDS = (
     "cell_temperature_degc",
     "cell_pressure_kpa",
 )
-_SAMPLE_FIELDS = (
+SAMPLE_FIELDS = (
     "seq",
     "time",
     "elapsed_s",
@@ -267,8 +265,7 @@ def upload(
         for entry in entries:
             latest.pop(entry["observation_uuid"], None)
             latest[entry["observation_uuid"]] = entry["id"]
-        payloads = [_payload(site, uuid, include_samples) for uuid in latest]
-        payloads = [p for p in payloads if p is not None]
+        payloads = _payloads(site, list(latest), include_samples)
         counts = _send(
             central,
             payloads,
@@ -300,27 +297,46 @@ def upload(
     return summary
 
 
-def _payload(site: Any, uuid: str, include_samples: bool) -> dict[str, Any] | None:
-    rows = site.query("SELECT * FROM observations WHERE uuid = ?", (uuid,))
-    if not rows:
-        log.warning("outbox names observation %s, which is not in the site database", uuid)
-        return None
-    observation = rows[0]
-    fluxes = site.query(
-        "SELECT * FROM fluxes WHERE observation_uuid = ? ORDER BY gas, model", (uuid,)
-    )
-    samples = (
-        site.query("SELECT * FROM samples WHERE observation_uuid = ? ORDER BY seq", (uuid,))
-        if include_samples
-        else []
-    )
-    observation["n_samples"] = len(samples)
-    return {
-        "observation": observation,
-        "fluxes": fluxes,
-        "samples": samples,
-        "hash": content_hash(observation, fluxes),
+def _payloads(site: Any, uuids: list[str], include_samples: bool) -> list[dict[str, Any]]:
+    """The batch's observations with their fluxes and samples, in ``uuids`` order (one
+    query per table; samples as tuples in :data:`SAMPLE_FIELDS` order)."""
+    marks = ", ".join("?" for _ in uuids)
+    observations = {
+        r["uuid"]: r
+        for r in site.query(f"SELECT * FROM observations WHERE uuid IN ({marks})", uuids)
     }
+    fluxes: dict[str, list[dict[str, Any]]] = {u: [] for u in uuids}
+    for row in site.query(
+        f"SELECT * FROM fluxes WHERE observation_uuid IN ({marks}) "
+        "ORDER BY observation_uuid, gas, model",
+        uuids,
+    ):
+        fluxes[row["observation_uuid"]].append(row)
+    samples: dict[str, list[tuple[Any, ...]]] = {u: [] for u in uuids}
+    if include_samples:
+        columns = ", ".join(SAMPLE_FIELDS)
+        for row in site.rows(
+            f"SELECT observation_uuid, {columns} FROM samples WHERE observation_uuid IN "
+            f"({marks}) ORDER BY observation_uuid, seq",
+            uuids,
+        ):
+            samples[row[0]].append(row[1:])
+    out = []
+    for uuid in uuids:
+        observation = observations.get(uuid)
+        if observation is None:
+            log.warning("outbox names observation %s, which is not in the site database", uuid)
+            continue
+        observation["n_samples"] = len(samples[uuid])
+        out.append(
+            {
+                "observation": observation,
+                "fluxes": fluxes[uuid],
+                "samples": samples[uuid],
+                "hash": content_hash(observation, fluxes[uuid]),
+            }
+        )
+    return out
 
 
 def _send(
@@ -568,27 +584,7 @@ def _insert_new(
                 _utc_key(p["observation"]["ended_at"])
                 if p["observation"].get("ended_at")
                 else None,
-                *(
-                    p["observation"].get(k)
-                    for k in (
-                        "status",
-                        "reason",
-                        "dead_band_s",
-                        "observation_s",
-                        "area_cm2",
-                        "volume_cm3",
-                        "offset_cm",
-                        "soil_temperature_degc",
-                        "soil_moisture_pct",
-                        "air_temperature_degc",
-                        "pressure_kpa",
-                        "analyser_model",
-                        "analyser_serial",
-                        "calibration_id",
-                        "config_hash",
-                        "software_version",
-                    )
-                ),
+                *(p["observation"].get(k) for k in ("status", "reason", *VALUE_FIELDS)),
                 p["hash"],
                 now,
             )
@@ -601,11 +597,7 @@ def _insert_new(
         "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1)",
         [_flux_row(site_id, p["observation"]["uuid"], f) for p in new for f in p["fluxes"]],
     )
-    rows = [
-        (site_id, p["observation"]["uuid"], *(s.get(k) for k in _SAMPLE_FIELDS))
-        for p in new
-        for s in p["samples"]
-    ]
+    rows = [(site_id, p["observation"]["uuid"], *sample) for p in new for sample in p["samples"]]
     central.copy_rows("samples", ("site_id", "observation_uuid", *_SAMPLE_TIME_FIELDS), rows)
 
 
@@ -657,11 +649,11 @@ def _insert_fluxes(
 
 
 def _insert_samples(
-    central: Central, site_id: str, uuid: str, samples: list[dict[str, Any]]
+    central: Central, site_id: str, uuid: str, samples: list[tuple[Any, ...]]
 ) -> None:
     central.executemany(
         "INSERT INTO samples (site_id, observation_uuid, seq, time_utc, elapsed_s, phase, "
         "co2_umol_mol, h2o_mmol_mol, ch4_nmol_mol, n2o_nmol_mol, cell_temperature_degc, "
         "cell_pressure_kpa) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        [tuple([site_id, uuid, *(s.get(k) for k in _SAMPLE_FIELDS)]) for s in samples],
+        [(site_id, uuid, *sample) for sample in samples],
     )
