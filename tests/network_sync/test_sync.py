@@ -355,3 +355,22 @@ def test_a_flux_in_the_wrong_unit_is_refused_with_a_message(central_url, site_cf
         assert _count(central, "observations") == 0  # the batch is not half-written
     assert store.query("SELECT count(*) AS n FROM outbox")[0]["n"] == 4
     store.close()
+
+
+def test_site_clock_skew_is_flagged_on_the_batch(postgres_url, site_cfg):
+    """The site's clock reading travels with each batch; the server's clock judges it."""
+    _measure(site_cfg, 0.5)
+    store = SiteStore.open_existing(site_cfg.storage.path)
+    with _central(postgres_url) as central:
+        _register(central, site_cfg)
+        server_now = central.now_utc()
+        fast = FakeClock(start=server_now + dt.timedelta(minutes=10))  # 10 min ahead
+        summary = _upload(store, central, site_cfg, clock=fast, max_skew_s=120)
+        assert summary.skew_flagged == 1 and summary.sent == 4
+        log = central.query("SELECT skew_s, skew_flagged, detail FROM ingest_log")[0]
+        assert log["skew_flagged"] == 1 and 590 < log["skew_s"] < 610
+        assert "site clock +6" in log["detail"]
+        # device time orders nothing: the observations are stored as measured
+        begins = central.query("SELECT count(*) AS n FROM observations")[0]["n"]
+        assert begins == 4
+    store.close()
