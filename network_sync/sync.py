@@ -24,6 +24,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -251,44 +252,53 @@ def upload(
     """
     clock = clock or SystemClock()
     summary = SyncSummary(dry_run=dry_run)
-    after = 0
-    while max_batches is None or summary.batches < max_batches:
+
+    def load(after: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         entries = site.query(
             "SELECT id, observation_uuid FROM outbox WHERE id > ? ORDER BY id LIMIT ?",
             (after, batch_size),
         )
-        if not entries:
-            break
-        after = entries[-1]["id"]
         # collapse duplicates: the latest announcement of a uuid wins
         latest: dict[str, int] = {}
         for entry in entries:
             latest.pop(entry["observation_uuid"], None)
             latest[entry["observation_uuid"]] = entry["id"]
-        payloads = _payloads(site, list(latest), include_samples)
-        counts = _send(
-            central,
-            payloads,
-            site_id=site_id,
-            system_id=system_id,
-            dry_run=dry_run,
-            clock=clock,
-            max_skew_s=max_skew_s,
-            received=len(entries),
-        )
-        if not dry_run:
-            # acknowledged only now that the central side has committed
-            with site.transaction() as conn:
-                conn.execute("DELETE FROM outbox WHERE id <= ?", (after,))
-        summary.batches += 1
-        summary.sent += counts["sent"]
-        summary.unchanged += counts["unchanged"]
-        summary.revised += counts["revised"]
-        summary.conflicts += counts["conflicts"]
-        summary.skew_flagged += counts["skew_flagged"]
-        summary.conflict_details += counts["details"]
-        if progress is not None:
-            progress(summary)
+        return entries, _payloads(site, list(latest), include_samples)
+
+    after = 0
+    # the next batch is read from the site database while this one is written centrally
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="outbox") as reader:
+        pending = reader.submit(load, after)
+        while max_batches is None or summary.batches < max_batches:
+            entries, payloads = pending.result()
+            if not entries:
+                break
+            after = entries[-1]["id"]
+            pending = reader.submit(load, after)
+            counts = _send(
+                central,
+                payloads,
+                site_id=site_id,
+                system_id=system_id,
+                dry_run=dry_run,
+                clock=clock,
+                max_skew_s=max_skew_s,
+                received=len(entries),
+            )
+            if not dry_run:
+                # acknowledged only now that the central side has committed
+                with site.transaction() as conn:
+                    conn.execute("DELETE FROM outbox WHERE id <= ?", (after,))
+            summary.batches += 1
+            summary.sent += counts["sent"]
+            summary.unchanged += counts["unchanged"]
+            summary.revised += counts["revised"]
+            summary.conflicts += counts["conflicts"]
+            summary.skew_flagged += counts["skew_flagged"]
+            summary.conflict_details += counts["details"]
+            if progress is not None:
+                progress(summary)
+        pending.cancel()
     # a dry run acknowledges nothing: the whole outbox remains
     remaining = site.query(
         "SELECT count(*) AS n FROM outbox WHERE id > ?", (0 if dry_run else after,)
