@@ -50,35 +50,44 @@ POSTGRES_ADMIN_URL = os.environ.get(
 
 
 @pytest.fixture(scope="session")
-def postgres_admin():
-    """A connection to the machine's PostgreSQL (database ``test``); skips where there is
-    none, fails when CHAMBERD_REQUIRE_POSTGRES=1 (CI)."""
+def postgres_admin_url() -> str:
+    """The machine's PostgreSQL (database ``test``); skips where there is none, fails when
+    CHAMBERD_REQUIRE_POSTGRES=1 (CI)."""
     import psycopg
 
     try:
-        conn = psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True, connect_timeout=5)
+        with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True, connect_timeout=5):
+            pass
     except psycopg.Error as exc:
         message = f"PostgreSQL at {POSTGRES_ADMIN_URL} not reachable: {exc}"
         if os.environ.get("CHAMBERD_REQUIRE_POSTGRES") == "1":
             pytest.fail(message)
         pytest.skip(message)
-    yield conn
-    conn.close()
+    return POSTGRES_ADMIN_URL
 
 
 @pytest.fixture
-def postgres_url(postgres_admin):
-    """A fresh, empty PostgreSQL database for one test, dropped afterwards (with a new
-    admin connection: the test may have restarted the server)."""
+def postgres_admin(postgres_admin_url):
+    """An admin connection for one test (a test may restart the server: each gets its own)."""
+    import psycopg
+
+    with psycopg.connect(postgres_admin_url, autocommit=True, connect_timeout=30) as conn:
+        yield conn
+
+
+@pytest.fixture
+def postgres_url(postgres_admin_url):
+    """A fresh, empty PostgreSQL database for one test, dropped afterwards."""
     import uuid
 
     import psycopg
 
     name = f"chamberd_test_{uuid.uuid4().hex[:12]}"
-    postgres_admin.execute(f"CREATE DATABASE {name}")
-    base = POSTGRES_ADMIN_URL.rsplit("/", 1)[0]
+    with psycopg.connect(postgres_admin_url, autocommit=True, connect_timeout=30) as admin:
+        admin.execute(f"CREATE DATABASE {name}")
+    base = postgres_admin_url.rsplit("/", 1)[0]
     yield f"{base}/{name}"
-    with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True, connect_timeout=30) as admin:
+    with psycopg.connect(postgres_admin_url, autocommit=True, connect_timeout=30) as admin:
         admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 

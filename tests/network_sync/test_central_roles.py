@@ -22,7 +22,7 @@ def _site_url(admin_url: str, role: str, password: str) -> str:
 
 
 @pytest.fixture
-def campaign(postgres_url, postgres_admin):
+def campaign(postgres_url):
     """A central database with two sites, A and B, each with its writer role."""
     suffix = uuidlib.uuid4().hex[:8]
     sites = {"A": f"site-a-{suffix}", "B": f"site-b-{suffix}"}
@@ -51,11 +51,12 @@ request_roles: list[str] = []
 
 
 @pytest.fixture(autouse=True, scope="module")
-def _drop_roles(postgres_admin):
+def _drop_roles(postgres_admin_url):
     yield
-    for role in request_roles:
-        with contextlib.suppress(psycopg.Error):
-            postgres_admin.execute(f'DROP ROLE IF EXISTS "{role}"')
+    with psycopg.connect(postgres_admin_url, autocommit=True) as admin:
+        for role in request_roles:
+            with contextlib.suppress(psycopg.Error):
+                admin.execute(f'DROP ROLE IF EXISTS "{role}"')
 
 
 def test_site_role_reads_and_writes_only_its_own_rows(campaign):
