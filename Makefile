@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench bench-sync clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,9 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_fitting.py
 	$(BIN)/python benchmarks/bench_daemon.py
+
+bench-sync: $(STAMP)
+	$(BIN)/python benchmarks/bench_sync.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info
