@@ -186,19 +186,20 @@ class Database:
             conn.execute(f"DROP DATABASE IF EXISTS {self.name} WITH (FORCE)")
 
 
+def _prepare(central: Central) -> None:
+    """The schema, and the benchmark site registered as a site's first sync would."""
+    central.migrate()
+    register_site(
+        central, site_id="bench-site", system_id="auto", time_zone="Asia/Shanghai", at=_iso(START)
+    )
+
+
 def catch_up(site_db: Path, admin_url: str, batch_size: int) -> dict[str, float]:
     db = Database(admin_url)
     try:
         store = SiteStore.open_existing(site_db)
         with Central.connect(db.url) as central:
-            central.migrate()
-            register_site(
-                central,
-                site_id="bench-site",
-                system_id="auto",
-                time_zone="Asia/Shanghai",
-                at=_iso(START),
-            )
+            _prepare(central)
             started = time.perf_counter()
             summary = upload(
                 store, central, site_id="bench-site", system_id="auto", batch_size=batch_size
@@ -223,14 +224,7 @@ def copy_baseline(site_db: Path, admin_url: str) -> float:
     db = Database(admin_url)
     try:
         with Central.connect(db.url) as central:
-            central.migrate()
-            register_site(
-                central,
-                site_id="bench-site",
-                system_id="auto",
-                time_zone="Asia/Shanghai",
-                at=_iso(START),
-            )
+            _prepare(central)
         src = sqlite3.connect(site_db)
         started = time.perf_counter()
         with psycopg.connect(db.url) as conn, conn.cursor() as cur:

@@ -778,7 +778,7 @@ def sync_command(
     from chamberd.controller.clock import SystemClock
     from chamberd.controller.store import SiteStore
     from chamberd.network_sync.central import Central, redact
-    from chamberd.network_sync.sync import register_site, site_registration, upload
+    from chamberd.network_sync.sync import upload_site
 
     cfg = _load(config, ())
     url = target or cfg.sync.target
@@ -803,17 +803,13 @@ def sync_command(
                     )
 
             def run() -> Any:
-                register_site(central, **site_registration(cfg, clock.now()))
-                return upload(
+                return upload_site(
                     store,
                     central,
-                    site_id=cfg.site.id,
-                    system_id=cfg.sync.system,
-                    batch_size=batch_size or cfg.sync.batch_size,
-                    include_samples=cfg.sync.include_samples,
-                    dry_run=dry_run,
-                    max_skew_s=cfg.sync.max_skew_s,
+                    cfg,
                     clock=clock,
+                    dry_run=dry_run,
+                    batch_size=batch_size,
                     progress=progress,
                 )
 

@@ -456,21 +456,16 @@ class Daemon:
         if self._next_sync is not None and now < self._next_sync:
             return
         from chamberd.network_sync.central import Central
-        from chamberd.network_sync.sync import register_site, site_registration, upload
+        from chamberd.network_sync.sync import upload_site
 
         try:
             with Central.connect(sync.target, connect_timeout_s=10) as central:
                 if central.schema_version() == 0:
                     raise SyncError("the central database has no chamberd schema")
-                register_site(central, **site_registration(self.cfg, now))
-                summary = upload(
+                summary = upload_site(
                     self.store,
                     central,
-                    site_id=self.cfg.site.id,
-                    system_id=sync.system,
-                    batch_size=sync.batch_size,
-                    include_samples=sync.include_samples,
-                    max_skew_s=sync.max_skew_s,
+                    self.cfg,
                     clock=self.clock,
                     max_batches=_SYNC_BATCHES_PER_ROUND,
                 )

@@ -144,13 +144,18 @@ def _site(central: Central, site: str) -> dict[str, Any]:
     return rows[0]
 
 
+def _standard_offset(zone: str) -> dt.timedelta:
+    """The zone's standard (winter) UTC offset: the smaller of January's and July's."""
+    tz = zoneinfo.ZoneInfo(zone)
+    return min(
+        dt.datetime(2026, 1, 15, tzinfo=tz).utcoffset() or dt.timedelta(0),
+        dt.datetime(2026, 7, 15, tzinfo=tz).utcoffset() or dt.timedelta(0),
+    )
+
+
 def _standard_time(times: pd.Series, zone: str) -> pd.Series:
     """Local standard time (no daylight saving), as FLUXNET and COSORE want it."""
-    tz = zoneinfo.ZoneInfo(zone)
-    january = dt.datetime(2026, 1, 15, tzinfo=tz).utcoffset() or dt.timedelta(0)
-    july = dt.datetime(2026, 7, 15, tzinfo=tz).utcoffset() or dt.timedelta(0)
-    offset = min(january, july)  # the standard offset is the smaller one
-    return times.dt.tz_convert("UTC").dt.tz_localize(None) + offset
+    return times.dt.tz_convert("UTC").dt.tz_localize(None) + _standard_offset(zone)
 
 
 def export_fluxnet(
@@ -227,12 +232,7 @@ def export_cosore(
     chambers = sorted(frame["chamber"].unique()) if not frame.empty else []
     port_of = {c: i + 1 for i, c in enumerate(chambers)}
     zone = info["time_zone"]
-    tz = zoneinfo.ZoneInfo(zone)
-    standard = min(
-        dt.datetime(2026, 1, 15, tzinfo=tz).utcoffset() or dt.timedelta(0),
-        dt.datetime(2026, 7, 15, tzinfo=tz).utcoffset() or dt.timedelta(0),
-    )
-    fixed = dt.timezone(standard)
+    fixed = dt.timezone(_standard_offset(zone))
 
     def stamp(series: pd.Series) -> pd.Series:
         return series.map(lambda t: t.astimezone(fixed).isoformat() if pd.notna(t) else None)

@@ -23,7 +23,7 @@ import datetime as dt
 import hashlib
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -40,6 +40,7 @@ __all__ = [
     "register_site",
     "site_registration",
     "upload",
+    "upload_site",
     "upsert_batch",
 ]
 
@@ -229,6 +230,35 @@ def site_registration(cfg: Any, now: dt.datetime) -> dict[str, Any]:
         ],
         "at": now.astimezone(dt.UTC).isoformat(),
     }
+
+
+def upload_site(
+    store: Any,
+    central: Central,
+    cfg: Any,
+    *,
+    clock: Clock,
+    dry_run: bool = False,
+    batch_size: int | None = None,
+    progress: Callable[[SyncSummary], None] | None = None,
+    max_batches: int | None = None,
+) -> SyncSummary:
+    """Register a configured site (its system and dated geometry), then upload its outbox
+    with the settings of ``cfg.sync``: what ``chamberd sync`` and the daemon both do."""
+    register_site(central, **site_registration(cfg, clock.now()))
+    return upload(
+        store,
+        central,
+        site_id=cfg.site.id,
+        system_id=cfg.sync.system,
+        batch_size=batch_size or cfg.sync.batch_size,
+        include_samples=cfg.sync.include_samples,
+        dry_run=dry_run,
+        max_skew_s=cfg.sync.max_skew_s,
+        clock=clock,
+        progress=progress,
+        max_batches=max_batches,
+    )
 
 
 def upload(
@@ -523,11 +553,11 @@ def _revise(
         ),
     )
     central.execute("DELETE FROM fluxes WHERE observation_uuid = ?", (uuid,))
-    _insert_fluxes(central, site_id, uuid, p["fluxes"], revision)
+    _write_fluxes(central, site_id, ((uuid, f) for f in p["fluxes"]), revision)
     if p["samples"] and not central.query(
         "SELECT 1 FROM samples WHERE observation_uuid = ? LIMIT 1", (uuid,)
     ):
-        _insert_samples(central, site_id, uuid, p["samples"])
+        _write_samples(central, site_id, ((uuid, sample) for sample in p["samples"]))
 
 
 def _conflict(
@@ -601,41 +631,30 @@ def _insert_new(
             for p in new
         ],
     )
-    central.executemany(
-        "INSERT INTO fluxes (site_id, observation_uuid, gas, model, processing_version, flux, "
-        "flux_unit, flux_se, r2, nrmse, n_points, selected, flags, revision) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1)",
-        [_flux_row(site_id, p["observation"]["uuid"], f) for p in new for f in p["fluxes"]],
+    _write_fluxes(
+        central, site_id, ((p["observation"]["uuid"], f) for p in new for f in p["fluxes"]), 1
     )
-    rows = [(site_id, p["observation"]["uuid"], *sample) for p in new for sample in p["samples"]]
-    central.copy_rows("samples", ("site_id", "observation_uuid", *_SAMPLE_TIME_FIELDS), rows)
-
-
-def _flux_row(site_id: str, uuid: str, f: dict[str, Any]) -> tuple[Any, ...]:
-    return (
-        site_id,
-        uuid,
-        f["gas"],
-        f["model"],
-        f["processing_version"],
-        f["flux"],
-        f["flux_unit"],
-        f["flux_se"],
-        f["r2"],
-        f["nrmse"],
-        f["n_points"],
-        int(f["selected"]),
-        f["flags"] or "",
+    _write_samples(
+        central, site_id, ((p["observation"]["uuid"], x) for p in new for x in p["samples"])
     )
 
 
-def _insert_fluxes(
-    central: Central, site_id: str, uuid: str, fluxes: list[dict[str, Any]], revision: int
+_INSERT_FLUX = (
+    "INSERT INTO fluxes (site_id, observation_uuid, gas, model, processing_version, flux, "
+    "flux_unit, flux_se, r2, nrmse, n_points, selected, flags, revision) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+def _write_fluxes(
+    central: Central,
+    site_id: str,
+    fluxes: Iterable[tuple[str, dict[str, Any]]],
+    revision: int,
 ) -> None:
+    """Insert ``(observation uuid, flux row)`` pairs with one statement."""
     central.executemany(
-        "INSERT INTO fluxes (site_id, observation_uuid, gas, model, processing_version, flux, "
-        "flux_unit, flux_se, r2, nrmse, n_points, selected, flags, revision) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        _INSERT_FLUX,
         [
             (
                 site_id,
@@ -653,17 +672,17 @@ def _insert_fluxes(
                 f["flags"] or "",
                 revision,
             )
-            for f in fluxes
+            for uuid, f in fluxes
         ],
     )
 
 
-def _insert_samples(
-    central: Central, site_id: str, uuid: str, samples: list[tuple[Any, ...]]
+def _write_samples(
+    central: Central, site_id: str, samples: Iterable[tuple[str, tuple[Any, ...]]]
 ) -> None:
-    central.executemany(
-        "INSERT INTO samples (site_id, observation_uuid, seq, time_utc, elapsed_s, phase, "
-        "co2_umol_mol, h2o_mmol_mol, ch4_nmol_mol, n2o_nmol_mol, cell_temperature_degc, "
-        "cell_pressure_kpa) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        [(site_id, uuid, *sample) for sample in samples],
+    """Bulk-insert ``(observation uuid, sample tuple)`` pairs (``COPY`` where allowed)."""
+    central.copy_rows(
+        "samples",
+        ("site_id", "observation_uuid", *_SAMPLE_TIME_FIELDS),
+        [(site_id, uuid, *sample) for uuid, sample in samples],
     )
