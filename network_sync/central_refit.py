@@ -24,11 +24,11 @@ from chamberd.fitting.batch import fit_exponential_batch, fit_linear_batch
 from chamberd.fitting.flux import dry_air_mol_m2, wet_to_dry
 
 from .central import Central
+from .sync import FLUX_UNITS
 
 __all__ = ["RefitReport", "refit"]
 
 _COLUMN = {"co2": "co2_umol_mol", "ch4": "ch4_nmol_mol", "n2o": "n2o_nmol_mol"}
-_UNIT = {"co2": "umol m-2 s-1", "ch4": "nmol m-2 s-1", "n2o": "nmol m-2 s-1"}
 _INITIAL_S = 10.0
 
 
@@ -201,7 +201,7 @@ def _fit_chunk(
                 model,
                 version,
                 float(slope[i] * air),
-                _UNIT[gas],
+                FLUX_UNITS[gas],
                 float(se[i] * air) if np.isfinite(se[i]) else None,
                 float(r2[i]) if np.isfinite(r2[i]) else None,
                 int(npts[i]),

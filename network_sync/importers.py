@@ -40,13 +40,12 @@ from chamberd.controller.clock import SystemClock
 from chamberd.controller.errors import DataFileError, TruncatedObservationError
 
 from .central import Central
-from .sync import SAMPLE_FIELDS, VALUE_FIELDS, content_hash, upsert_batch
+from .sync import FLUX_UNITS, SAMPLE_FIELDS, VALUE_FIELDS, content_hash, upsert_batch
 
 __all__ = ["FORMATS", "ImportReport", "import_paths"]
 
 FORMATS = ("li8100a", "li8200", "li8250", "cosore", "manual-csv")
 _NAMESPACE = uuidlib.UUID("5b0c7f6e-2f7a-4d8e-9a51-6c1d3e2b9f40")
-_GAS_UNITS = {"co2": "umol m-2 s-1", "ch4": "nmol m-2 s-1", "n2o": "nmol m-2 s-1"}
 
 
 @dataclass
@@ -265,7 +264,7 @@ def _flux(gas: str, model: str, value: float | None, version: str, **extra: Any)
         "model": model,
         "processing_version": version,
         "flux": value,
-        "flux_unit": _GAS_UNITS[gas],
+        "flux_unit": FLUX_UNITS[gas],
         "flux_se": None,
         "r2": None,
         "nrmse": None,
@@ -312,7 +311,7 @@ def _read_licor(
         chamber = f"port{o.port}" if o.port is not None else (o.label or "chamber")
         fluxes = []
         for gas, ref in o.reference.items():
-            if gas not in _GAS_UNITS:
+            if gas not in FLUX_UNITS:
                 continue
             if ref.lin_flux is not None:
                 fluxes.append(
@@ -564,7 +563,7 @@ def _read_manual(path: Path, digest: str) -> list[_Obs]:
             for col in flux_cols:
                 if row.get(col):
                     gas = col.split("_", 1)[0]
-                    if gas not in _GAS_UNITS:
+                    if gas not in FLUX_UNITS:
                         raise ValueError(f"unknown gas in column {col}")
                     entry["fluxes"][gas] = float(row[col])
         except (ValueError, KeyError) as exc:

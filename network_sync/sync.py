@@ -77,19 +77,9 @@ _FLUX_FIELDS = (
     "selected",
     "flags",
 )
-_UNITS = {"co2": "umol m-2 s-1", "ch4": "nmol m-2 s-1", "n2o": "nmol m-2 s-1"}
-_SAMPLE_TIME_FIELDS = (
-    "seq",
-    "time_utc",
-    "elapsed_s",
-    "phase",
-    "co2_umol_mol",
-    "h2o_mmol_mol",
-    "ch4_nmol_mol",
-    "n2o_nmol_mol",
-    "cell_temperature_degc",
-    "cell_pressure_kpa",
-)
+#: the unit chamberd stores each gas's flux in
+FLUX_UNITS = {"co2": "umol m-2 s-1", "ch4": "nmol m-2 s-1", "n2o": "nmol m-2 s-1"}
+#: a sample's values, in this order, as the site database names them
 SAMPLE_FIELDS = (
     "seq",
     "time",
@@ -102,6 +92,8 @@ SAMPLE_FIELDS = (
     "cell_temperature_degc",
     "cell_pressure_kpa",
 )
+# the central ``samples`` columns they go to (the time is UTC there)
+_SAMPLE_TIME_FIELDS = tuple("time_utc" if f == "time" else f for f in SAMPLE_FIELDS)
 
 
 @dataclass
@@ -480,7 +472,7 @@ def upsert_batch(
         return []
     for p in payloads:  # a flux in the wrong unit is refused, never stored
         for f in p["fluxes"]:
-            expected = _UNITS.get(f["gas"])
+            expected = FLUX_UNITS.get(f["gas"])
             if expected is None or f["flux_unit"] != expected:
                 raise SyncError(
                     f"observation {p['observation']['uuid']}: {f['gas']} flux in "
