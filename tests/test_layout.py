@@ -101,3 +101,25 @@ def test_pymodbus_and_pyserial_each_live_in_one_module():
                     where[top].add(str(path.relative_to(ROOT)))
     assert where["pymodbus"] == {"controller/hardware/modbus.py"}
     assert where["serial"] == {"controller/hardware/serial_link.py"}
+
+
+def test_each_package_owns_its_commands():
+    """The root only assembles: every command lives in its package's command module."""
+    owners = {
+        "chamberd.controller.commands": {"sim", "check-config", "run", "status", "plot", "demo"},
+        "chamberd.network_sync.commands": {
+            "fit",
+            "central",
+            "import",
+            "query",
+            "export",
+            "refit",
+            "sync",
+        },
+    }
+    for name, command in cli.commands.items():
+        module = command.callback.__module__
+        assert module != "chamberd.controller.cli", name
+        assert name in owners.get(module, set()), (name, module)
+    root = (ROOT / "controller" / "cli.py").read_text(encoding="utf-8")
+    assert "@click.command" not in root and ".command(" not in root

@@ -172,7 +172,7 @@ def test_output_into_a_missing_folder_is_a_message(salt_81x, tmp_path, capsys):
 
 
 def test_failure_while_writing_keeps_the_previous_output(salt_81x, tmp_path, monkeypatch):
-    import chamberd.controller.cli as cli
+    import chamberd.controller.output as output
 
     out = tmp_path / "out.csv"
     out.write_text("previous content\n")
@@ -181,8 +181,33 @@ def test_failure_while_writing_keeps_the_previous_output(salt_81x, tmp_path, mon
         handle.write("source_file,half a line")
         raise OSError("disk full")
 
-    monkeypatch.setattr(cli, "_write_rows", fail_halfway)
+    monkeypatch.setattr(output, "_write_rows", fail_halfway)
     with pytest.raises(OSError, match="disk full"):
         main(["fit", "-q", str(salt_81x), "-o", str(out)])
     assert out.read_text() == "previous content\n"
+    assert _no_temp_files(tmp_path)
+
+
+def test_output_to_a_fifo_or_through_a_link_is_written_in_place(salt_81x, tmp_path):
+    """-o replaces only regular files: a FIFO (or a device such as /dev/null) is written
+    to, never renamed over; a symbolic link keeps pointing at the file it names."""
+    import os
+    import stat
+    import threading
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    got: list[bytes] = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_bytes()))
+    reader.start()
+    assert main(["fit", "-q", str(salt_81x), "-o", str(fifo)]) == 3  # observation 2 refused
+    reader.join(timeout=30)
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode)
+    assert got and got[0].startswith(b"source_file,")
+    target = tmp_path / "real.csv"
+    target.write_text("old\n")
+    link = tmp_path / "link.csv"
+    link.symlink_to(target)
+    assert main(["fit", "-q", str(salt_81x), "-o", str(link)]) == 3
+    assert link.is_symlink() and target.read_text().startswith("source_file,")
     assert _no_temp_files(tmp_path)

@@ -1,0 +1,297 @@
+"""The site's commands: ``sim``, ``check-config``, ``run``, ``status``, ``plot``, ``demo``.
+
+Thin commands: parse, load the configuration, call the library. The root
+(:mod:`chamberd.controller.cli`) assembles them with the other packages' commands and turns
+errors into messages and exit codes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import sys
+from collections.abc import Sequence
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import click
+
+from chamberd.controller.errors import ConfigError
+from chamberd.controller.output import check_output_folder
+
+__all__ = ["COMMANDS"]
+
+
+def _example(name: str) -> Any:
+    return resources.files("chamberd.controller.examples") / name
+
+
+@click.command("sim")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False),
+    help="Site configuration (default: the bundled simulated site).",
+)
+@click.option("--speed", type=float, help="Time speed-up factor (default: the config's).")
+@click.option("--seed", type=int, help="Random seed (default: the config's).")
+@click.option(
+    "--start",
+    "start_text",
+    metavar="ISO_TIME",
+    help="Site time to start from, e.g. 2026-07-01T03:59:00Z (default: now).",
+)
+@click.option("--transport", type=click.Choice(["tcp", "pty"]), help="Analyser transport.")
+@click.option("--json", "as_json", is_flag=True, help="First line: one JSON object of endpoints.")
+@click.option(
+    "--daemon-config",
+    type=click.Path(dir_okay=False),
+    help="Also write the site configuration pointed at this simulator, for chamberd run.",
+)
+def sim_command(
+    config_path: str | None,
+    speed: float | None,
+    seed: int | None,
+    transport: str | None,
+    as_json: bool,
+    daemon_config: str | None,
+    start_text: str | None,
+) -> None:
+    """Start the simulated site's hardware on 127.0.0.1 and serve until SIGTERM.
+
+    Analysers speak their serial protocols over TCP (socket://) or a pty, relays, switches
+    and soil probes are Modbus servers (TCP, or RTU frames over TCP); the printed addresses
+    are what a daemon's configuration, or a Modbus tool, should use.
+
+    Example: chamberd sim --config site.toml --json
+    """
+    import json
+    import signal
+    import threading
+
+    from chamberd.controller.clock import ScaledClock
+    from chamberd.controller.config import load_config
+    from chamberd.controller.sim import SimulatedSite, start_hardware
+
+    with resources.as_file(_example("sim-site.toml")) as default:
+        cfg = load_config(config_path or default)
+    start = None
+    if start_text:
+        try:
+            start = dt.datetime.fromisoformat(start_text.replace("Z", "+00:00"))
+            if start.tzinfo is None:
+                raise ValueError("give a UTC offset or Z")
+        except ValueError as exc:
+            raise click.BadParameter(f"{start_text!r}: {exc}", param_hint="--start") from exc
+    clock = ScaledClock(speed=speed or cfg.sim.speed, start=start)
+    site = SimulatedSite(cfg, clock, seed=seed)
+    stop = threading.Event()
+    previous = {
+        sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)
+    }
+    hardware = start_hardware(cfg, clock, site=site, transport=transport)
+    try:
+        endpoints = {**hardware.endpoints(), "speed": clock.speed, "timeline": clock.timeline}
+        if daemon_config:
+            from chamberd.controller.config import to_toml
+
+            Path(daemon_config).write_text(to_toml(hardware.daemon_config()), encoding="utf-8")
+        if as_json:
+            click.echo(json.dumps(endpoints))
+        else:
+            click.echo(
+                f"simulated site {cfg.site.id!r} at {clock.speed:g}x speed, seed {site.seed}"
+            )
+            for a in endpoints["analysers"]:
+                click.echo(f"  analyser {a['id']:<10} {a['protocol']:<7} {a['url']}")
+            for m in endpoints["modbus"]:
+                click.echo(
+                    f"  modbus   {m['id']:<10} {m['framing']:<7} {m['host']}:{m['port']} "
+                    f"device {m['device_id']}"
+                )
+            click.echo(
+                f"  timeline {clock.timeline} (chamberd run --speed {clock.speed:g} --timeline)"
+            )
+            click.echo("serving until SIGTERM or Ctrl-C")
+        sys.stdout.flush()
+        while not stop.wait(0.2):
+            pass
+    finally:
+        hardware.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _load(path: str, overrides: Sequence[str]) -> Any:
+    from chamberd.controller.config import load_config
+
+    return load_config(path, overrides=overrides)
+
+
+@click.command("check-config")
+@click.argument("config", type=click.Path(dir_okay=False))
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a setting.")
+def check_config_command(config: str, overrides: tuple[str, ...]) -> None:
+    """Validate a site configuration and print it resolved (defaults filled in).
+
+    Every error is listed at once with its path; exit status 2 when any.
+
+    Example: chamberd check-config site.toml
+    """
+    import tomllib
+
+    from chamberd.controller.config import config_hash, to_toml
+    from chamberd.network_sync.central import redact
+
+    cfg = _load(config, overrides)
+    digest = config_hash(cfg)
+    if cfg.sync.target:  # never print a password
+        cfg = cfg.model_copy(
+            update={"sync": cfg.sync.model_copy(update={"target": redact(cfg.sync.target)})}
+        )
+    text = to_toml(cfg)
+    click.echo(f"# {config}: valid; config hash {digest}")
+    click.echo(text)
+    tomllib.loads(text)  # the printout is itself valid TOML
+
+
+@click.command("run")
+@click.argument("config", type=click.Path(dir_okay=False))
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a setting.")
+@click.option("--log-level", default="INFO", show_default=True, help="DEBUG traces every frame.")
+@click.option(
+    "--speed",
+    type=float,
+    default=None,
+    help="Run on a clock this many times faster than real time (simulated sites only).",
+)
+@click.option(
+    "--timeline",
+    default=None,
+    metavar="START@UNIX",
+    help="With --speed: share the clock of a simulator ('timeline' in chamberd sim --json).",
+)
+def run_command(
+    config: str,
+    overrides: tuple[str, ...],
+    log_level: str,
+    speed: float | None,
+    timeline: str | None,
+) -> None:
+    """Run the site daemon in the foreground until SIGTERM or Ctrl-C.
+
+    Logs go to stderr with syslog priority prefixes (journald reads them); on any stop the
+    lids are left open. See docs/operator.md and docs/chamberd.service.
+
+    Example: chamberd run /etc/chamberd/site.toml
+    """
+    from chamberd.controller.app import build_site, configure_logging, serve
+    from chamberd.controller.clock import ScaledClock, SystemClock
+
+    configure_logging(log_level)
+    cfg = _load(config, overrides)
+    if timeline is not None:
+        try:
+            clock: Any = ScaledClock.from_timeline(timeline, speed or 1.0)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--timeline") from exc
+    elif not speed or speed == 1:
+        clock = SystemClock()
+    else:
+        clock = ScaledClock(speed=speed)
+    site = build_site(cfg, clock=clock)
+    try:
+        serve(site)
+    finally:
+        site.close()
+
+
+@click.command("status")
+@click.argument("config", type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="One JSON object instead of the table.")
+def status_command(config: str, as_json: bool) -> None:
+    """Show each chamber's last observation and flux, service and hardware health.
+
+    Reads the site database named in the configuration (the daemon may be running).
+
+    Example: chamberd status site.toml --json
+    """
+    import json
+
+    from chamberd.controller.clock import SystemClock
+    from chamberd.controller.status import format_status, site_status
+    from chamberd.controller.store import SiteStore
+
+    cfg = _load(config, ())
+    if not Path(cfg.storage.path).exists():
+        raise ConfigError(
+            f"{config}: storage.path {cfg.storage.path!r} does not exist (has the daemon run?)"
+        )
+    store = SiteStore.open_existing(cfg.storage.path)
+    try:
+        status = site_status(cfg, store, SystemClock().now())
+    finally:
+        store.close()
+    click.echo(json.dumps(status, indent=2, default=str) if as_json else format_status(status))
+
+
+@click.command("plot")
+@click.argument("database", type=click.Path(exists=True, dir_okay=False))
+@click.argument("observation")
+@click.option("-o", "--output", default="observation.png", show_default=True, type=click.Path())
+def plot_command(database: str, observation: str, output: str) -> None:
+    """Plot one observation: its trace, the fit window, the linear and exponential fits.
+
+    Example: chamberd plot site.db 3f2b9c0e-... -o obs.png
+    """
+    check_output_folder(output, "-o")
+    from chamberd.controller.plot import plot_observation
+    from chamberd.controller.store import SiteStore
+
+    site = SiteStore.open_existing(database)
+    try:
+        path = plot_observation(site, observation, output)
+    finally:
+        site.close()
+    click.echo(str(path))
+
+
+@click.command("demo")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object instead of the table.")
+@click.option("--speed", type=float, default=60.0, show_default=True, help="Time speed-up.")
+@click.option(
+    "--database",
+    default="chamberd-demo.db",
+    show_default=True,
+    type=click.Path(dir_okay=False),
+    help="SQLite file the demo writes (replaced at each run).",
+)
+def demo_command(as_json: bool, speed: float, database: str) -> None:
+    """Run the real daemon against the simulated site for two rounds and show the fluxes.
+
+    The simulator serves LI-850 XML and Modbus on 127.0.0.1; the daemon measures its four
+    chambers (120 s closures) at SPEED times real time, stores everything in DATABASE, and
+    prints per chamber the true flux, the measured exponential and linear fluxes, R2 and
+    flags, and writes a plot of one observation beside the database.
+
+    Example: chamberd demo
+    """
+    import json
+
+    from chamberd.controller.demo import run_demo
+
+    result = run_demo(database=database, speed=speed, progress=None if as_json else click.echo)
+    if as_json:
+        click.echo(json.dumps(result["json"]))
+    else:
+        click.echo(result["table"])
+
+
+COMMANDS = [
+    sim_command,
+    check_config_command,
+    run_command,
+    status_command,
+    plot_command,
+    demo_command,
+]

@@ -1,0 +1,537 @@
+"""The network's commands: ``fit``, ``central``, ``import``, ``query``, ``export``, ``refit``,
+``sync``.
+
+Thin commands: parse, call the library, report. The root (:mod:`chamberd.controller.cli`)
+assembles them with the other packages' commands and turns errors into messages and exit
+codes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import click
+
+from chamberd.controller.errors import ConfigError
+from chamberd.controller.output import check_output_folder, write_csv, write_text
+
+__all__ = ["COMMANDS"]
+
+
+def _dead_band(value: str) -> str | float:
+    if value in ("instrument", "auto"):
+        return value
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise ConfigError(
+            f"--dead-band: expected 'instrument', 'auto' or seconds, got {value!r}"
+        ) from None
+    if not (seconds >= 0 and math.isfinite(seconds)):
+        raise ConfigError(f"--dead-band: must be >= 0 seconds, got {value!r}")
+    return seconds
+
+
+@click.command("fit")
+@click.argument("files", nargs=-1, required=True, type=click.Path())
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["auto", "li8100a", "li8200", "li8250"]),
+    default="auto",
+    show_default=True,
+    help="File format; auto sniffs each file.",
+)
+@click.option(
+    "--dead-band",
+    default="instrument",
+    show_default=True,
+    help="'instrument' (the file's own), 'auto' (scan for the steadiest flux) or seconds.",
+)
+@click.option(
+    "--selection",
+    type=click.Choice(["licor", "kappa_max", "linear", "exponential"]),
+    default="licor",
+    show_default=True,
+    help="Model-selection rule (see docs/fitting.md).",
+)
+@click.option("-o", "--output", type=click.Path(), help="CSV file to write (default stdout).")
+@click.option("-q", "--quiet", is_flag=True, help="No progress or summary on stderr.")
+def fit_command(
+    files: tuple[str, ...],
+    fmt: str,
+    dead_band: str,
+    selection: str,
+    output: str | None,
+    quiet: bool,
+) -> None:
+    """Refit every observation of instrument files and compare with the instrument.
+
+    Writes one CSV row per observation and gas; the instrument's own results are in the
+    ref_* columns. Exit status 3 when an observation or file was refused (the others are
+    still written).
+
+    Example: chamberd fit data/*.81x -o fluxes.csv
+    """
+    from chamberd.fitting import FitSettings
+    from chamberd.network_sync.refit import COLUMNS, agreement, refit_paths
+
+    settings = FitSettings(selection=selection)
+    chosen = _dead_band(dead_band)
+    check_output_folder(output, "-o")
+
+    def progress(report: Any, path: str) -> None:
+        if not quiet and report.observations >= 50:
+            click.echo(
+                f"fitted {report.observations} observations in {report.files} files "
+                f"({os.path.basename(path)})",
+                err=True,
+            )
+
+    report = refit_paths(files, fmt=fmt, dead_band=chosen, settings=settings, progress=progress)
+    write_csv(report.rows, COLUMNS, output)
+    if not quiet:
+        for warning in report.warnings:
+            click.echo(f"warning: {warning}", err=True)
+        for refused in report.refused:
+            click.echo(f"refused: {refused}", err=True)
+        click.echo(
+            f"{len(report.rows)} rows from {report.observations} observations in "
+            f"{report.files} files; {len(report.refused)} refused",
+            err=True,
+        )
+        for line in agreement(report.rows).lines():
+            click.echo(line, err=True)
+    if report.refused:
+        raise SystemExit(3)
+
+
+@click.group("central")
+def central_group() -> None:
+    """The shared intercomparison database (SQLite file or PostgreSQL).
+
+    Example: chamberd central init sqlite:///campaign.db
+    """
+
+
+@central_group.command("init")
+@click.argument("url")
+def central_init_command(url: str) -> None:
+    """Create or upgrade the central schema (versioned migrations).
+
+    URL is sqlite:///path/to/central.db or postgresql://user@host/database.
+
+    Example: chamberd central init postgresql://postgres@127.0.0.1/campaign
+    """
+    from chamberd.network_sync.central import Central, redact
+
+    with Central.connect(url) as central:
+        applied = central.migrate()
+        version = central.schema_version()
+    done = f"applied migration(s) {', '.join(map(str, applied))}" if applied else "up to date"
+    click.echo(f"{redact(url)}: schema version {version} ({done})")
+
+
+@central_group.command("add-site")
+@click.argument("url")
+@click.argument("site")
+@click.option(
+    "--password-file",
+    type=click.Path(dir_okay=False),
+    help="Write the new role's connection URL (with its password) here, mode 600, "
+    "instead of printing it.",
+)
+def central_add_site_command(url: str, site: str, password_file: str | None) -> None:
+    """Create the login role that may write only SITE's rows (PostgreSQL, row-level security).
+
+    Running it again gives the role a new password.
+
+    Example: chamberd central add-site postgresql://postgres@db/c xilin-a --password-file a.url
+    """
+    from urllib.parse import quote, urlsplit, urlunsplit
+
+    from chamberd.network_sync.central import Central, add_site_role
+
+    with Central.connect(url) as central:
+        if central.schema_version() < 2:
+            raise ConfigError("the central schema is missing or old: run chamberd central init")
+        role, password = add_site_role(central, site)
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    site_url = urlunsplit(
+        (parts.scheme, f"{role}:{quote(password, safe='')}@{host}", parts.path, "", "")
+    )
+    if password_file:
+        path = Path(password_file)
+        path.touch(mode=0o600, exist_ok=True)
+        path.chmod(0o600)
+        path.write_text(site_url + "\n", encoding="utf-8")
+        click.echo(f"role {role} may write site {site!r}; its URL is in {path} (mode 600)")
+    else:
+        click.echo(f"role {role} may write site {site!r}; its URL (shown once): {site_url}")
+
+
+@click.command("import")
+@click.option("--target", required=True, help="Central database URL.")
+@click.option("--site", "site_id", required=True, help="Site id at the central side.")
+@click.option("--system", "system_id", required=True, help="Measurement system name.")
+@click.option(
+    "--format",
+    "fmt",
+    required=True,
+    type=click.Choice(["li8100a", "li8200", "li8250", "cosore", "manual-csv"]),
+    help="The files' format.",
+)
+@click.option("--time-zone", help="IANA zone of instrument clocks (default: the site's).")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True))
+def import_command(
+    target: str,
+    site_id: str,
+    system_id: str,
+    fmt: str,
+    time_zone: str | None,
+    as_json: bool,
+    paths: tuple[str, ...],
+) -> None:
+    """Import other systems' files into the central database, each file whole or not at all.
+
+    Re-importing a file is a no-op. Exit status 3 when a file was rejected (the others are
+    imported).
+
+    Example: chamberd import --target sqlite:///c.db --site YMS --system gmp --format cosore d2020
+    """
+    from chamberd.network_sync.central import Central, redact
+    from chamberd.network_sync.importers import import_paths, report_json
+
+    if time_zone:
+        import zoneinfo
+
+        try:
+            zoneinfo.ZoneInfo(time_zone)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
+            raise click.BadParameter(
+                f"{time_zone!r} is not an IANA zone", param_hint="--time-zone"
+            ) from exc
+
+    def progress(outcome: Any) -> None:
+        if as_json:
+            return
+        if outcome.status == "rejected":
+            for reason in outcome.reasons:
+                click.echo(f"rejected: {reason}", err=True)
+        else:
+            for reason in outcome.skipped:
+                click.echo(f"skipped: {reason}", err=True)
+            click.echo(
+                f"{outcome.path}: {outcome.observations} observations: new {outcome.sent}, "
+                f"unchanged {outcome.unchanged}, conflicts {outcome.conflicts}",
+                err=True,
+            )
+
+    with Central.connect(target) as central:
+        if central.schema_version() == 0:
+            raise ConfigError(f"{redact(target)}: no chamberd schema (chamberd central init)")
+        report = import_paths(
+            central,
+            paths,
+            site_id=site_id,
+            system_id=system_id,
+            fmt=fmt,
+            time_zone=time_zone,
+            progress=progress,
+        )
+    if as_json:
+        click.echo(report_json(report))
+    else:
+        t = report.totals()
+        click.echo(
+            f"{t['files']} file(s), {t['rejected']} rejected; {t['observations']} observations: "
+            f"new {t['sent']}, unchanged {t['unchanged']}, conflicts {t['conflicts']}; "
+            f"{t['skipped']} truncated observation(s) skipped"
+        )
+    if report.rejected:
+        raise SystemExit(3)
+
+
+def _query_filters(site, system, chamber, gas, start, end) -> dict[str, Any]:
+    from chamberd.network_sync.queries import parse_time
+
+    return {
+        "site": list(site) or None,
+        "system": list(system) or None,
+        "chamber": list(chamber) or None,
+        "gas": list(gas) or None,
+        "start": parse_time(start, "--from"),
+        "end": parse_time(end, "--to"),
+    }
+
+
+_FILTER_OPTIONS = [
+    click.option("--site", multiple=True, help="Site id (repeat for several)."),
+    click.option("--system", multiple=True, help="System id (repeat for several)."),
+    click.option("--chamber", multiple=True, help="Chamber id (repeat for several)."),
+    click.option("--gas", multiple=True, type=click.Choice(["co2", "ch4", "n2o"])),
+    click.option("--from", "start", metavar="TIME", help="Begin time >= this (ISO 8601, UTC)."),
+    click.option("--to", "end", metavar="TIME", help="Begin time < this (ISO 8601, UTC)."),
+]
+
+
+def _with_filters(function: Any) -> Any:
+    for option in reversed(_FILTER_OPTIONS):
+        function = option(function)
+    return function
+
+
+@click.command("query")
+@click.option("--target", required=True, help="Central database URL.")
+@_with_filters
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["csv", "parquet", "json"]),
+    default="csv",
+    show_default=True,
+)
+@click.option("--all-models", is_flag=True, help="Every model, not only the reported one.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="File (default stdout).")
+def query_command(
+    target: str,
+    site: tuple[str, ...],
+    system: tuple[str, ...],
+    chamber: tuple[str, ...],
+    gas: tuple[str, ...],
+    start: str | None,
+    end: str | None,
+    fmt: str,
+    all_models: bool,
+    output: str | None,
+) -> None:
+    """Fluxes by site, system, chamber, gas and time, as CSV, Parquet or JSON.
+
+    One row per observation and gas (the reported model; --all-models for every model),
+    with begin and end times in UTC, units, R2, flags and the ancillary means.
+
+    Example: chamberd query --target sqlite:///c.db --site YMS --gas co2 --from 2017-01-01 -o q.csv
+    """
+    from chamberd.network_sync.central import Central
+    from chamberd.network_sync.queries import fluxes
+
+    filters = _query_filters(site, system, chamber, gas, start, end)
+    if fmt == "parquet" and not output:
+        raise click.BadParameter("Parquet needs a file", param_hint="-o")
+    check_output_folder(output, "-o")
+    with Central.connect(target) as central:
+        frame = fluxes(central, selected_only=not all_models, **filters)
+    if fmt == "csv":
+        text = frame.to_csv(index=False, date_format="%Y-%m-%dT%H:%M:%SZ")
+    elif fmt == "json":
+        text = frame.to_json(orient="records", date_format="iso", lines=True)
+    if fmt == "parquet":
+        frame.to_parquet(output, index=False)
+    elif output:
+        write_text(output, text)
+    else:
+        click.echo(text, nl=False)
+    if output:
+        click.echo(f"{len(frame)} rows written to {output}", err=True)
+
+
+@click.command("export")
+@click.option("--target", required=True, help="Central database URL.")
+@click.option("--site", required=True, help="Site id.")
+@click.option("--system", help="System id (required for cosore).")
+@click.option("--layout", type=click.Choice(["cosore", "fluxnet"]), required=True)
+@click.option("--from", "start", metavar="TIME", help="Begin time >= this (ISO 8601, UTC).")
+@click.option("--to", "end", metavar="TIME", help="Begin time < this (ISO 8601, UTC).")
+@click.option("-o", "--output", required=True, type=click.Path(), help="Folder (cosore) or file.")
+def export_command(
+    target: str,
+    site: str,
+    system: str | None,
+    layout: str,
+    start: str | None,
+    end: str | None,
+    output: str,
+) -> None:
+    """Export one site as a COSORE data set or a FLUXNET-style CSV.
+
+    COSORE: a folder with data.csv, PORTS.csv and DESCRIPTION.csv (COSORE column names and
+    units). FLUXNET: TIMESTAMP_START/END in local standard time, -9999 for missing.
+
+    Example: chamberd export --target sqlite:///c.db --site YMS --layout fluxnet -o yms.csv
+    """
+    from chamberd.network_sync.central import Central
+    from chamberd.network_sync.queries import export_cosore, export_fluxnet, parse_time
+
+    window = {"start": parse_time(start, "--from"), "end": parse_time(end, "--to")}
+    with Central.connect(target) as central:
+        if layout == "cosore":
+            if not system:
+                raise click.BadParameter("a COSORE data set is one system", param_hint="--system")
+            tables = export_cosore(central, output, site=site, system=system, **window)
+            rows = len(tables["data"])
+        else:
+            check_output_folder(output, "-o")
+            rows = len(export_fluxnet(central, output, site=site, system=system, **window))
+    click.echo(f"{rows} rows exported to {output}")
+
+
+@click.command("refit")
+@click.option("--target", required=True, help="Central database URL.")
+@click.option("--site", help="Only this site.")
+@click.option("--system", help="Only this system.")
+@click.option("--method", type=click.Choice(["linear", "exponential"]), required=True)
+@click.option("--gas", type=click.Choice(["co2", "ch4", "n2o"]), default="co2", show_default=True)
+@click.option("--dead-band", "dead_band", type=float, help="Seconds (default: each stored one).")
+def refit_command(
+    target: str,
+    site: str | None,
+    system: str | None,
+    method: str,
+    gas: str,
+    dead_band: float | None,
+) -> None:
+    """Refit every stored raw trace with one method (the batch path), as a new processing version.
+
+    The results sit beside each system's own fluxes, under processing_version
+    central-<method>-db<dead band>; running it again replaces them.
+
+    Example: chamberd refit --target sqlite:///c.db --method exponential --dead-band 20
+    """
+    from chamberd.network_sync.central import Central
+    from chamberd.network_sync.central_refit import refit
+
+    if dead_band is not None and (not math.isfinite(dead_band) or dead_band < 0):
+        raise click.BadParameter("a number of seconds >= 0", param_hint="--dead-band")
+
+    def progress(report: Any) -> None:
+        click.echo(f"refitted {report.fitted} of {report.observations}", err=True)
+
+    with Central.connect(target) as central:
+        report = refit(
+            central,
+            method=method,
+            gas=gas,
+            site=site,
+            system=system,
+            dead_band_s=dead_band,
+            progress=progress,
+        )
+    rate = report.fitted / report.seconds if report.seconds else 0.0
+    click.echo(
+        f"{report.fitted} of {report.observations} observations refitted as "
+        f"{report.processing_version} ({report.skipped} without geometry or a fit) in "
+        f"{report.seconds:.1f} s ({rate:.0f}/s)"
+    )
+
+
+@click.command("sync")
+@click.argument("config", type=click.Path(dir_okay=False))
+@click.option("--target", help="Central database URL (default: the config's sync.target).")
+@click.option("--dry-run", is_flag=True, help="Compare with the central side, change nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
+@click.option("--batch-size", type=click.IntRange(1, 100000), help="Observations per batch.")
+def sync_command(
+    config: str, target: str | None, dry_run: bool, as_json: bool, batch_size: int | None
+) -> None:
+    """Upload the site's outbox to the central database, in order, exactly once in effect.
+
+    Prints progress and a summary: sent, unchanged, revised, conflicts, remaining.
+
+    Example: chamberd sync site.toml --dry-run
+    """
+    import json
+
+    from chamberd.controller.clock import SystemClock
+    from chamberd.controller.store import SiteStore
+    from chamberd.network_sync.central import Central, redact
+    from chamberd.network_sync.sync import upload_site
+
+    cfg = _load(config, ())
+    url = target or cfg.sync.target
+    if not url:
+        raise ConfigError(f"{config}: no sync.target (or --target URL) to upload to")
+    if not Path(cfg.storage.path).exists():
+        raise ConfigError(f"{config}: storage.path {cfg.storage.path!r} does not exist")
+    clock = SystemClock()
+    store = SiteStore.open_existing(cfg.storage.path)
+    try:
+        with Central.connect(url) as central:
+            if central.schema_version() == 0:
+                raise ConfigError(f"{redact(url)}: no chamberd schema (chamberd central init)")
+
+            def progress(summary: Any) -> None:
+                if not as_json:
+                    click.echo(
+                        f"batch {summary.batches}: sent {summary.sent}, unchanged "
+                        f"{summary.unchanged}, revised {summary.revised}, conflicts "
+                        f"{summary.conflicts}",
+                        err=True,
+                    )
+
+            def run() -> Any:
+                return upload_site(
+                    store,
+                    central,
+                    cfg,
+                    clock=clock,
+                    dry_run=dry_run,
+                    batch_size=batch_size,
+                    progress=progress,
+                )
+
+            if dry_run:  # everything in one transaction, rolled back
+                outcome: list[Any] = []
+                with contextlib.suppress(_RollBack), central.transaction():
+                    outcome.append(run())
+                    raise _RollBack
+                summary = outcome[0]
+            else:
+                summary = run()
+    finally:
+        store.close()
+    result = {
+        k: getattr(summary, k)
+        for k in ("sent", "unchanged", "revised", "conflicts", "remaining", "dry_run")
+    }
+    if as_json:
+        click.echo(json.dumps(result))
+        return
+    for c in summary.conflict_details:
+        click.echo(
+            f"conflict: {c['chamber']} at {c['begin_utc']}: {c['incoming_uuid']} not stored, "
+            f"{c['existing_uuid']} holds that chamber and time",
+            err=True,
+        )
+    click.echo(
+        f"{'would send' if dry_run else 'sent'} {summary.sent}, unchanged {summary.unchanged}, "
+        f"revised {summary.revised}, conflicts {summary.conflicts}, remaining {summary.remaining}"
+    )
+
+
+class _RollBack(Exception):
+    """Ends a dry run's transaction without committing it."""
+
+
+def _load(path: str, overrides: tuple[str, ...] = ()) -> Any:
+    from chamberd.controller.config import load_config
+
+    return load_config(path, overrides=overrides)
+
+
+COMMANDS = [
+    fit_command,
+    central_group,
+    import_command,
+    query_command,
+    export_command,
+    refit_command,
+    sync_command,
+]
