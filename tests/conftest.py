@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+# test helpers shared across packages (``from fuzzing import mutants``)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 TEST_DATA = ROOT / "tests" / "data"
 EXAMPLES = ROOT / "controller" / "examples"
 
