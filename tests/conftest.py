@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -100,3 +101,120 @@ def central_url(request, tmp_path):
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'central.db'}"
     return request.getfixturevalue("postgres_url")
+
+
+class PrivatePostgres:
+    """A throwaway PostgreSQL cluster of the test's own (``initdb`` + ``pg_ctl`` on a free
+    port on 127.0.0.1), for tests that restart or kill the server: the machine's shared
+    server is never stopped or restarted by a test."""
+
+    def __init__(self, root: Path, bindir: Path) -> None:
+        import socket
+
+        self.root = root
+        self.data = root / "data"
+        self.bindir = bindir
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+        # initdb refuses to run as root: as root, the cluster belongs to the postgres user
+        self._as = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+
+    def _run(self, *args: str, timeout: float = 120) -> None:
+        import subprocess
+
+        done = subprocess.run(
+            [*self._as, *args], capture_output=True, text=True, timeout=timeout, check=False
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"{' '.join(args)} failed: {done.stderr.strip()[-2000:]}")
+
+    def init(self) -> None:
+        self._run(
+            str(self.bindir / "initdb"),
+            "-D",
+            str(self.data),
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "-E",
+            "UTF8",
+            "--no-sync",
+        )
+        self.start()
+
+    def _pg_ctl(self, action: str, *extra: str) -> None:
+        options = (
+            f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.root} "
+            "-c shared_buffers=16MB -c max_connections=40"
+        )
+        self._run(
+            str(self.bindir / "pg_ctl"),
+            "-D",
+            str(self.data),
+            "-l",
+            str(self.root / "server.log"),
+            "-o",
+            options,
+            "-w",
+            "-t",
+            "120",
+            action,
+            *extra,
+        )
+
+    def start(self) -> None:
+        self._pg_ctl("start")
+
+    def restart(self) -> None:
+        self._pg_ctl("restart", "-m", "fast")
+
+    def stop(self, mode: str = "fast") -> None:
+        self._pg_ctl("stop", "-m", mode)
+
+
+def _postgres_bindir() -> Path | None:
+    import glob
+    import shutil
+
+    found = shutil.which("initdb")
+    if found:
+        return Path(found).parent
+    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), reverse=True)
+    return Path(candidates[0]).parent if candidates else None
+
+
+@pytest.fixture
+def private_postgres():
+    """A PostgreSQL server of this test's own, stopped and removed afterwards; skips where
+    initdb is not installed, fails when CHAMBERD_REQUIRE_POSTGRES=1 (CI)."""
+    import shutil
+    import tempfile
+
+    bindir = _postgres_bindir()
+    if bindir is None:
+        message = "initdb not found (PostgreSQL server binaries) for a private cluster"
+        if os.environ.get("CHAMBERD_REQUIRE_POSTGRES") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    # not under pytest's tmp_path: as root, the postgres user must be able to enter it
+    root = Path(tempfile.mkdtemp(prefix="chamberd-pg-"))
+    root.chmod(0o755)
+    if os.geteuid() == 0:
+        shutil.chown(root, "postgres", "postgres")
+    server = PrivatePostgres(root, bindir)
+    try:
+        server.init()
+    except Exception as exc:
+        shutil.rmtree(root, ignore_errors=True)
+        message = f"cannot start a private PostgreSQL cluster: {exc}"
+        if os.environ.get("CHAMBERD_REQUIRE_POSTGRES") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    try:
+        yield server
+    finally:
+        with contextlib.suppress(Exception):
+            server.stop("immediate")
+        shutil.rmtree(root, ignore_errors=True)

@@ -123,3 +123,12 @@ def test_each_package_owns_its_commands():
         assert name in owners.get(module, set()), (name, module)
     root = (ROOT / "controller" / "cli.py").read_text(encoding="utf-8")
     assert "@click.command" not in root and ".command(" not in root
+
+
+def test_no_test_stops_or_restarts_the_machines_servers():
+    """A test that needs a server to die starts its own (``private_postgres``)."""
+    pattern = re.compile(r"pg_ctlcluster[^\n]*(restart|stop)|systemctl\s+(restart|stop)")
+    for path in (ROOT / "tests").rglob("*.py"):
+        if path.name == "test_layout.py":
+            continue
+        assert not pattern.search(path.read_text(encoding="utf-8")), path
