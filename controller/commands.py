@@ -95,7 +95,13 @@ def sim_command(
         if daemon_config:
             from chamberd.controller.config import to_toml
 
-            Path(daemon_config).write_text(to_toml(hardware.daemon_config()), encoding="utf-8")
+            pointed = hardware.daemon_config()
+            if config_path is None:
+                # the bundled site's database goes beside the written configuration (a
+                # relative path is taken relative to it), never into the installed package
+                storage = pointed.storage.model_copy(update={"path": "sim-site.db"})
+                pointed = pointed.model_copy(update={"storage": storage})
+            Path(daemon_config).write_text(to_toml(pointed), encoding="utf-8")
         if as_json:
             click.echo(json.dumps(endpoints))
         else:

@@ -61,3 +61,37 @@ def test_sim_prints_endpoints_and_serves_until_sigterm(sim_site_path):
         process.stdout.close()
         process.stderr.close()
     assert code == 0
+
+
+def test_sim_daemon_config_keeps_the_database_beside_it(tmp_path):
+    """With the bundled site, the written configuration's database is beside it (never in
+    the installed package), and it loads as a valid configuration for chamberd run."""
+    from chamberd.controller.config import load_config
+
+    written = tmp_path / "sim.toml"
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from chamberd.controller.cli import main; sys.exit(main())",
+            "sim",
+            "--json",
+            "--daemon-config",
+            str(written),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+    )
+    try:
+        json.loads(process.stdout.readline())
+        cfg = load_config(written)
+        assert cfg.storage.path == str(tmp_path / "sim-site.db")
+        assert cfg.analysers[0].port.startswith("socket://127.0.0.1:")
+    finally:
+        process.send_signal(signal.SIGTERM)
+        code = process.wait(timeout=15)
+        process.stdout.close()
+        process.stderr.close()
+    assert code == 0
