@@ -1167,15 +1167,16 @@ def _toml_value(value: Any) -> str:
 def to_toml(cfg: SiteConfig) -> str:
     """The resolved configuration as TOML (defaults filled in); loads back to ``cfg``."""
     data = cfg.model_dump(mode="json", by_alias=True, exclude_none=True)
-    lines: list[str] = []
+    plain: list[str] = []  # before any table header, or they would land in the last table
+    tables: list[str] = []
     for key, value in data.items():
         if isinstance(value, dict):
-            lines.append(f"\n[{key}]")
-            lines += [f"{k} = {_toml_value(v)}" for k, v in value.items()]
+            tables.append(f"\n[{key}]")
+            tables += [f"{k} = {_toml_value(v)}" for k, v in value.items()]
         elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
             for item in value:
-                lines.append(f"\n[[{key}]]")
-                lines += [f"{k} = {_toml_value(v)}" for k, v in item.items()]
+                tables.append(f"\n[[{key}]]")
+                tables += [f"{k} = {_toml_value(v)}" for k, v in item.items()]
         else:
-            lines.append(f"{key} = {_toml_value(value)}")
-    return "\n".join(lines).strip() + "\n"
+            plain.append(f"{key} = {_toml_value(value)}")
+    return "\n".join(plain + tables).strip() + "\n"

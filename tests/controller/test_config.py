@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from chamberd.controller.config import config_hash, load_config, parse_config
+from chamberd.controller.config import config_hash, load_config, parse_config, to_toml
 from chamberd.controller.errors import ConfigError
 
 SIM_SITE = Path(__file__).resolve().parents[2] / "controller" / "examples" / "sim-site.toml"
@@ -135,3 +135,60 @@ def test_example_configs_are_valid():
     for path in examples:
         load_config(path, environ={}, check_paths=False)
     load_config(SIM_SITE, environ={})  # its database is beside it
+
+
+def test_resolved_config_round_trips_through_to_toml(sim_cfg):
+    data = sim_cfg.model_dump(mode="python", by_alias=True)
+    data["aux"] = []  # an empty list is written before the tables, not into the last one
+    cfg = parse_config(data)
+    again = parse_config(tomllib.loads(to_toml(cfg)))
+    assert again == cfg and config_hash(again) == config_hash(cfg)
+
+
+def test_fit_window_rule_matches_the_fitting_engine():
+    from chamberd.controller.config import MIN_FIT_READINGS
+    from chamberd.fitting.closure import FitSettings
+
+    assert FitSettings().min_points == MIN_FIT_READINGS
+
+
+def test_serial_ports_are_compared_through_their_links_on_this_machine(tmp_path):
+    device = tmp_path / "ttyUSB7"
+    device.write_text("")
+    (tmp_path / "by-id").mkdir()
+    (tmp_path / "by-id" / "usb-FTDI-if00").symlink_to(device)
+    data = _data()
+    data["storage"]["path"] = str(tmp_path / "site.db")
+    data["analysers"][0]["port"] = str(tmp_path / "by-id" / "usb-FTDI-if00")
+    data["modbus"][0]["port"] = str(device)
+    parse_config(data)  # as text the two ports differ
+    with pytest.raises(ConfigError, match=r"modbus\[0\]\.port: .* already the port of analysers"):
+        parse_config(data, check_paths=True)
+
+
+def test_check_config_no_path_checks_is_for_another_machine(tmp_path, capsys):
+    from chamberd.controller.cli import main
+
+    text = SIM_SITE.read_text(encoding="utf-8")
+    path = tmp_path / "site.toml"
+    path.write_text(text.replace('path = "sim-site.db"', 'path = "/nonexistent/folder/site.db"'))
+    assert main(["check-config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert f"{path}: 1 error(s)" in err and "storage.path: folder /nonexistent/folder" in err
+    assert main(["check-config", "--no-path-checks", str(path)]) == 0
+    assert capsys.readouterr().out.startswith(f"# {path}: valid; config hash ")
+
+
+def test_sync_target_password_is_never_printed(tmp_path, capsys):
+    from chamberd.controller.cli import main
+
+    path = tmp_path / "site.toml"
+    path.write_text(SIM_SITE.read_text(encoding="utf-8"))
+    target = "sync.target=postgresql://site:s3cret@db.example.org:70000/campaign"
+    assert main(["check-config", str(path), "--set", target]) == 2
+    err = capsys.readouterr().err
+    assert "sync.target: the PostgreSQL URL's port" in err and "s3cret" not in err
+    target = "sync.target=postgresql://site:s3cret@db.example.org/campaign"
+    assert main(["check-config", str(path), "--set", target]) == 0
+    out = capsys.readouterr().out
+    assert "s3cret" not in out and 'target = "postgresql://site:***@db.example.org/campaign"' in out
