@@ -640,8 +640,8 @@ def _check_ports(cfg: SiteConfig, errors: list[str], *, resolve: bool) -> None:
     Modbus TCP gateway serves many lines, as long as they address different devices."""
     users: dict[tuple[Any, ...], list[tuple[str, str, int | None]]] = {}
     for i, a in enumerate(cfg.analysers):
-        ep = _serial_endpoint(a.port, resolve)
-        if ep is None:
+        ep = None if a.protocol == "memory" else _serial_endpoint(a.port, resolve)
+        if ep is None:  # an in-memory analyser opens no port
             continue
         if ep in users:
             other = users[ep][0][0]
@@ -1036,11 +1036,19 @@ def _set_path(data: dict[str, Any], dotted: str, raw: str, origin: str) -> None:
     node[parts[-1]] = value
 
 
+MAX_CONFIG_BYTES = 10_000_000  # a site of 1000 chambers is ~1 MB of TOML
+
+
 def _read_text(path_text: str) -> str:
     try:
-        raw = Path(path_text).read_bytes()
+        with open(path_text, "rb") as f:
+            raw = f.read(MAX_CONFIG_BYTES + 1)
     except OSError as exc:
         raise ConfigError(f"{path_text}: cannot read: {exc.strerror or exc}") from exc
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(
+            f"{path_text}: larger than {MAX_CONFIG_BYTES // 1_000_000} MB: not a site configuration"
+        )
     raw = raw.removeprefix(b"\xef\xbb\xbf")  # a byte-order mark, as some editors write
     try:
         return raw.decode("utf-8")
