@@ -855,6 +855,12 @@ CASES = [
         "nested",
     ),
     case(
+        "file-huge",
+        "sim",
+        text(lambda b: b + b"#" * 10_000_000 + b"\n"),
+        "site.toml: larger than 10 MB",
+    ),
+    case(
         "file-toml-syntax", "sim", text(lambda b: b + b"this is not toml\n"), "site.toml: ", "line"
     ),
     case(
