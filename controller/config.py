@@ -2,13 +2,14 @@
 
 Loaded with :func:`load_config` (defaults < file < environment < command line), validated
 with pydantic: unknown keys are rejected and every error is reported at once with its path
-(``chambers[3].geometry[0].volume_cm3: must be > 0``). Numbers must be finite and within
-bounds an operator would accept (a TOML ``true`` is not a number); cross references (a
-chamber's analyser, a lid's Modbus device, an aux sensor's chamber), shared ports, coils
-and registers, and whether a round fits its interval are checked by the schema itself,
-after the fields (:func:`_cross_checks`). :func:`load_config` also checks the paths a site
-writes (``storage.path``, a ``sqlite:///`` sync target) on this machine.
-:func:`config_hash` fingerprints the resolved configuration; every observation records it.
+and why (``chambers[3].geometry[0].volume_cm3: must be >= 10 (10 cm3 to 1 m3, ...)``).
+Numbers must be finite and within bounds an operator would accept (a TOML ``true`` is not
+a number). Cross references (a chamber's analyser, a lid's Modbus device, an aux sensor's
+chamber), shared ports, coils and registers, and whether a round fits its interval are
+checked by the schema itself, after the fields (:func:`_cross_checks`); :func:`load_config`
+also checks the paths a site writes (``storage.path``, a ``sqlite:///`` sync target) on
+this machine. :func:`config_hash` fingerprints the resolved configuration; every
+observation records it.
 
 A minimal site::
 
