@@ -134,10 +134,20 @@ def _load(path: str, overrides: Sequence[str]) -> Any:
     return load_config(path, overrides=overrides)
 
 
+def _shown(path: str) -> str:
+    """``path`` for a message: control characters and undecodable bytes escaped."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in path)
+
+
 @click.command("check-config")
 @click.argument("config", type=click.Path(dir_okay=False))
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a setting.")
-def check_config_command(config: str, overrides: tuple[str, ...]) -> None:
+@click.option(
+    "--no-path-checks",
+    is_flag=True,
+    help="The configuration is for another machine: do not check its database folders here.",
+)
+def check_config_command(config: str, overrides: tuple[str, ...], no_path_checks: bool) -> None:
     """Validate a site configuration and print it resolved (defaults filled in).
 
     Every error is listed at once with its path; exit status 2 when any.
@@ -146,19 +156,28 @@ def check_config_command(config: str, overrides: tuple[str, ...]) -> None:
     """
     import tomllib
 
-    from chamberd.controller.config import config_hash, to_toml
+    from chamberd.controller.config import config_hash, load_config, parse_config, to_toml
+    from chamberd.controller.errors import ChamberError
     from chamberd.network_sync.central import redact
 
-    cfg = _load(config, overrides)
+    cfg = load_config(config, overrides=overrides, check_paths=not no_path_checks)
     digest = config_hash(cfg)
     if cfg.sync.target:  # never print a password
         cfg = cfg.model_copy(
             update={"sync": cfg.sync.model_copy(update={"target": redact(cfg.sync.target)})}
         )
     text = to_toml(cfg)
-    click.echo(f"# {config}: valid; config hash {digest}")
+    # the printout is itself valid TOML and loads back to the same configuration
+    try:
+        again = parse_config(tomllib.loads(text), source="the printed configuration")
+    except (ValueError, ChamberError) as exc:
+        raise ChamberError(
+            f"{_shown(config)}: internal error, the printout does not load: {exc}"
+        ) from exc
+    if config_hash(again) != config_hash(cfg):
+        raise ChamberError(f"{_shown(config)}: internal error, the printout loads differently")
+    click.echo(f"# {_shown(config)}: valid; config hash {digest}")
     click.echo(text)
-    tomllib.loads(text)  # the printout is itself valid TOML
 
 
 @click.command("run")
