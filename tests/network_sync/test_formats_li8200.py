@@ -226,7 +226,8 @@ def test_missing_data_column_refuses_the_rep(tmp_path):
     doc = _doc()
     del _rep(doc, 0, "47", "REP_1")["data"]["chamber_t"]
     (refused,) = read_li8200_json(_write(tmp_path, doc)).rejected
-    assert "observation 1" in str(refused) and "no data column 'chamber_t'" in str(refused)
+    assert "observation 1" in str(refused)
+    assert "no temperature column 'chamber_t' in data" in str(refused)
 
 
 def test_rep_cut_short_is_refused_by_its_summary(tmp_path):
