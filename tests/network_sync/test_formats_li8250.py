@@ -614,3 +614,57 @@ def test_real_file_sample_count_matches_the_summary(original):
     (gas,) = original.gases
     window = (original.elapsed_s >= gas.dead_band_s) & (original.elapsed_s <= gas.end_s)
     assert int(window.sum()) == original.reference["co2"].n_points == 16
+
+
+def test_chamber_sensors_only_says_there_is_no_gas_data(source, tmp_path):
+    # a chamber logged without its analyser: no LI-870 columns, no FLUX settings
+    def drop_analyser(table):
+        keep = [j for j, group in enumerate(table[0]) if group != "LI-870"]
+        return [[row[j] for j in keep] for row in table]
+
+    path = _rezip(
+        source,
+        tmp_path,
+        edit={
+            "data.csv": _csv_edit(drop_analyser),
+            "metadata.json": _meta_edit(lambda m: m.__setitem__("FLUX", [])),
+        },
+    )
+    (refused,) = read_82z(path, summary={}).rejected
+    assert str(refused) == (
+        f"{path}, observation 1: no gas data (CO2_DRY, CH4_DRY or N2O_DRY) in data.csv: only "
+        "the chamber's own sensors were logged, so there is no flux to fit"
+    )
+
+
+def test_empty_gas_source_is_the_only_analyser_with_the_gas(source, original, tmp_path):
+    path = _rezip(
+        source,
+        tmp_path,
+        edit={"metadata.json": _meta_edit(lambda m: m["FLUX"][0].__setitem__("GAS_SOURCE", ""))},
+    )
+    (obs,) = read_82z(path, summary={}).observations
+    np.testing.assert_array_equal(
+        obs.columns["co2_dry_umol_mol"], original.columns["co2_dry_umol_mol"]
+    )
+
+
+def test_empty_gas_source_with_the_gas_from_two_analysers_is_refused(source, tmp_path):
+    def second_analyser(table):
+        # a copy of the CO2_DRY column under another analyser's group
+        j = _column(table, "LI-870:CO2_DRY")
+        extra = ["LI-7810", "CO2_DRY"] + [row[j] for row in table[2:]]
+        return [[*row, cell] for row, cell in zip(table, extra, strict=True)]
+
+    path = _rezip(
+        source,
+        tmp_path,
+        edit={
+            "data.csv": _csv_edit(second_analyser),
+            "metadata.json": _meta_edit(lambda m: m["FLUX"][0].__setitem__("GAS_SOURCE", "")),
+        },
+    )
+    (refused,) = read_82z(path, summary={}).rejected
+    assert "FLUX[0] names no GAS_SOURCE for CO2_DRY and data.csv has it from LI-7810, LI-870" in (
+        str(refused)
+    )
