@@ -398,8 +398,8 @@ def read_81x(path: str | os.PathLike[str]) -> ReadResult:
     Raises
     ------
     DataFileError
-        When the file cannot be opened, is empty, or is not an ``.81x`` file at all (the
-        message names the first line that is not).
+        When the file cannot be opened, is over 256 MiB, is empty, or is not an ``.81x``
+        file at all (the message names the first line that is not).
     """
     path_text, raw = read_bytes(path, max_bytes=MAX_81X_BYTES, what="an .81x file")
     lines = split_lines(decode_text(raw))

@@ -288,14 +288,15 @@ def read_li8200_json(path: str | os.PathLike[str]) -> ReadResult:
     ReadResult
         One observation per rep, numbered datasets, then labels, then reps. ``rejected``
         holds a :class:`~chamberd.controller.errors.DataFileError` per rep that cannot be
-        used (missing header value or column, cut short) and per dataset or label that is
-        not an object with ``reps``.
+        used (no gas data, missing header value or column, cut short) and per dataset or
+        label that is not an object with ``reps``.
 
     Raises
     ------
     DataFileError
-        When the file cannot be read, is empty, is not JSON (with the line of the error),
-        or has no ``datasets`` list or no reps at all.
+        When the file cannot be read, is over 64 MiB, is empty, is not JSON (with the line
+        of the error) or nests deeper than 32 levels, or has no ``datasets`` list or no reps
+        at all.
     """
     path_text, raw = read_bytes(path, max_bytes=MAX_JSON_BYTES, what="a Smart Chamber JSON file")
     if not raw.strip():

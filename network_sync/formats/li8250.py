@@ -266,15 +266,17 @@ def read_82z(
     Returns
     -------
     ReadResult
-        With one observation, or none and a rejection (no data rows, never closed, cut
-        short, metadata without area, volume or a supported gas).
+        With one observation, or none and a rejection (no gas data, no data rows, never
+        closed, cut short, metadata without area, volume or a supported gas).
 
     Raises
     ------
     DataFileError
-        When the file cannot be read, is not a zip, lacks ``data.csv`` or
-        ``metadata.json``, is damaged, or its ``metadata.json`` is not JSON (with the line),
-        and when a ``summary`` given by path cannot be read.
+        When the file cannot be read or is over 64 MiB, is not a zip, lacks ``data.csv`` or
+        ``metadata.json``, is damaged, encrypted or compressed with another method than
+        stored or deflate, has a member declaring more than 16 MiB decompressed, or its
+        ``metadata.json`` is not JSON (with the line), and when a ``summary`` given by path
+        cannot be read.
     """
     path_text, raw = read_bytes(path, max_bytes=MAX_82Z_BYTES, what="an .82z file")
     p = Path(path_text)
