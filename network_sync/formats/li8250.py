@@ -439,6 +439,12 @@ def _stall_note(stall: Stall, origin_s: float) -> str:
     )
 
 
+def _text(setting: Mapping[str, Any], key: str, default: str) -> str:
+    """A name from a FLUX setting; ``default`` where it is absent, empty or not text."""
+    value = setting.get(key)
+    return value.strip() if isinstance(value, str) and value.strip() else default
+
+
 def _gas_source(
     setting: Mapping[str, Any], gas_name: str, position: Mapping[str, int], path: str, n: int
 ) -> str:
@@ -512,7 +518,7 @@ def _build(
         detail = f" ({'; '.join(warnings)})" if warnings else ""
         raise DataFileError(f"metadata.json names no supported gas{detail}", path=path)
     t_setting = settings[0][1]
-    t_column = f"{t_setting.get('T_SOURCE', 'CHAMBER')}:{t_setting.get('TEMPERATURE', 'TA')}"
+    t_column = f"{_text(t_setting, 'T_SOURCE', 'CHAMBER')}:{_text(t_setting, 'TEMPERATURE', 'TA')}"
     numeric = {
         "state": require("CHAMBER:STATE"),
         "h2o_mmol_mol": require(f"{source}:H2O"),

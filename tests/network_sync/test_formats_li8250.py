@@ -668,3 +668,13 @@ def test_empty_gas_source_with_the_gas_from_two_analysers_is_refused(source, tmp
     assert "FLUX[0] names no GAS_SOURCE for CO2_DRY and data.csv has it from LI-7810, LI-870" in (
         str(refused)
     )
+
+
+def test_empty_temperature_source_is_the_chamber_default(source, original, tmp_path):
+    def empty(meta):
+        meta["FLUX"][0]["T_SOURCE"] = ""
+        meta["FLUX"][0]["TEMPERATURE"] = ""
+
+    path = _rezip(source, tmp_path, edit={"metadata.json": _meta_edit(empty)})
+    (obs,) = read_82z(path, summary={}).observations
+    assert obs.initial == original.initial
