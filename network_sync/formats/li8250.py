@@ -167,13 +167,15 @@ def _optional(value: Any) -> float | None:
 def read_dense_summary(path: str | os.PathLike[str]) -> SummaryTable:
     """Instrument results of a dense summary, keyed by (first closed time, port).
 
-    Rows without a readable DATE, TIME or PORT cannot be matched to an observation and are
-    left out; a gas whose ``F<GAS>`` cell is not a number is left out of its row.
+    Rows without a readable DATE, TIME or PORT (or that cannot be split, such as a field
+    over the csv module's limit) cannot be matched to an observation and are left out; a
+    gas whose ``F<GAS>`` cell is not a finite number is left out of its row.
 
     Raises
     ------
     DataFileError
-        When the file cannot be read or lacks DATE, TIME or PORT.
+        When the file cannot be read, is over 64 MiB, has an unreadable header row, or
+        lacks DATE, TIME or PORT.
     """
     path_text, raw = read_bytes(path, max_bytes=MAX_SUMMARY_BYTES, what="a dense summary")
     keys, rows = _three_row_csv(decode_text(raw), path_text, "dense summary")
