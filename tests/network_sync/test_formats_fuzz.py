@@ -250,7 +250,7 @@ HAND_MADE = [
     (
         "smartchamber/goflux_LI8200.json",
         "huge integer",
-        lambda d: d.replace(b'"RepNum": 1', b'"RepNum": ' + b"9" * 5000),
+        lambda d: d.replace(b'"RepNum":1', b'"RepNum":' + b"9" * 5000),
     ),
     (Z82, "encrypted", _zip_flags(0x01)),
     (Z82, "bzip2", _zip_flags(0, zipfile.ZIP_BZIP2)),
@@ -291,6 +291,8 @@ def _rezip_member(data: bytes, name: str, change: Callable[[bytes], bytes]) -> b
     ("rel", "what", "change"), HAND_MADE, ids=[f"{r} {w}" for r, w, _ in HAND_MADE]
 )
 def test_hand_made_bad_input(reference_data, tmp_path, rel, what, change):
-    mutant = change((reference_data / rel).read_bytes())
+    original = (reference_data / rel).read_bytes()
+    mutant = change(original)
+    assert mutant != original, f"{what}: the edit did not apply"
     outcomes = fuzz(reference_data, rel, [(what, mutant)], tmp_path)
     assert sum(outcomes.values()) == 1
