@@ -26,7 +26,6 @@ count CR/LF breaks only, as an editor does, whatever control characters line noi
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import math
 import os
@@ -38,7 +37,16 @@ import numpy as np
 
 from chamberd.controller.errors import DataFileError
 
-from ._common import check_complete, decode_text, read_bytes, split_lines, strip_bom
+from ._common import (
+    MAX_81X_BYTES,
+    check_complete,
+    count_or_none,
+    decode_text,
+    finite_or_none,
+    read_bytes,
+    split_lines,
+    strip_bom,
+)
 from .records import Annotation, ChamberObservation, GasChannel, InstrumentFlux, ReadResult
 
 __all__ = ["read_81x", "sniff_81x"]
@@ -152,18 +160,13 @@ def _split_blocks(lines: list[str], path: str) -> Iterator[_Block]:
 
 
 def _opt_float(footer: dict[str, str], key: str) -> float | None:
-    text = footer.get(key)
-    if text is None or not text.strip():
-        return None
-    try:
-        return float(text)
-    except ValueError:
-        return None
+    """A footer or header value as a finite number; None where absent, garbled or not finite
+    (``Exp_Flux: nan``, ``Exp_Iter: inf``)."""
+    return finite_or_none(footer.get(key))
 
 
 def _opt_int(footer: dict[str, str], key: str) -> int | None:
-    value = _opt_float(footer, key)
-    return None if value is None else round(value)
+    return count_or_none(footer.get(key))
 
 
 def _reference(footer: dict[str, str]) -> InstrumentFlux:
@@ -328,8 +331,9 @@ def _build(block: _Block, path: str, index: int) -> ChamberObservation:
         row: dict[str, float] = {}
         for k, v in wanted.items():
             if k in position and position[k] < len(cells):
-                with contextlib.suppress(ValueError):
-                    row[v] = float(cells[position[k]])
+                value = finite_or_none(cells[position[k]])
+                if value is not None:
+                    row[v] = value
         instrument_rows[_ROW_KINDS[kind]] = row
 
     footer = block.footer
@@ -353,7 +357,7 @@ def _build(block: _Block, path: str, index: int) -> ChamberObservation:
         source_file=path,
         index=index,
         instrument="LI-8100A",
-        port=int(port_text) if port_text.isdigit() else None,
+        port=count_or_none(port_text) if port_text.isdigit() else None,
         label=label,
         start_time=_stamp(0),
         closed_time=_stamp(closed_index),
@@ -394,10 +398,10 @@ def read_81x(path: str | os.PathLike[str]) -> ReadResult:
     Raises
     ------
     DataFileError
-        When the file cannot be opened, is empty, or is not an ``.81x`` file at all (the
-        message names the first line that is not).
+        When the file cannot be opened, is over 256 MiB, is empty, or is not an ``.81x``
+        file at all (the message names the first line that is not).
     """
-    path_text, raw = read_bytes(path)
+    path_text, raw = read_bytes(path, max_bytes=MAX_81X_BYTES, what="an .81x file")
     lines = split_lines(decode_text(raw))
     observations: list[ChamberObservation] = []
     rejected: list[Exception] = []

@@ -21,7 +21,6 @@ an object is refused with its place in the file.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import math
 import os
 from collections.abc import Mapping
@@ -31,7 +30,17 @@ import numpy as np
 
 from chamberd.controller.errors import DataFileError
 
-from ._common import check_complete, decode_text, read_bytes, strip_bom
+from ._common import (
+    MAX_JSON_BYTES,
+    check_complete,
+    count_or_none,
+    decode_text,
+    load_json,
+    read_bytes,
+    shown,
+    strip_bom,
+    zone_name,
+)
 from .records import ChamberObservation, GasChannel, InstrumentFlux, ReadResult
 
 __all__ = ["read_li8200_json", "sniff_li8200"]
@@ -55,7 +64,7 @@ def _number(value: Any) -> float:
         return math.nan
     try:
         return float(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return math.nan
 
 
@@ -65,32 +74,47 @@ def _optional(value: Any) -> float | None:
     return number if math.isfinite(number) else None
 
 
+def _label(labels: Mapping[str, Any], key: str, default: str) -> str:
+    """The data column the rep's ``labels`` names for ``key``; ``default`` where it names
+    none (absent, empty or not a string)."""
+    value = labels.get(key)
+    return value if isinstance(value, str) and value.strip() else default
+
+
 def _column(
-    data: Mapping[str, Any], key: str, where: str, path: str, index: int, warnings: list[str]
+    data: Mapping[str, Any],
+    key: str,
+    what: str,
+    where: str,
+    path: str,
+    index: int,
+    warnings: list[str],
 ) -> np.ndarray:
     values = data.get(key)
     if not isinstance(values, list):
-        raise DataFileError(f"{where}: no data column {key!r}", path=path, observation=index)
+        raise DataFileError(
+            f"{where}: no {what} column {key!r} in data", path=path, observation=index
+        )
     column = np.array([_number(v) for v in values], dtype=float)
     bad = np.flatnonzero(~np.isfinite(column))
     if bad.size:
         first = int(bad[0])
         warnings.append(
             f"{where}.data.{key}: {bad.size} value(s) not a number, first at [{first}] "
-            f"({values[first]!r}): missing samples"
+            f"({shown(values[first])}): missing samples"
         )
     return column
 
 
 def _reference(entry: Mapping[str, Any]) -> InstrumentFlux | None:
-    n = _number(entry.get("n"))
-    if not n or not math.isfinite(n):
+    n = count_or_none(entry.get("n"))
+    if not n:
         return None  # the firmware computed nothing (all-zero entry)
     cx = _number(entry.get("C_x"))
     t0 = _number(entry.get("t_o"))
     fallback = cx in _FALLBACK_CX and t0 == 0
     flux = _optional(entry.get("F_o"))
-    iterations = _optional(entry.get("iter"))
+    iterations = count_or_none(entry.get("iter"))
     return InstrumentFlux(
         gas=str(entry.get("name", "")).lower(),
         flux=flux,
@@ -103,9 +127,9 @@ def _reference(entry: Mapping[str, Any]) -> InstrumentFlux | None:
         exp_cx=_optional(cx),
         exp_c0=_optional(entry.get("C_o")),
         exp_t0_s=_optional(t0),
-        iterations=None if iterations is None else int(iterations),
+        iterations=iterations,
         max_iterations=None,
-        n_points=int(n),
+        n_points=n,
         slope_per_s=_optional(entry.get("slope")),
         raw={k: str(v) for k, v in entry.items()},
     )
@@ -128,19 +152,26 @@ def _build(rep: Any, where: str, path: str, index: int, label: str) -> ChamberOb
     if not isinstance(header, Mapping) or not isinstance(data, Mapping):
         raise DataFileError(f"{where}: missing 'header' or 'data'", path=path, observation=index)
     labels = rep.get("labels") if isinstance(rep.get("labels"), Mapping) else {}
+    if not any(isinstance(data.get(gas), list) for gas in _GASES):
+        raise DataFileError(
+            f"{where}: no gas data (co2, ch4 or n2o): only the chamber's own sensors were "
+            "logged, so there is no flux to fit",
+            path=path,
+            observation=index,
+        )
     warnings: list[str] = []
-    time_key = str(labels.get("etime", "timestamp"))
-    elapsed = _column(data, time_key, where, path, index, warnings)
+    time_key = _label(labels, "etime", "timestamp")
+    elapsed = _column(data, time_key, "time", where, path, index, warnings)
     cols: dict[str, np.ndarray] = {}
-    for name, key in (
-        ("pressure_kpa", str(labels.get("pressure", "chamber_p"))),
-        ("temperature_degc", str(labels.get("temperature", "chamber_t"))),
-        ("h2o_mmol_mol", str(labels.get("h2o", "h2o"))),
+    for name, what, key in (
+        ("pressure_kpa", "pressure", _label(labels, "pressure", "chamber_p")),
+        ("temperature_degc", "temperature", _label(labels, "temperature", "chamber_t")),
+        ("h2o_mmol_mol", "water vapour", _label(labels, "h2o", "h2o")),
     ):
-        cols[name] = _column(data, key, where, path, index, warnings)
+        cols[name] = _column(data, key, what, where, path, index, warnings)
     for gas, (column, _unit) in _GASES.items():
-        if gas in data:
-            cols[column] = _column(data, gas, where, path, index, warnings)
+        if isinstance(data.get(gas), list):
+            cols[column] = _column(data, gas, gas, where, path, index, warnings)
     lengths = {k: v.size for k, v in cols.items()}
     if any(n != elapsed.size for n in lengths.values()):
         detail = ", ".join(f"{k} {n}" for k, n in lengths.items())
@@ -150,9 +181,9 @@ def _build(rep: Any, where: str, path: str, index: int, label: str) -> ChamberOb
             observation=index,
         )
 
-    volume = _number(header.get(str(labels.get("volume", "TotalVolume"))))
-    area = _number(header.get(str(labels.get("area", "Area"))))
-    dead_band = _number(header.get(str(labels.get("deadband", "DeadBand"))))
+    volume = _number(header.get(_label(labels, "volume", "TotalVolume")))
+    area = _number(header.get(_label(labels, "area", "Area")))
+    dead_band = _number(header.get(_label(labels, "deadband", "DeadBand")))
     if not math.isfinite(dead_band) or dead_band < 0:
         raise DataFileError(
             f"{where}.header: dead band missing or negative", path=path, observation=index
@@ -183,7 +214,9 @@ def _build(rep: Any, where: str, path: str, index: int, label: str) -> ChamberOb
         entries = []
     for entry in entries:
         if not isinstance(entry, Mapping):
-            warnings.append(f"{where}.footer.fluxes: entry {entry!r} is not an object, skipped")
+            warnings.append(
+                f"{where}.footer.fluxes: entry {shown(entry)} is not an object, skipped"
+            )
             continue
         ref = _reference(entry)
         name = str(entry.get("name", "")).lower()
@@ -211,7 +244,14 @@ def _build(rep: Any, where: str, path: str, index: int, label: str) -> ChamberOb
         start = dt.datetime.strptime(str(stamp), "%Y-%m-%d %H:%M:%S")  # noqa: DTZ007
     except ValueError:
         start = None
-        warnings.append(f"{where}.header: unreadable Date {stamp!r}")
+        warnings.append(f"{where}.header: unreadable Date {shown(stamp)}")
+    declared_zone = header.get("TimeZone")
+    zone = zone_name(declared_zone)
+    if declared_zone and zone is None:
+        warnings.append(
+            f"{where}.header: TimeZone {shown(declared_zone)} is not a known IANA time zone, "
+            "ignored"
+        )
     offset = _number(header.get("Offset"))
     return ChamberObservation(
         source_file=path,
@@ -221,7 +261,7 @@ def _build(rep: Any, where: str, path: str, index: int, label: str) -> ChamberOb
         label=label,
         start_time=start,
         closed_time=start,
-        time_zone=str(header["TimeZone"]) if header.get("TimeZone") else None,
+        time_zone=zone,
         volume_cm3=volume,
         area_cm2=area,
         offset_cm=offset if math.isfinite(offset) else None,
@@ -248,22 +288,20 @@ def read_li8200_json(path: str | os.PathLike[str]) -> ReadResult:
     ReadResult
         One observation per rep, numbered datasets, then labels, then reps. ``rejected``
         holds a :class:`~chamberd.controller.errors.DataFileError` per rep that cannot be
-        used (missing header value or column, cut short) and per dataset or label that is
-        not an object with ``reps``.
+        used (no gas data, missing header value or column, cut short) and per dataset or
+        label that is not an object with ``reps``.
 
     Raises
     ------
     DataFileError
-        When the file cannot be read, is empty, is not JSON (with the line of the error),
-        or has no ``datasets`` list or no reps at all.
+        When the file cannot be read, is over 64 MiB, is empty, is not JSON (with the line
+        of the error) or nests deeper than 32 levels, or has no ``datasets`` list or no reps
+        at all.
     """
-    path_text, raw = read_bytes(path)
+    path_text, raw = read_bytes(path, max_bytes=MAX_JSON_BYTES, what="a Smart Chamber JSON file")
     if not raw.strip():
         raise DataFileError("empty file: not a Smart Chamber JSON file", path=path_text)
-    try:
-        doc = json.loads(decode_text(raw))
-    except json.JSONDecodeError as exc:
-        raise DataFileError(f"not valid JSON: {exc.msg}", path=path_text, line=exc.lineno) from None
+    doc = load_json(decode_text(raw), path=path_text)
     datasets = doc.get("datasets") if isinstance(doc, Mapping) else None
     if not isinstance(datasets, list):
         raise DataFileError("no 'datasets' list: not a Smart Chamber file", path=path_text)

@@ -226,7 +226,8 @@ def test_missing_data_column_refuses_the_rep(tmp_path):
     doc = _doc()
     del _rep(doc, 0, "47", "REP_1")["data"]["chamber_t"]
     (refused,) = read_li8200_json(_write(tmp_path, doc)).rejected
-    assert "observation 1" in str(refused) and "no data column 'chamber_t'" in str(refused)
+    assert "observation 1" in str(refused)
+    assert "no temperature column 'chamber_t' in data" in str(refused)
 
 
 def test_rep_cut_short_is_refused_by_its_summary(tmp_path):
@@ -326,3 +327,63 @@ def test_unreadable_file_is_a_data_file_error(tmp_path, what):
     with pytest.raises(DataFileError, match="cannot read file") as info:
         read_li8200_json(path)
     assert str(path) in str(info.value)
+
+
+def test_rep_without_gas_data_says_so(tmp_path):
+    # a Smart Chamber logging only its own sensors: no analyser columns, empty labels
+    doc = _doc()
+    rep = _rep(doc, 0, "47", "REP_2")
+    for gas in ("co2", "ch4", "h2o"):
+        del rep["data"][gas]
+    rep["labels"]["h2o"] = ""
+    rep["header"]["InstrumentModel"] = ""
+    path = _write(tmp_path, doc)
+    result = read_li8200_json(path)
+    assert [o.index for o in result.observations] == [1, 3, 4]
+    (refused,) = result.rejected
+    assert str(refused) == (
+        f"{path}, observation 2: datasets[0].47.reps.REP_2: no gas data (co2, ch4 or n2o): "
+        "only the chamber's own sensors were logged, so there is no flux to fit"
+    )
+
+
+def test_file_without_any_gas_data_refuses_every_rep(tmp_path):
+    doc = _doc()
+    for dataset, label in ((0, "47"), (1, "48")):
+        for rep in doc["datasets"][dataset][label]["reps"].values():
+            for gas in ("co2", "ch4"):
+                del rep["data"][gas]
+    result = read_li8200_json(_write(tmp_path, doc))
+    assert result.observations == () and len(result.rejected) == 4
+    assert all("no gas data" in str(e) for e in result.rejected)
+
+
+def test_empty_labels_fall_back_to_the_default_columns(fluxfinder, tmp_path):
+    doc = _doc()
+    labels = _rep(doc, 0, "47", "REP_1")["labels"]
+    for key in ("etime", "pressure", "temperature", "h2o", "volume", "area", "deadband"):
+        labels[key] = ""
+    labels["h2o"] = None
+    obs = read_li8200_json(_write(tmp_path, doc)).observations[0]
+    original = fluxfinder.observations[0]
+    np.testing.assert_array_equal(obs.elapsed_s, original.elapsed_s)
+    assert obs.columns.keys() == original.columns.keys() and not obs.warnings
+
+
+def test_missing_water_column_is_named(tmp_path):
+    doc = _doc()
+    rep = _rep(doc, 0, "47", "REP_1")
+    del rep["data"]["h2o"]
+    (refused,) = read_li8200_json(_write(tmp_path, doc)).rejected
+    assert "REP_1: no water vapour column 'h2o' in data" in str(refused)
+
+
+def test_time_zone_that_is_not_an_iana_name_is_ignored_with_a_warning(tmp_path):
+    doc = _doc()
+    _rep(doc, 0, "47", "REP_1")["header"]["TimeZone"] = "Eastern Time"
+    obs = read_li8200_json(_write(tmp_path, doc)).observations[0]
+    assert obs.time_zone is None
+    assert obs.warnings == (
+        "datasets[0].47.reps.REP_1.header: TimeZone 'Eastern Time' is not a known IANA time "
+        "zone, ignored",
+    )

@@ -7,6 +7,7 @@ test time. The real .82z has one row per second: data row ``i`` (0-based) is on 
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
 import io
 import json
@@ -443,6 +444,237 @@ def test_unreadable_file_is_a_data_file_error(tmp_path, what):
     path = tmp_path / "absent.82z"
     if what == "folder":
         path.mkdir()
-    with pytest.raises(DataFileError, match="not a readable .82z") as info:
+    with pytest.raises(DataFileError, match="cannot read file") as info:
         read_82z(path)
     assert str(path) in str(info.value)
+
+
+# --- logger clock stalls -----------------------------------------------------------------
+#
+# Fixtures in the pattern of LI-8250 loggers whose clock stalls: for a stall of `frozen`
+# + `burst` seconds from elapsed `first`, the first `frozen` rows all carry the TIME of the
+# first of them (the clock stood still), the next `burst` rows all carry the TIME of the
+# last of them (the burst written when the clock caught up), and every burst row is written
+# twice in a row (the consecutive duplicate pairs). Every sample of the original is still
+# there, so the reader must give back the original trace exactly.
+
+
+def _stalled(
+    stalls: list[tuple[int, int, int]], *, dup_frozen: bool = False, lost: int = 0
+) -> Callable[[list[list[str]]], list[list[str]]]:
+    def change(table: list[list[str]]) -> list[list[str]]:
+        stamp = _column(table, "LI-8250:TIME")
+        rows = table[3:]
+        plan: dict[int, tuple[str, bool]] = {}
+        drop: set[int] = set()
+        for first, frozen, burst in stalls:
+            i0 = first + 9  # data row i has elapsed time i - 9 s
+            for k in range(frozen):
+                plan[i0 + k] = (rows[i0][stamp], dup_frozen)
+            last = i0 + frozen + burst - 1
+            for k in range(burst):
+                plan[i0 + frozen + k] = (rows[last][stamp], True)
+            drop.update(range(i0 + frozen, i0 + frozen + lost))  # burst samples never written
+        out = []
+        for i, row in enumerate(rows):
+            if i in drop:
+                continue
+            if i in plan:
+                row = list(row)
+                row[stamp], twice = plan[i]
+                out += [row, list(row)] if twice else [row]
+            else:
+                out.append(row)
+        return table[:3] + out
+
+    return change
+
+
+STALLS = {
+    "in the fit window": [(2, 12, 18)],
+    "mid-trace": [(100, 20, 10)],
+    "across the closure": [(-5, 15, 15)],
+    "at the end": [(151, 10, 20)],
+    "burst only": [(60, 1, 29)],
+    "frozen only": [(60, 29, 1)],
+    "three stalls": [(20, 10, 20), (70, 15, 15), (120, 5, 25)],
+}
+
+
+def _stall_copy(source: Path, tmp_path: Path, summary_path: Path, change) -> Path:
+    folder = tmp_path / "site"
+    folder.mkdir(exist_ok=True)
+    shutil.copy(summary_path, folder / SUMMARY)
+    return _rezip(source, folder, edit={"data.csv": _csv_edit(change)})
+
+
+@pytest.mark.parametrize("dup_frozen", [False, True], ids=["frozen once", "frozen twice"])
+@pytest.mark.parametrize("stalls", STALLS.values(), ids=STALLS.keys())
+def test_stalled_clock_gives_back_the_original_trace(
+    source, summary_path, original, tmp_path, stalls, dup_frozen
+):
+    path = _stall_copy(source, tmp_path, summary_path, _stalled(stalls, dup_frozen=dup_frozen))
+    (obs,) = read_82z(path).observations
+    np.testing.assert_array_equal(obs.elapsed_s, original.elapsed_s)
+    for key, values in original.columns.items():
+        np.testing.assert_array_equal(obs.columns[key], values)
+    assert obs.initial == original.initial and obs.closed_time == original.closed_time
+    assert obs.reference == original.reference  # the summary row still matches
+    duplicates = sum(burst + (frozen if dup_frozen else 0) for _, frozen, burst in stalls)
+    assert obs.warnings[0] == (
+        f"{duplicates} duplicate logger rows dropped (same time and gas values as the row before)"
+    )
+    assert list(obs.warnings[1:]) == [
+        f"logger clock stall at elapsed {first} to {first + frozen + burst - 1} s: "
+        f"{frozen + burst} samples retimed at even intervals"
+        for first, frozen, burst in stalls
+    ]
+
+
+def test_stalled_clock_fits_as_the_original_and_the_instrument(
+    source, summary_path, reference_data, tmp_path, capsys
+):
+    from chamberd.controller.cli import main
+
+    def fit(folder: Path) -> dict[str, str]:
+        out = tmp_path / f"{folder.name}.csv"
+        assert main(["fit", "-q", str(folder), "-o", str(out)]) == 0
+        (row,) = list(csv.DictReader(out.open()))
+        return row
+
+    stalled = _stall_copy(source, tmp_path, summary_path, _stalled(STALLS["in the fit window"]))
+    ours, plain = fit(stalled.parent), fit(reference_data / "li8250")
+    for key in ("n_points", "lin_flux", "exp_flux", "flux", "model", "c0", "h2o_mmol_mol"):
+        assert ours[key] == plain[key], key
+    # the instrument fitted the same 16 samples; its 3-iteration exponential stops short of
+    # the least-squares optimum: ours is within 6 % of it and fits at least as well
+    assert ours["n_points"] == ours["ref_n_points"] == "16"
+    assert float(ours["exp_flux"]) == pytest.approx(float(ours["ref_exp_flux"]), rel=0.06)
+    assert float(ours["exp_r2"]) >= float(ours["ref_exp_r2"])
+
+
+def test_stall_with_a_few_samples_lost_is_kept(source, summary_path, original, tmp_path):
+    path = _stall_copy(source, tmp_path, summary_path, _stalled([(100, 10, 20)], lost=2))
+    (obs,) = read_82z(path).observations
+    assert obs.elapsed_s.size == original.elapsed_s.size - 2
+    missing = set(original.elapsed_s) - set(obs.elapsed_s)
+    assert missing == {110.0, 111.0}  # the burst is placed back from its end
+    assert (
+        "logger clock stall at elapsed 100 to 129 s: 28 samples for 30 intervals (2 missing); "
+        "the rows frozen at 100 s retimed forward, the burst at 129 s back from its end"
+    ) in obs.warnings
+
+
+def test_stall_whose_burst_is_lost_is_refused(source, summary_path, tmp_path):
+    path = _stall_copy(source, tmp_path, summary_path, _stalled([(100, 10, 20)], lost=15))
+    result = read_82z(path)
+    (refused,) = result.rejected
+    assert isinstance(refused, TruncatedObservationError) and str(path) in str(refused)
+    assert "samples missing between elapsed 109 s and 125 s" in str(refused)
+
+
+def test_clock_frozen_to_the_end_is_refused(source, summary_path, tmp_path):
+    path = _stall_copy(source, tmp_path, summary_path, _stalled([(150, 31, 0)]))
+    (refused,) = read_82z(path).rejected
+    assert isinstance(refused, TruncatedObservationError)
+    assert "trace ends at elapsed 150 s of an observation length of 180 s" in str(refused)
+
+
+@pytest.mark.parametrize(
+    ("logged", "gas", "times", "kept", "actions"),
+    [
+        # 1 Hz, nothing to do
+        ([0, 1, 2, 3], [1, 2, 3, 4], [0, 1, 2, 3], 4 * [True], []),
+        # frozen at 1, burst at 4: 4 samples for 4 s
+        ([0, 1, 1, 1, 4, 4, 5], [1, 2, 3, 4, 5, 5, 6], [0, 1, 2, 3, 4, 5], None, ["retimed"]),
+        # a plain gap, no repeated time: left for the completeness check
+        ([0, 1, 5, 6], [1, 2, 3, 4], [0, 1, 5, 6], 4 * [True], []),
+        # fewer samples than seconds: frozen forward, burst back, the hole stays
+        ([0, 1, 1, 9, 9, 10], [1, 2, 3, 4, 5, 6], [0, 1, 2, 8, 9, 10], None, ["partly retimed"]),
+        # more samples than seconds: as logged
+        ([0, 1, 1, 1, 2, 3], [1, 2, 3, 4, 5, 6], [0, 1, 1, 1, 2, 3], None, ["kept"]),
+        # the clock going back is never retimed
+        ([0, 1, 1, 0, 4, 5], [1, 2, 3, 4, 5, 6], [0, 1, 1, 0, 4, 5], None, []),
+        # same time, different gas: two samples, not a duplicate
+        ([0, 1, 1, 3], [1, 2, 2.5, 3], [0, 1, 2, 3], 4 * [True], ["retimed"]),
+    ],
+)
+def test_retime_stalls(logged, gas, times, kept, actions):
+    from chamberd.network_sync.formats.li8250 import retime_stalls
+
+    got, got_kept, stalls = retime_stalls(np.array(logged, float), np.array([gas], float))
+    assert got.tolist() == times
+    if kept is not None:
+        assert got_kept.tolist() == kept
+    assert [s.action for s in stalls] == actions
+
+
+def test_real_file_sample_count_matches_the_summary(original):
+    # the shared file has no stall: 16 samples in the window, as the instrument's N
+    (gas,) = original.gases
+    window = (original.elapsed_s >= gas.dead_band_s) & (original.elapsed_s <= gas.end_s)
+    assert int(window.sum()) == original.reference["co2"].n_points == 16
+
+
+def test_chamber_sensors_only_says_there_is_no_gas_data(source, tmp_path):
+    # a chamber logged without its analyser: no LI-870 columns, no FLUX settings
+    def drop_analyser(table):
+        keep = [j for j, group in enumerate(table[0]) if group != "LI-870"]
+        return [[row[j] for j in keep] for row in table]
+
+    path = _rezip(
+        source,
+        tmp_path,
+        edit={
+            "data.csv": _csv_edit(drop_analyser),
+            "metadata.json": _meta_edit(lambda m: m.__setitem__("FLUX", [])),
+        },
+    )
+    (refused,) = read_82z(path, summary={}).rejected
+    assert str(refused) == (
+        f"{path}, observation 1: no gas data (CO2_DRY, CH4_DRY or N2O_DRY) in data.csv: only "
+        "the chamber's own sensors were logged, so there is no flux to fit"
+    )
+
+
+def test_empty_gas_source_is_the_only_analyser_with_the_gas(source, original, tmp_path):
+    path = _rezip(
+        source,
+        tmp_path,
+        edit={"metadata.json": _meta_edit(lambda m: m["FLUX"][0].__setitem__("GAS_SOURCE", ""))},
+    )
+    (obs,) = read_82z(path, summary={}).observations
+    np.testing.assert_array_equal(
+        obs.columns["co2_dry_umol_mol"], original.columns["co2_dry_umol_mol"]
+    )
+
+
+def test_empty_gas_source_with_the_gas_from_two_analysers_is_refused(source, tmp_path):
+    def second_analyser(table):
+        # a copy of the CO2_DRY column under another analyser's group
+        j = _column(table, "LI-870:CO2_DRY")
+        extra = ["LI-7810", "CO2_DRY"] + [row[j] for row in table[2:]]
+        return [[*row, cell] for row, cell in zip(table, extra, strict=True)]
+
+    path = _rezip(
+        source,
+        tmp_path,
+        edit={
+            "data.csv": _csv_edit(second_analyser),
+            "metadata.json": _meta_edit(lambda m: m["FLUX"][0].__setitem__("GAS_SOURCE", "")),
+        },
+    )
+    (refused,) = read_82z(path, summary={}).rejected
+    assert "FLUX[0] names no GAS_SOURCE for CO2_DRY and data.csv has it from LI-7810, LI-870" in (
+        str(refused)
+    )
+
+
+def test_empty_temperature_source_is_the_chamber_default(source, original, tmp_path):
+    def empty(meta):
+        meta["FLUX"][0]["T_SOURCE"] = ""
+        meta["FLUX"][0]["TEMPERATURE"] = ""
+
+    path = _rezip(source, tmp_path, edit={"metadata.json": _meta_edit(empty)})
+    (obs,) = read_82z(path, summary={}).observations
+    assert obs.initial == original.initial
