@@ -522,6 +522,8 @@ def value_problem(value: Any, kind: str) -> str | None:
 def _text_problem(text: str) -> str | None:
     if "\x00" in text:
         return "contains a NUL character (U+0000)"
+    if text.isascii():
+        return None
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
@@ -540,6 +542,8 @@ def _time_problem(value: Any) -> str | None:
             return "is not an ISO 8601 time"
     if not isinstance(value, dt.datetime):
         return f"is a {type(value).__name__}, not a time"
+    if _TIME_RANGE[0].year < value.year < _TIME_RANGE[1].year - 1:
+        return None  # no UTC offset can take it out of range
     try:
         utc = value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
     except (OverflowError, ValueError):
@@ -725,6 +729,12 @@ class Central:
         if isinstance(exc, ChamberError):
             return exc
         where = redact(self.url)
+        if isinstance(exc, sqlite3.Error) and isinstance(
+            exc.__context__, (UnicodeEncodeError, OverflowError, sqlite3.ProgrammingError)
+        ):
+            # sqlite3 (3.11) reports a value it could not bind under the connection's last,
+            # stale error message; the binding error is the one to report
+            exc = exc.__context__
         if isinstance(exc, UnicodeEncodeError):
             return SyncError(
                 f"{where}: cannot store {_snippet(exc.object)!r}: not valid Unicode "

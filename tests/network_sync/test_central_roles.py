@@ -4,19 +4,15 @@ using another site's credentials, the upgrade of a version-2 database; hostile v
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import math
-import sqlite3
-import tomllib
 import uuid as uuidlib
 from pathlib import Path
 
 import psycopg
 import pytest
-from conftest import drop_campaign_database
+from pgtools import drop_campaign_database
 
 from chamberd.controller.cli import main
-from chamberd.controller.config import parse_config, to_toml
 from chamberd.controller.errors import ConfigError, StorageError, SyncError
 from chamberd.network_sync.central import Central, add_site_role, site_role_name
 from chamberd.network_sync.sync import register_site
@@ -233,59 +229,6 @@ def test_a_raw_row_level_security_refusal_is_translated(campaign):
 # --- a site using another site's credentials, through the commands ----------------------------
 
 
-@pytest.fixture(scope="module")
-def measured_site(tmp_path_factory):
-    """A site database with four observations in its outbox (copied per test)."""
-    from chamberd.controller.app import build_site
-    from chamberd.controller.clock import FakeClock
-    from chamberd.controller.sim.site import SimulatedSite
-
-    folder = tmp_path_factory.mktemp("site")
-    data = tomllib.loads((ROOT / "controller/examples/sim-site.toml").read_text())
-    for analyser in data["analysers"]:
-        analyser["protocol"] = "memory"
-    data["storage"] = {"path": str(folder / "site.db")}
-    data["sync"] = {"system": "auto"}
-    data["cycle"] = {
-        **data["cycle"],
-        "prepurge_s": 5,
-        "dead_band_s": 10,
-        "observation_s": 60,
-        "postpurge_s": 5,
-    }
-    cfg = parse_config(data)
-    start = dt.datetime(2026, 7, 1, 3, 59, 50, tzinfo=dt.UTC)
-    clock = FakeClock(start=start)
-    site = build_site(cfg, clock=clock, site=SimulatedSite(cfg, clock), memory=True)
-    site.daemon.run(until=start + dt.timedelta(minutes=30))
-    site.daemon.shutdown("end")
-    site.close()
-    return cfg
-
-
-def _site_copy(cfg, tmp_path, site_id: str | None = None):
-    """The measured site's database and config in ``tmp_path`` (optionally as another site)."""
-    import shutil
-
-    db = tmp_path / "site.db"
-    shutil.copy(cfg.storage.path, db)
-    if site_id:
-        with sqlite3.connect(db) as con:
-            con.execute("UPDATE meta SET value = ? WHERE key = 'site'", (site_id,))
-    data = tomllib.loads(to_toml(cfg))
-    data["storage"]["path"] = str(db)
-    if site_id:
-        data["site"]["id"] = site_id
-    config = tmp_path / "site.toml"
-    config.write_text(to_toml(parse_config(data)), encoding="utf-8")
-    return config, db
-
-
-def _outbox(db) -> int:
-    with sqlite3.connect(db) as con:
-        return con.execute("SELECT count(*) FROM outbox").fetchone()[0]
-
-
 def _one_error_line(err: str) -> str:
     lines = [line for line in err.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("chamberd: error: "), err
@@ -294,11 +237,11 @@ def _one_error_line(err: str) -> str:
 
 
 def test_sync_with_another_sites_credentials_is_refused_and_keeps_the_outbox(
-    campaign, measured_site, tmp_path, capsys
+    campaign, measured_site, site_copy, outbox, tmp_path, capsys
 ):
     b = campaign["sites"]["B"]
-    config, db = _site_copy(measured_site, tmp_path, site_id=b)
-    before = _outbox(db)
+    config, db = site_copy(measured_site, tmp_path, site_id=b)
+    before = outbox(db)
     assert main(["sync", str(config), "--target", campaign["urls"]["A"]]) == 1
     captured = capsys.readouterr()
     line = _one_error_line(captured.err)
@@ -307,15 +250,17 @@ def test_sync_with_another_sites_credentials_is_refused_and_keeps_the_outbox(
     assert f"this role writes site '{campaign['sites']['A']}'" in line
     password = campaign["urls"]["A"].split(":")[2].split("@")[0]
     assert password not in captured.err + captured.out
-    assert _outbox(db) == before > 0
+    assert outbox(db) == before > 0
     with Central.connect(campaign["url"]) as admin:
         assert admin.query("SELECT count(*) AS n FROM observations")[0]["n"] == 2
 
 
-def test_sync_with_its_own_credentials_works(campaign, measured_site, tmp_path, capsys):
-    config, db = _site_copy(measured_site, tmp_path, site_id=campaign["sites"]["A"])
+def test_sync_with_its_own_credentials_works(
+    campaign, measured_site, site_copy, outbox, tmp_path, capsys
+):
+    config, db = site_copy(measured_site, tmp_path, site_id=campaign["sites"]["A"])
     assert main(["sync", str(config), "--target", campaign["urls"]["A"]]) == 0
-    assert "sent 4" in capsys.readouterr().out and _outbox(db) == 0
+    assert "sent 4" in capsys.readouterr().out and outbox(db) == 0
     with Central.connect(campaign["url"]) as admin:
         rows = admin.query("SELECT DISTINCT site_id FROM fluxes")
         assert [r["site_id"] for r in rows] == [campaign["sites"]["A"]]

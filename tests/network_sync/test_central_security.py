@@ -8,7 +8,7 @@ import uuid as uuidlib
 
 import psycopg
 import pytest
-from conftest import drop_campaign_database
+from pgtools import drop_campaign_database
 
 from chamberd.network_sync.central import Central, add_site_role
 
