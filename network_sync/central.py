@@ -826,9 +826,16 @@ class Central:
             return
         row = self.query(
             "SELECT has_table_privilege('observations', 'INSERT') AS may_insert, "
+            "has_table_privilege('observations', 'SELECT') AS may_read, "
             "row_security_active('observations') AS confined"
         )[0]
         role = self.role or "this role"
+        if not row["may_read"]:
+            raise SyncError(
+                f"{redact(self.url)}: the central database refused site {site_id!r}'s rows for "
+                f"role {role}: this role has no access to this campaign's tables (a role of "
+                "another campaign database?)"
+            )
         if not row["may_insert"]:
             raise SyncError(
                 f"{redact(self.url)}: the central database refused site {site_id!r}'s rows for "

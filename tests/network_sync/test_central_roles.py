@@ -118,8 +118,11 @@ def test_the_same_site_id_in_two_databases_gets_two_roles(campaign, postgres_adm
             _site_url(other, campaign["roles"]["A"], "x"),
             _site_url(campaign["url"], role_2, password_2),
         ):
-            with Central.connect(url) as central, pytest.raises(SyncError, match="not allowed"):
-                central.query("SELECT * FROM observations")
+            with Central.connect(url) as central:
+                with pytest.raises(SyncError, match="not allowed"):
+                    central.query("SELECT * FROM observations")
+                with pytest.raises(SyncError, match="no access to this campaign's tables"):
+                    register_site(central, site_id=site, system_id="auto", at="2026-07-02Z")
     finally:
         drop_campaign_database(postgres_admin_url, other)
 
