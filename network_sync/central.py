@@ -56,6 +56,7 @@ __all__ = [
     "redact",
     "site_role_name",
     "value_problem",
+    "values_fine",
 ]
 
 _TYPES = {
@@ -477,6 +478,10 @@ def site_role_name(campaign_id: str, site_id: str) -> str:
 # --- values both backends can hold ----------------------------------------------------------
 
 _INT4 = 2**31
+#: the ISO 8601 forms both backends read: a date, a time to the second or finer, an offset
+_ISO_TIME = re.compile(
+    r"\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,6})?)?)?(?:Z|[+-]\d{2}:?\d{2})?"
+)
 _TIME_RANGE = (
     dt.datetime(1900, 1, 1, tzinfo=dt.UTC),
     dt.datetime(2200, 1, 1, tzinfo=dt.UTC),
@@ -519,6 +524,42 @@ def value_problem(value: Any, kind: str) -> str | None:
     raise ValueError(f"unknown value kind {kind!r}")  # pragma: no cover - a programming error
 
 
+def values_fine(values: Sequence[Any], kind: str) -> bool:
+    """True when every value is fine for ``kind`` (:func:`value_problem`), decided quickly
+    for a whole column; False means: look at each value."""
+    types = set(map(type, values))
+    types.discard(type(None))
+    missing = values.count(None)
+    if kind == "float":
+        return types <= {float}
+    if kind == "int":
+        present = [v for v in values if v is not None] if missing else values
+        return types <= {int} and (not present or -_INT4 <= min(present) <= max(present) < _INT4)
+    if not types <= {str} or (kind == "key" and missing):
+        return False
+    strings = list(filter(None, values))
+    if kind in ("key", "time") and len(strings) != len(values) - missing:
+        return False  # an empty string
+    if _text_problem("".join(strings)):
+        return False
+    if kind != "time" or not strings:
+        return True
+    if not all(map(_ISO_TIME.fullmatch, strings)):
+        return False
+    try:
+        times = list(map(dt.datetime.fromisoformat, strings))
+        aware = {t.tzinfo is not None for t in times}
+        if aware == {True}:
+            first, last = min(times).astimezone(dt.UTC), max(times).astimezone(dt.UTC)
+        elif aware == {False}:
+            first, last = min(times).replace(tzinfo=dt.UTC), max(times).replace(tzinfo=dt.UTC)
+        else:
+            return False
+    except (ValueError, OverflowError):
+        return False
+    return _TIME_RANGE[0] <= first and last < _TIME_RANGE[1]
+
+
 def _text_problem(text: str) -> str | None:
     if "\x00" in text:
         return "contains a NUL character (U+0000)"
@@ -536,10 +577,12 @@ def _time_problem(value: Any) -> str | None:
         problem = _text_problem(value)
         if problem:
             return problem
+        if not _ISO_TIME.fullmatch(value):
+            return "is not an ISO 8601 time (like 2026-07-01T04:00:00Z)"
         try:
-            value = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+            value = dt.datetime.fromisoformat(value)
         except ValueError:
-            return "is not an ISO 8601 time"
+            return "is not an ISO 8601 time (like 2026-07-01T04:00:00Z)"
     if not isinstance(value, dt.datetime):
         return f"is a {type(value).__name__}, not a time"
     if _TIME_RANGE[0].year < value.year < _TIME_RANGE[1].year - 1:
@@ -796,7 +839,7 @@ class Central:
         if isinstance(exc, (errors.UndefinedTable, errors.UndefinedColumn)):
             return _no_schema(where, text)
         if isinstance(exc, psycopg.DataError):
-            return SyncError(f"{where}: cannot store a value: {text}")
+            return SyncError(f"{where}: a value the database cannot hold: {text}")
         if isinstance(exc, errors.ReadOnlySqlTransaction):
             return StorageError(f"{where}: opened read-only: {text}")
         sqlstate = getattr(exc, "sqlstate", None) or ""

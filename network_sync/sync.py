@@ -31,7 +31,7 @@ from typing import Any
 from chamberd.controller.clock import Clock, SystemClock
 from chamberd.controller.errors import ConfigError, DataFileError, StorageError, SyncError
 
-from .central import Central, redact, value_problem
+from .central import Central, redact, value_problem, values_fine
 
 __all__ = [
     "SAMPLE_FIELDS",
@@ -568,10 +568,12 @@ def check_payloads(payloads: list[dict[str, Any]]) -> None:
                         f"{where}: flux {f.get('gas')}/{f.get('model')}: {key} "
                         f"{_shown(f.get(key))} {problem}"
                     )
-        for sample in p["samples"]:
-            for key, kind, value in zip(SAMPLE_FIELDS, _SAMPLE_KINDS, sample, strict=False):
-                if value is None or (kind == "float" and type(value) is float):
-                    continue  # the common case, quickly
+        # samples column by column: a whole column at once in the common case
+        for index, column in enumerate(zip(*p["samples"], strict=False)):
+            key, kind = SAMPLE_FIELDS[index], _SAMPLE_KINDS[index]
+            if values_fine(column, kind):
+                continue
+            for sample, value in zip(p["samples"], column, strict=True):
                 problem = value_problem(value, kind)
                 if problem:
                     raise DataFileError(

@@ -290,8 +290,9 @@ def test_refit_by_an_analyst_is_refused_with_a_message(campaign, postgres_admin,
     url = _login(campaign, postgres_admin, "carol", campaign["groups"]["analyst"])
     with Central.connect(campaign["url"]) as admin:
         admin.execute(
-            "INSERT INTO samples (site_id, observation_uuid, seq, elapsed_s, co2_umol_mol) "
-            "SELECT site_id, uuid, s, s * 1.0, 400 + s FROM observations, "
+            "INSERT INTO samples (site_id, observation_uuid, seq, elapsed_s, co2_umol_mol, "
+            "h2o_mmol_mol, cell_temperature_degc, cell_pressure_kpa) "
+            "SELECT site_id, uuid, s, s * 1.0, 400 + s, 10, 25, 100 FROM observations, "
             "generate_series(0, 40) AS s"
         )
         admin.execute("UPDATE observations SET area_cm2 = 317.8, volume_cm3 = 5000")
@@ -355,11 +356,18 @@ def test_upgrade_from_version_2_keeps_data_and_legacy_site_roles(postgres_url, p
             assert central.migrate(upto=2) == [1, 2]
             _v2_rows(central, [a, b])
             legacy = [_legacy_role(central, a), _legacy_role(central, b)]
+            analyst = f"chamberd_v2_analyst_{suffix}"  # an analyst of the version-2 scheme
+            central._execute_raw(f'CREATE ROLE "{analyst}" LOGIN IN ROLE chamberd_analyst')
+            legacy.append(analyst)
             before = _contents(central)
             assert central.migrate() == [3]
             assert _contents(central) == before
             groups = central.role_names()
-            assert [r["role_name"] for r in central.legacy_site_roles()] == legacy
+            assert [r["role_name"] for r in central.legacy_site_roles()] == legacy[:2]
+        with psycopg.connect(_site_url(postgres_url, analyst, "x"), autocommit=True) as conn:
+            assert conn.execute("SELECT count(*) FROM observations").fetchone()[0] == 2
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.execute("DELETE FROM fluxes")
         # the old role still writes its own site, and only that; hanging rows onto the other
         # site's observation is refused now
         with psycopg.connect(_site_url(postgres_url, legacy[0], "x"), autocommit=True) as conn:

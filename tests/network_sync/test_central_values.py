@@ -11,7 +11,7 @@ import sqlite3
 import pytest
 
 from chamberd.controller.cli import main
-from chamberd.controller.errors import DataFileError, SyncError
+from chamberd.controller.errors import ConfigError, DataFileError, SyncError
 from chamberd.network_sync.central import Central
 from chamberd.network_sync.queries import fluxes as query_fluxes
 from chamberd.network_sync.sync import (
@@ -290,3 +290,23 @@ def test_import_rejects_the_file_naming_observation_and_field(
     assert "observation " in rejected[0]
     with Central.connect(central_url, mode="read") as central:
         assert [r["chamber"] for r in central.query("SELECT chamber FROM observations")] == ["M2"]
+
+
+def test_site_registration_refuses_values_either_backend_cannot_hold(central):
+    for field, value in (("name", "a\x00b"), ("time_zone", "\udcff"), ("latitude", "north")):
+        with pytest.raises(ConfigError, match=f"site 'S2': {field} "):
+            register_site(central, site_id="S2", system_id="auto", at=_NOW, **{field: value})
+    geometry = [{"chamber": "C\x00", "since": "2026-01-01", "area_cm2": 1.0, "volume_cm3": 1.0,
+                 "offset_cm": 0.0}]  # fmt: skip
+    with pytest.raises(ConfigError, match="chamber geometry chamber"):
+        register_site(central, site_id="S2", system_id="auto", at=_NOW, geometry=geometry)
+    assert not central.query("SELECT 1 FROM sites WHERE site_id = 'S2'")
+
+
+def test_a_query_filter_that_is_not_unicode_is_one_line(central_url, capsys):
+    """A lone surrogate from a command line of non-UTF-8 bytes, into either backend."""
+    assert main(["central", "init", central_url]) == 0
+    capsys.readouterr()
+    assert main(["query", "--target", central_url, "--site", "\udcff"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "not valid Unicode" in err and "Traceback" not in err
