@@ -182,8 +182,18 @@ class Database:
         self.url = f"{admin_url.rsplit('/', 1)[0]}/{self.name}"
 
     def drop(self) -> None:
+        """Drop the database, then its campaign's roles (roles outlive databases)."""
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            row = conn.execute("SELECT to_regclass('campaign')").fetchone()
+            campaign = row[0] and conn.execute("SELECT campaign_id FROM campaign").fetchone()[0]
         with psycopg.connect(self.admin_url, autocommit=True) as conn:
             conn.execute(f"DROP DATABASE IF EXISTS {self.name} WITH (FORCE)")
+            if campaign:
+                for (role,) in conn.execute(
+                    "SELECT rolname FROM pg_roles WHERE rolname LIKE %s",
+                    (f"chamberd\\_{campaign}\\_%",),
+                ).fetchall():
+                    conn.execute(f'DROP ROLE IF EXISTS "{role}"')
 
 
 def _prepare(central: Central) -> None:

@@ -459,7 +459,7 @@ class Daemon:
         from chamberd.network_sync.sync import upload_site
 
         try:
-            with Central.connect(sync.target, connect_timeout_s=10) as central:
+            with Central.connect(sync.target, mode="write", connect_timeout_s=10) as central:
                 if central.schema_version() == 0:
                     raise SyncError("the central database has no chamberd schema")
                 summary = upload_site(

@@ -123,17 +123,30 @@ def central_group() -> None:
 def central_init_command(url: str) -> None:
     """Create or upgrade the central schema (versioned migrations).
 
-    URL is sqlite:///path/to/central.db or postgresql://user@host/database.
+    URL is sqlite:///path/to/central.db or postgresql://user@host/database. A missing SQLite
+    file is created; so is a missing PostgreSQL database, where the server lets this login.
 
     Example: chamberd central init postgresql://postgres@127.0.0.1/campaign
     """
     from chamberd.network_sync.central import Central, redact
 
-    with Central.connect(url) as central:
+    with Central.connect(url, mode="create") as central:
         applied = central.migrate()
         version = central.schema_version()
+        roles = central.role_names() if central.dialect == "postgresql" else None
+        legacy = central.legacy_site_roles()
     done = f"applied migration(s) {', '.join(map(str, applied))}" if applied else "up to date"
     click.echo(f"{redact(url)}: schema version {version} ({done})")
+    if roles:
+        click.echo(
+            f"roles: analysts {roles['analyst']} (GRANT {roles['analyst']} TO <login>), "
+            f"site writers {roles['writer']} (chamberd central add-site)"
+        )
+    for old in legacy:
+        click.echo(
+            f"site {old['site_id']!r} still writes with role {old['role_name']} of an older "
+            f"chamberd: chamberd central add-site {redact(url)} {old['site_id']} replaces it"
+        )
 
 
 @central_group.command("add-site")
@@ -156,16 +169,20 @@ def central_add_site_command(url: str, site: str, password_file: str | None) -> 
 
     from chamberd.network_sync.central import Central, add_site_role
 
-    with Central.connect(url) as central:
-        if central.schema_version() < 2:
-            raise ConfigError("the central schema is missing or old: run chamberd central init")
+    with Central.connect(url, mode="write") as central:
         role, password = add_site_role(central, site)
     parts = urlsplit(url)
     host = parts.hostname or ""
     if parts.port:
         host = f"{host}:{parts.port}"
     site_url = urlunsplit(
-        (parts.scheme, f"{role}:{quote(password, safe='')}@{host}", parts.path, "", "")
+        (
+            parts.scheme,
+            f"{quote(role, safe='')}:{quote(password, safe='')}@{host}",
+            parts.path,
+            "",
+            "",
+        )
     )
     if password_file:
         path = Path(password_file)
@@ -207,7 +224,7 @@ def import_command(
 
     Example: chamberd import --target sqlite:///c.db --site YMS --system gmp --format cosore d2020
     """
-    from chamberd.network_sync.central import Central, redact
+    from chamberd.network_sync.central import Central
     from chamberd.network_sync.importers import import_paths, report_json
 
     if time_zone:
@@ -235,9 +252,9 @@ def import_command(
                 err=True,
             )
 
-    with Central.connect(target) as central:
-        if central.schema_version() == 0:
-            raise ConfigError(f"{redact(target)}: no chamberd schema (chamberd central init)")
+    with Central.connect(target, mode="write") as central:
+        central.require_schema()
+        central.require_writer(site_id)
         report = import_paths(
             central,
             paths,
@@ -327,7 +344,8 @@ def query_command(
     if fmt == "parquet" and not output:
         raise click.BadParameter("Parquet needs a file", param_hint="-o")
     check_output_folder(output, "-o")
-    with Central.connect(target) as central:
+    with Central.connect(target, mode="read") as central:
+        central.require_schema()
         frame = fluxes(central, selected_only=not all_models, **filters)
     if fmt == "csv":
         text = frame.to_csv(index=False, date_format="%Y-%m-%dT%H:%M:%SZ")
@@ -371,7 +389,8 @@ def export_command(
     from chamberd.network_sync.queries import export_cosore, export_fluxnet, parse_time
 
     window = {"start": parse_time(start, "--from"), "end": parse_time(end, "--to")}
-    with Central.connect(target) as central:
+    with Central.connect(target, mode="read") as central:
+        central.require_schema()
         if layout == "cosore":
             if not system:
                 raise click.BadParameter("a COSORE data set is one system", param_hint="--system")
@@ -414,7 +433,8 @@ def refit_command(
     def progress(report: Any) -> None:
         click.echo(f"refitted {report.fitted} of {report.observations}", err=True)
 
-    with Central.connect(target) as central:
+    with Central.connect(target, mode="write") as central:
+        central.require_schema()
         report = refit(
             central,
             method=method,
@@ -451,7 +471,7 @@ def sync_command(
 
     from chamberd.controller.clock import SystemClock
     from chamberd.controller.store import SiteStore
-    from chamberd.network_sync.central import Central, redact
+    from chamberd.network_sync.central import Central
     from chamberd.network_sync.sync import upload_site
 
     cfg = _load(config, ())
@@ -463,9 +483,8 @@ def sync_command(
     clock = SystemClock()
     store = SiteStore.open_existing(cfg.storage.path)
     try:
-        with Central.connect(url) as central:
-            if central.schema_version() == 0:
-                raise ConfigError(f"{redact(url)}: no chamberd schema (chamberd central init)")
+        with Central.connect(url, mode="write") as central:
+            central.require_schema()
 
             def progress(summary: Any) -> None:
                 if not as_json:

@@ -105,15 +105,18 @@ def import_paths(
         raise DataFileError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
     report = ImportReport()
     for path in _expand(paths, fmt):
-        outcome = _import_one(
-            central,
-            path,
-            site_id=site_id,
-            system_id=system_id,
-            fmt=fmt,
-            time_zone=time_zone,
-            instrument=instrument,
-        )
+        try:
+            outcome = _import_one(
+                central,
+                path,
+                site_id=site_id,
+                system_id=system_id,
+                fmt=fmt,
+                time_zone=time_zone,
+                instrument=instrument,
+            )
+        except DataFileError as exc:  # a value the central database cannot hold: not written
+            outcome = FileOutcome(str(path), "rejected", reasons=[f"{path}: {exc}"])
         report.files.append(outcome)
         if progress is not None:
             progress(outcome)

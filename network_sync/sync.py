@@ -29,13 +29,14 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from chamberd.controller.clock import Clock, SystemClock
-from chamberd.controller.errors import SyncError
+from chamberd.controller.errors import ConfigError, DataFileError, StorageError, SyncError
 
-from .central import Central, redact
+from .central import Central, redact, value_problem, values_fine
 
 __all__ = [
     "SAMPLE_FIELDS",
     "SyncSummary",
+    "check_payloads",
     "content_hash",
     "register_site",
     "site_registration",
@@ -95,6 +96,56 @@ SAMPLE_FIELDS = (
 # the central ``samples`` columns they go to (the time is UTC there)
 _SAMPLE_TIME_FIELDS = tuple("time_utc" if f == "time" else f for f in SAMPLE_FIELDS)
 
+_TEXT_ENDINGS = ("_model", "_serial", "_id", "_hash", "_version")
+#: what each value of a payload must be to be stored on both backends
+#: (:func:`~chamberd.network_sync.central.value_problem`); ``key`` values are required
+_OBSERVATION_KINDS = {
+    "uuid": "key",
+    "chamber": "key",
+    "status": "key",
+    "reason": "text",
+    "started_at": "time",
+    "ended_at": "time",
+    **{f: "text" if f.endswith(_TEXT_ENDINGS) else "float" for f in VALUE_FIELDS},
+}
+_FLUX_KINDS = {
+    "gas": "key",
+    "model": "key",
+    "processing_version": "key",
+    "flux": "float",
+    "flux_unit": "key",
+    "flux_se": "float",
+    "r2": "float",
+    "nrmse": "float",
+    "n_points": "int",
+    "selected": "int",
+    "flags": "text",
+}
+_SAMPLE_KINDS = tuple(
+    "int" if f == "seq" else "time" if f == "time" else "text" if f == "phase" else "float"
+    for f in SAMPLE_FIELDS
+)
+_SITE_KINDS = {
+    "site_id": "key",
+    "system_id": "key",
+    "name": "text",
+    "time_zone": "key",
+    "latitude": "float",
+    "longitude": "float",
+    "instrument": "text",
+    "method": "text",
+    "owner": "text",
+    "at": "text",
+}
+_GEOMETRY_KINDS = {
+    "chamber": "key",
+    "since": "key",
+    "area_cm2": "float",
+    "volume_cm3": "float",
+    "offset_cm": "float",
+    "plot": "text",
+}
+
 
 @dataclass
 class SyncSummary:
@@ -147,7 +198,35 @@ def register_site(
     geometry: list[dict[str, Any]] | None = None,
     at: str,
 ) -> None:
-    """Create or update the site, its system and its chambers' dated geometry."""
+    """Create or update the site, its system and its chambers' dated geometry.
+
+    :class:`ConfigError` naming the field for a value the central database cannot hold;
+    :class:`SyncError` when this connection's role may not write ``site_id``.
+    """
+    values = {
+        "site_id": site_id,
+        "system_id": system_id,
+        "name": name,
+        "time_zone": time_zone,
+        "latitude": latitude,
+        "longitude": longitude,
+        "instrument": instrument,
+        "method": method,
+        "owner": owner,
+        "at": at,
+    }
+    for key, kind in _SITE_KINDS.items():
+        problem = value_problem(values[key], kind)
+        if problem:
+            raise ConfigError(f"site {site_id!r}: {key} {_shown(values[key])} {problem}")
+    for g in geometry or []:
+        for key, kind in _GEOMETRY_KINDS.items():
+            problem = value_problem(g.get(key), kind)
+            if problem:
+                raise ConfigError(
+                    f"site {site_id!r}: chamber geometry {key} {_shown(g.get(key))} {problem}"
+                )
+    central.require_writer(site_id)
     with central.transaction():
         if central.query("SELECT 1 FROM sites WHERE site_id = ?", (site_id,)):
             central.execute(
@@ -429,7 +508,7 @@ def _send(
                 raise _DryRun
     except _DryRun:
         pass
-    except SyncError:
+    except (SyncError, ConfigError, StorageError):
         raise
     except Exception as exc:
         raise SyncError(f"{redact(central.url)}: batch refused: {exc}") from exc
@@ -453,6 +532,55 @@ def _in_list(n: int) -> str:
     return ", ".join("?" for _ in range(n))
 
 
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def check_payloads(payloads: list[dict[str, Any]]) -> None:
+    """Refuse a batch holding a value either backend cannot store, before anything is written.
+
+    One rule for sync and import (both write through :func:`upsert_batch`), the same on
+    SQLite and PostgreSQL: text without NUL characters or lone surrogates, numbers where
+    numbers go (integers within 32 bits), times from 1900 to 2199 UTC
+    (:func:`~chamberd.network_sync.central.value_problem`). Raises
+    :class:`~chamberd.controller.errors.DataFileError` naming the observation and the field.
+    """
+    for p in payloads:
+        o = p["observation"]
+        uuid = o.get("uuid")
+        where = (
+            f"observation {uuid}"
+            if isinstance(uuid, str) and value_problem(uuid, "key") is None
+            else f"observation {_shown(uuid)}"
+        )
+        for key, kind in _OBSERVATION_KINDS.items():
+            problem = value_problem(o.get(key), kind)
+            if problem is None and key == "started_at" and o.get(key) is None:
+                problem = "is missing"
+            if problem:
+                raise DataFileError(f"{where}: {key} {_shown(o.get(key))} {problem}")
+        for f in p["fluxes"]:
+            for key, kind in _FLUX_KINDS.items():
+                problem = value_problem(f.get(key), kind)
+                if problem:
+                    raise DataFileError(
+                        f"{where}: flux {f.get('gas')}/{f.get('model')}: {key} "
+                        f"{_shown(f.get(key))} {problem}"
+                    )
+        # samples column by column: a whole column at once in the common case
+        for index, column in enumerate(zip(*p["samples"], strict=False)):
+            key, kind = SAMPLE_FIELDS[index], _SAMPLE_KINDS[index]
+            if values_fine(column, kind):
+                continue
+            for sample, value in zip(p["samples"], column, strict=True):
+                problem = value_problem(value, kind)
+                if problem:
+                    raise DataFileError(
+                        f"{where}: sample {_shown(sample[0])}: {key} {_shown(value)} {problem}"
+                    )
+
+
 def upsert_batch(
     central: Central,
     payloads: list[dict[str, Any]],
@@ -470,6 +598,8 @@ def upsert_batch(
     """
     if not payloads:
         return []
+    central.require_writer(site_id)
+    check_payloads(payloads)
     for p in payloads:  # a flux in the wrong unit is refused, never stored
         for f in p["fluxes"]:
             expected = FLUX_UNITS.get(f["gas"])
@@ -484,10 +614,15 @@ def upsert_batch(
     for start in range(0, len(uuids), 900):
         part = uuids[start : start + 900]
         for row in central.query(
-            "SELECT uuid, content_hash, revision FROM observations "
+            "SELECT uuid, site_id, content_hash, revision FROM observations "
             f"WHERE uuid IN ({_in_list(len(part))})",
             part,
         ):
+            if row["site_id"] != site_id:  # (under row-level security: invisible)
+                raise DataFileError(
+                    f"observation {row['uuid']} is already stored under site "
+                    f"{row['site_id']!r}, not {site_id!r}: an observation belongs to one site"
+                )
             existing[row["uuid"]] = row
     fresh = [p for p in payloads if p["observation"]["uuid"] not in existing]
     taken: dict[tuple[str, str], str] = {}
@@ -533,7 +668,7 @@ def _revise(
     revision = int(old["revision"]) + 1
     central.execute(
         "UPDATE observations SET end_utc = ?, status = ?, reason = ?, content_hash = ?, "
-        "revision = ?, received_at = ? WHERE uuid = ?",
+        "revision = ?, received_at = ? WHERE uuid = ? AND site_id = ?",
         (
             _utc_key(o["ended_at"]) if o.get("ended_at") else None,
             o["status"],
@@ -542,9 +677,12 @@ def _revise(
             revision,
             now,
             uuid,
+            site_id,
         ),
     )
-    central.execute("DELETE FROM fluxes WHERE observation_uuid = ?", (uuid,))
+    central.execute(
+        "DELETE FROM fluxes WHERE observation_uuid = ? AND site_id = ?", (uuid, site_id)
+    )
     _write_fluxes(central, site_id, ((uuid, f) for f in p["fluxes"]), revision)
     if p["samples"] and not central.query(
         "SELECT 1 FROM samples WHERE observation_uuid = ? LIMIT 1", (uuid,)

@@ -91,8 +91,9 @@ def postgres_url(postgres_admin_url):
         admin.execute(f"CREATE DATABASE {name}")
     base = postgres_admin_url.rsplit("/", 1)[0]
     yield f"{base}/{name}"
-    with psycopg.connect(postgres_admin_url, autocommit=True, connect_timeout=30) as admin:
-        admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    from pgtools import drop_campaign_database
+
+    drop_campaign_database(postgres_admin_url, f"{base}/{name}")
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

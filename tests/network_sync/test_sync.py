@@ -15,7 +15,7 @@ from chamberd.controller.config import parse_config, to_toml
 from chamberd.controller.errors import SyncError
 from chamberd.controller.sim.site import SimulatedSite
 from chamberd.controller.store import SiteStore
-from chamberd.network_sync.central import Central, redact
+from chamberd.network_sync.central import LATEST_VERSION, MIGRATIONS, Central, redact
 from chamberd.network_sync.sync import register_site, upload
 
 START = dt.datetime(2026, 7, 1, 3, 59, 50, tzinfo=dt.UTC)
@@ -82,9 +82,9 @@ def _count(central, table):
 def test_migrations_are_versioned_and_idempotent(central_url):
     with Central.connect(central_url) as central:
         assert central.schema_version() == 0
-        assert central.migrate() == [1, 2]
+        assert central.migrate() == [m[0] for m in MIGRATIONS]
         assert central.migrate() == []
-        assert central.schema_version() == 2
+        assert central.schema_version() == LATEST_VERSION
         for table in (
             "sites",
             "systems",
@@ -271,7 +271,7 @@ def test_cli_central_init_and_sync_json(central_url, site_cfg, tmp_path, capsys)
     config = tmp_path / "site.toml"
     config.write_text(to_toml(site_cfg), encoding="utf-8")
     assert main(["central", "init", central_url]) == 0
-    assert "schema version 2" in capsys.readouterr().out
+    assert f"schema version {LATEST_VERSION}" in capsys.readouterr().out
     assert main(["sync", str(config), "--target", central_url, "--dry-run", "--json"]) == 0
     dry = json.loads(capsys.readouterr().out)
     assert dry == {
