@@ -210,7 +210,10 @@ def test_manual_template_samples_and_fluxes(central, tmp_path):
             "line 6: start_time",
         ),
         (lambda t: t.replace("M2,", ",", 1), "line 5: empty chamber"),
-        (lambda t: t.replace(",490.9,9817\nM2", ",-1,9817\nM2", 1), "area_cm2 must be > 0"),
+        (
+            lambda t: t.replace(",490.9,9817\nM2", ",-1,9817\nM2", 1),
+            "area_cm2 must be finite and > 0 cm2",
+        ),
         (lambda t: t.replace("start_time", "begin"), "line 1: missing column(s) start_time"),
     ],
 )
