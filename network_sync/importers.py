@@ -453,12 +453,12 @@ def _instant(value: dt.datetime | str | None, zone: str | None, *, name: str, no
     """
     if value is None or value == "":
         raise ValueError(f"no {name}")
+    shown = _show(value) if isinstance(value, str) else value.isoformat()
     if isinstance(value, str):
         try:
             value = dt.datetime.fromisoformat(value.strip())
         except ValueError:
-            raise ValueError(f"{name} {_show(value)} is not an ISO 8601 time") from None
-    shown = value.isoformat()
+            raise ValueError(f"{name} {shown} is not an ISO 8601 time") from None
     if value.tzinfo is None:
         if zone is None:
             raise ValueError(f"{name} {shown} has no UTC offset: {no_zone}")
