@@ -7,9 +7,11 @@ outbox order; each batch is one central transaction:
 * duplicates inside a batch are collapsed (the last announcement of a uuid wins);
 * the central upsert is keyed by the observation uuid and compares a content hash: the same
   content again is ``unchanged`` (a replay changes nothing), new content is ``revised``
-  (the observation's ``revision`` goes up, its fluxes are replaced);
+  (the observation's ``revision`` goes up, its times, values and fluxes are replaced);
 * a new uuid whose natural key (site, system, chamber, begin time) is already taken by
-  another uuid goes to ``conflicts`` and is reported, never overwrites;
+  another uuid goes to ``conflicts`` and is reported, never overwrites; so does a revision
+  whose new begin time would take another uuid's key, and a uuid stored under another
+  site or system;
 * an ``ingest_log`` row records the batch, the site's clock reading and its skew from the
   server's clock (flagged beyond ``max_skew_s``); device time never orders or deduplicates.
 
@@ -465,8 +467,9 @@ def upsert_batch(
     ``sent``, ``unchanged``, ``revised`` or ``conflicts`` (see the module docstring).
 
     New observations are written with one statement per table (PostgreSQL: ``COPY`` for the
-    samples); existing ones are compared by content hash; the natural key of new ones is
-    checked against the stored rows of the batch's time span and against each other.
+    samples); existing ones are compared by content hash; the natural key of new and
+    revised ones is checked against the stored rows of the batch's time span and against
+    each other (see :func:`_decide`).
     """
     if not payloads:
         return []
