@@ -746,7 +746,7 @@ def _read_cosore(folder: Path, fallback_zone: str | None) -> _Read:
             if problem:
                 raise ValueError(problem)
             port = _port(row["CSR_PORT"])
-            no_zone = "DESCRIPTION.txt has no CSR_TIMEZONE"
+            no_zone = "DESCRIPTION.txt has no CSR_TIMEZONE; give --time-zone"
             begin = _instant(
                 row["CSR_TIMESTAMP_BEGIN"], row_zone, name="CSR_TIMESTAMP_BEGIN", no_zone=no_zone
             )
