@@ -219,8 +219,9 @@ def import_command(
 ) -> None:
     """Import other systems' files into the central database, each file whole or not at all.
 
-    Re-importing a file is a no-op. Exit status 3 when a file was rejected (the others are
-    imported).
+    Re-importing a file is a no-op; with a corrected --time-zone its observations are
+    revised. Values the plausibility rules refuse reject the file; withheld ones are warned
+    about. Exit status 3 when a file was rejected (the others are imported).
 
     Example: chamberd import --target sqlite:///c.db --site YMS --system gmp --format cosore d2020
     """
@@ -244,11 +245,14 @@ def import_command(
             for reason in outcome.reasons:
                 click.echo(f"rejected: {reason}", err=True)
         else:
+            for warning in outcome.warnings:
+                click.echo(f"warning: {warning}", err=True)
             for reason in outcome.skipped:
                 click.echo(f"skipped: {reason}", err=True)
             click.echo(
                 f"{outcome.path}: {outcome.observations} observations: new {outcome.sent}, "
-                f"unchanged {outcome.unchanged}, conflicts {outcome.conflicts}",
+                f"revised {outcome.revised}, unchanged {outcome.unchanged}, "
+                f"conflicts {outcome.conflicts}",
                 err=True,
             )
 
@@ -270,7 +274,8 @@ def import_command(
         t = report.totals()
         click.echo(
             f"{t['files']} file(s), {t['rejected']} rejected; {t['observations']} observations: "
-            f"new {t['sent']}, unchanged {t['unchanged']}, conflicts {t['conflicts']}; "
+            f"new {t['sent']}, revised {t['revised']}, unchanged {t['unchanged']}, "
+            f"conflicts {t['conflicts']}; {t['warnings']} warning(s); "
             f"{t['skipped']} truncated observation(s) skipped"
         )
     if report.rejected:

@@ -11,41 +11,67 @@ Rules, for every format:
   written (each file is one central transaction). A closure the instrument cut short (a
   restart, a power cut: a truncated observation) is not a bad file: it is skipped and
   listed, and the file's complete observations are imported;
-* observation uuids are derived from the file's content (SHA-256) and the observation's place
-  in it, so importing the same file again is a no-op (``unchanged``), from any path;
+* every observation passes the plausibility rules of :mod:`.plausibility` before anything
+  is written: a refused value rejects the file, a withheld one is stored as missing, and
+  the report says which rule fired where;
+* an observation's uuid is derived from the site, the system, the file's content (SHA-256)
+  and the observation's place in the file, never from the time zone: the same file again,
+  from any path, is ``unchanged``; with a corrected ``--time-zone`` it is ``revised`` (the
+  same uuids, new begin times); the same file for another site or system is new there;
 * raw traces are kept where the format has them (LI-COR files, manual concentrations), so
   the central side can refit them; the instrument's own fluxes are stored with
   ``processing_version`` ``instrument`` (COSORE: ``cosore``; manual: ``manual``);
 * a second observation with the same site, system, chamber and begin time and another uuid
   (COSORE data sets repeat port and start time) goes to ``conflicts``, never overwrites.
+
+Bad bytes are the importer's to report, never a traceback: every table goes through one
+reader (:func:`_table`: strict UTF-8 with the line of a bad byte, any line ends, csv
+errors with their line), every time through one parser (:func:`_instant`: offsets, zones,
+dates that leave the calendar in UTC), every number through :func:`_number`.
 """
 
 from __future__ import annotations
 
 import csv
 import datetime as dt
-import gzip
 import hashlib
 import io
 import json
-import math
+import re
 import uuid as uuidlib
 import zoneinfo
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from chamberd.controller.clock import SystemClock
-from chamberd.controller.errors import DataFileError, TruncatedObservationError
+from chamberd.controller.clock import Clock, SystemClock
+from chamberd.controller.errors import (
+    DataFileError,
+    StorageError,
+    SyncError,
+    TruncatedObservationError,
+)
 
+from . import plausibility
 from .central import Central
+from .formats._common import read_bytes, read_gzip_bytes, split_lines
 from .sync import FLUX_UNITS, SAMPLE_FIELDS, VALUE_FIELDS, content_hash, upsert_batch
 
-__all__ = ["FORMATS", "ImportReport", "import_paths"]
+__all__ = ["COSORE_MAX_BYTES", "FORMATS", "FileOutcome", "ImportReport", "import_paths"]
 
 FORMATS = ("li8100a", "li8200", "li8250", "cosore", "manual-csv")
 _NAMESPACE = uuidlib.UUID("5b0c7f6e-2f7a-4d8e-9a51-6c1d3e2b9f40")
+
+#: the most a COSORE ``data.csv.gz`` may decompress to (about 1.2 million rows); beyond it
+#: the data set is refused (split it by year)
+COSORE_MAX_BYTES = 100 * 2**20
+#: the most a COSORE ``DESCRIPTION.txt`` or ``PORTS.txt`` may hold
+_COSORE_META_MAX_BYTES = 2**20
+#: reasons listed per rejected file (the count says how many more there were)
+_MAX_REASONS = 20
+#: warnings listed per file
+_MAX_WARNINGS = 20
 
 
 @dataclass
@@ -54,9 +80,11 @@ class FileOutcome:
     status: str  # "imported" | "unchanged" | "rejected"
     observations: int = 0
     sent: int = 0
+    revised: int = 0
     unchanged: int = 0
     conflicts: int = 0
     reasons: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # plausibility rules that withheld values
     skipped: list[str] = field(default_factory=list)  # truncated observations, not imported
 
 
@@ -74,9 +102,11 @@ class ImportReport:
             "rejected": len(self.rejected),
             "observations": sum(f.observations for f in self.files),
             "sent": sum(f.sent for f in self.files),
+            "revised": sum(f.revised for f in self.files),
             "unchanged": sum(f.unchanged for f in self.files),
             "conflicts": sum(f.conflicts for f in self.files),
             "skipped": sum(len(f.skipped) for f in self.files),
+            "warnings": sum(len(f.warnings) for f in self.files),
         }
 
 
@@ -84,9 +114,21 @@ class ImportReport:
 class _Obs:
     """One observation ready for the central upsert (the sync payload shape)."""
 
+    key: str  # its place in the file: with the file's digest, its identity
+    where: str  # the file and the observation's line or number, for messages
     observation: dict[str, Any]
     fluxes: list[dict[str, Any]]
     samples: list[dict[str, Any]]
+
+
+@dataclass
+class _Read:
+    """What a format's reader gives the import: observations and what it noticed."""
+
+    observations: list[_Obs]
+    zone: str | None = None  # the zone a new site is registered with
+    instrument: str = ""
+    notes: list[str] = field(default_factory=list)  # conversions and reader warnings
 
 
 def import_paths(
@@ -99,10 +141,13 @@ def import_paths(
     time_zone: str | None = None,
     instrument: str = "",
     progress: Callable[[FileOutcome], None] | None = None,
+    clock: Clock | None = None,
 ) -> ImportReport:
     """Import every file (folders: their files, or a COSORE data set) into ``central``."""
     if fmt not in FORMATS:
         raise DataFileError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
+    central.require_writer(site_id)  # a role that may not write this site: refused first
+    clock = clock or SystemClock()
     report = ImportReport()
     for path in _expand(paths, fmt):
         try:
@@ -114,6 +159,7 @@ def import_paths(
                 fmt=fmt,
                 time_zone=time_zone,
                 instrument=instrument,
+                now=clock.now(),
             )
         except DataFileError as exc:  # a value the central database cannot hold: not written
             outcome = FileOutcome(str(path), "rejected", reasons=[f"{path}: {exc}"])
@@ -145,65 +191,104 @@ def _import_one(
     fmt: str,
     time_zone: str | None,
     instrument: str,
+    now: dt.datetime,
 ) -> FileOutcome:
     outcome = FileOutcome(str(path), "rejected")
     try:
         digest = _digest(path, fmt)
         site_zone = _site_zone(central, site_id)
         if fmt == "cosore":
-            meta, observations = _read_cosore(path, digest)
-            zone = meta.get("CSR_TIMEZONE") or time_zone or site_zone or "UTC"
-            instrument = instrument or meta.get("CSR_INSTRUMENT", "")
+            read = _read_cosore(path, time_zone or site_zone)
         elif fmt == "manual-csv":
-            observations = _read_manual(path, digest)
-            zone = time_zone or site_zone or "UTC"
+            read = _read_manual(path)
+            read.zone = time_zone or site_zone or "UTC"
         else:
-            zone = time_zone or site_zone
-            observations = _read_licor(path, fmt, digest, zone, outcome.skipped)
+            read = _read_licor(path, fmt, time_zone or site_zone, outcome.skipped)
+        withheld = _screen(path, read.observations, plausibility.Limits.at(now))
     except DataFileError as exc:
-        outcome.reasons = [str(exc)]
+        outcome.reasons = [_bounded(str(exc), 4000)]
         return outcome
     except OSError as exc:
         outcome.reasons = [f"{path}: cannot read: {exc.strerror or exc}"]
         return outcome
-    outcome.observations = len(observations)
-    now = SystemClock().now().isoformat()  # provenance of the ingest
-    with central.transaction():
-        _ensure_site(central, site_id, system_id, zone, instrument, now)
-        payloads = [
-            {
-                "observation": o.observation,
-                "fluxes": o.fluxes,
-                "samples": [tuple(x.get(k) for k in SAMPLE_FIELDS) for x in o.samples],
-                "hash": content_hash(o.observation, o.fluxes),
-            }
-            for o in observations
+    warnings = read.notes + withheld
+    if len(warnings) > _MAX_WARNINGS:
+        warnings = [*warnings[:_MAX_WARNINGS], f"+{len(warnings) - _MAX_WARNINGS} more warnings"]
+    for o in read.observations:
+        o.observation["uuid"] = _uuid(site_id, system_id, digest, o.key)
+    at = now.astimezone(dt.UTC).isoformat()  # provenance of the ingest
+    counts = dict.fromkeys(("sent", "revised", "unchanged", "conflicts"), 0)
+    try:
+        with central.transaction():
+            _ensure_site(central, site_id, system_id, read.zone, instrument or read.instrument, at)
+            _adopt_legacy_uuids(central, read.observations, site_id, system_id, digest)
+            payloads = [
+                {
+                    "observation": o.observation,
+                    "fluxes": o.fluxes,
+                    "samples": [tuple(x.get(k) for k in SAMPLE_FIELDS) for x in o.samples],
+                    "hash": content_hash(o.observation, o.fluxes),
+                }
+                for o in read.observations
+            ]
+            for result in upsert_batch(
+                central, payloads, site_id=site_id, system_id=system_id, now=at
+            ):
+                counts[result] += 1
+            detail = f"sha256 {digest}" + "".join(
+                [f"; warning: {w}" for w in warnings] + [f"; skipped: {s}" for s in outcome.skipped]
+            )
+            central.execute(
+                "INSERT INTO ingest_log (at, site_id, kind, source, received, sent, unchanged, "
+                "revised, conflicts, detail) VALUES (?, ?, 'import', ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    at,
+                    site_id,
+                    f"{system_id}:{fmt}:{path.name}",
+                    len(payloads),
+                    counts["sent"],
+                    counts["unchanged"],
+                    counts["revised"],
+                    counts["conflicts"],
+                    detail,
+                ),
+            )
+    except (SyncError, StorageError) as exc:
+        outcome.reasons = [
+            f"{path}: the central database refused the file, nothing of it is written: {exc}"
         ]
-        for result in upsert_batch(
-            central, payloads, site_id=site_id, system_id=system_id, now=now
-        ):
-            if result == "sent":
-                outcome.sent += 1
-            elif result == "conflicts":
-                outcome.conflicts += 1
-            else:
-                outcome.unchanged += 1
-        central.execute(
-            "INSERT INTO ingest_log (at, site_id, kind, source, received, sent, unchanged, "
-            "revised, conflicts, detail) VALUES (?, ?, 'import', ?, ?, ?, ?, 0, ?, ?)",
-            (
-                now,
-                site_id,
-                f"{system_id}:{fmt}:{path.name}",
-                len(observations),
-                outcome.sent,
-                outcome.unchanged,
-                outcome.conflicts,
-                f"sha256 {digest}" + "".join(f"; skipped: {reason}" for reason in outcome.skipped),
-            ),
-        )
-    outcome.status = "unchanged" if outcome.sent == 0 and outcome.conflicts == 0 else "imported"
+        return outcome
+    outcome.observations = len(read.observations)
+    outcome.sent, outcome.revised = counts["sent"], counts["revised"]
+    outcome.unchanged, outcome.conflicts = counts["unchanged"], counts["conflicts"]
+    outcome.warnings = warnings
+    changed = outcome.sent + outcome.revised + outcome.conflicts
+    outcome.status = "imported" if changed else "unchanged"
     return outcome
+
+
+def _screen(path: Path, observations: list[_Obs], limits: plausibility.Limits) -> list[str]:
+    """Apply the plausibility rules; DataFileError when any observation is refused, else
+    the values withheld, one line per rule (the values are set to missing)."""
+    refused: list[plausibility.Finding] = []
+    withheld: list[plausibility.Finding] = []
+    n_refused = 0
+    for o in observations:
+        findings = plausibility.check(
+            o.observation, o.fluxes, o.samples, where=o.where, limits=limits
+        )
+        bad = [f for f in findings if f.rule.action == plausibility.REFUSE]
+        n_refused += bool(bad)
+        refused += bad
+        withheld += [f for f in findings if f.rule.action == plausibility.WITHHOLD]
+    if refused:
+        raise DataFileError(
+            f"{path}: {n_refused} observation(s) refused by the plausibility rules "
+            "(docs/import.md), so nothing of it is imported: "
+            + "; ".join(plausibility.summarise(refused))
+        )
+    plausibility.withhold(withheld)
+    return plausibility.summarise(withheld)
 
 
 # --- central side ---------------------------------------------------------------------------
@@ -231,7 +316,35 @@ def _ensure_site(
         )
 
 
-# --- reading --------------------------------------------------------------------------------
+def _uuid(site_id: str, system_id: str, digest: str, key: str) -> str:
+    """An imported observation's identity: site, system, file content, place in the file."""
+    return str(uuidlib.uuid5(_NAMESPACE, json.dumps([site_id, system_id, digest, key])))
+
+
+def _legacy_uuid(digest: str, key: str) -> str:
+    """The uuid chamberd 0.x gave an imported observation (file content and place only)."""
+    return str(uuidlib.uuid5(_NAMESPACE, f"{digest}/{key}"))
+
+
+def _adopt_legacy_uuids(
+    central: Central, observations: list[_Obs], site_id: str, system_id: str, digest: str
+) -> None:
+    """Observations this site and system imported before identities included them keep
+    their old uuids, so that a re-import is ``unchanged`` (or ``revised``), not a conflict."""
+    legacy = {_legacy_uuid(digest, o.key): o for o in observations}
+    names = list(legacy)
+    for start in range(0, len(names), 900):
+        part = names[start : start + 900]
+        marks = ", ".join("?" for _ in part)
+        for row in central.query(
+            f"SELECT uuid FROM observations WHERE site_id = ? AND system_id = ? AND uuid IN "
+            f"({marks})",
+            (site_id, system_id, *part),
+        ):
+            legacy[row["uuid"]].observation["uuid"] = row["uuid"]
+
+
+# --- reading helpers: bytes, tables, numbers, times -----------------------------------------
 
 
 def _digest(path: Path, fmt: str) -> str:
@@ -250,8 +363,131 @@ def _digest(path: Path, fmt: str) -> str:
     return h.hexdigest()
 
 
-def _uuid(digest: str, key: str) -> str:
-    return str(uuidlib.uuid5(_NAMESPACE, f"{digest}/{key}"))
+_BREAK = re.compile(rb"\r\n|\r|\n")
+
+
+def _text(raw: bytes, where: str) -> str:
+    """UTF-8 text (a leading byte-order mark dropped); DataFileError naming the line of the
+    first byte that is not UTF-8."""
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = len(_BREAK.findall(raw, 0, exc.start)) + 1
+        raise DataFileError(
+            f"{where}, line {line}: byte 0x{raw[exc.start]:02x} is not UTF-8 text; save the "
+            "file as UTF-8"
+        ) from None
+
+
+def _table(
+    raw: bytes, where: str
+) -> tuple[list[str], Iterator[tuple[int, dict[str, str], str | None]]]:
+    """The header and the rows of a CSV table: (line number, cells by column name, problem).
+
+    Any line ends (LF, CR LF, CR only); blank lines skipped; cells stripped. ``problem``
+    says what is wrong with the row's shape (more cells than the header names, other than
+    empty ones, or fewer), for the caller to report with the line; a row the csv module
+    cannot split (an open quote, a field over its size limit) is a DataFileError naming
+    the line.
+    """
+    reader = csv.reader(io.StringIO(_text(raw, where), newline=None))
+
+    def lines() -> Iterator[list[str]]:
+        try:
+            yield from reader
+        except csv.Error as exc:
+            raise DataFileError(f"{where}, line {reader.line_num}: not a CSV row: {exc}") from None
+
+    source = lines()
+    header = next((r for r in source if any(c.strip() for c in r)), None)
+    if header is None:
+        raise DataFileError(f"{where}: empty file (no header row)")
+    names = [name.strip() for name in header]
+
+    def records() -> Iterator[tuple[int, dict[str, str], str | None]]:
+        for cells in source:
+            values = [c.strip() for c in cells]
+            if not any(values):
+                continue
+            problem = None
+            if len(values) < len(names) or any(values[len(names) :]):
+                problem = f"{len(values)} cells, the header names {len(names)}"
+            yield reader.line_num, dict(zip(names, values, strict=False)), problem
+
+    return names, records()
+
+
+def _number(text: str | None, name: str) -> float | None:
+    """A cell as a number: empty or ``NA`` is missing; anything else must parse. Values that
+    are not finite are returned as they are, for the plausibility rules to judge."""
+    text = (text or "").strip()
+    if text in ("", "NA"):
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"{name} {_show(text)} is not a number") from None
+
+
+def _instant(value: dt.datetime | str | None, zone: str | None, *, name: str, no_zone: str) -> str:
+    """A time as UTC ISO 8601 text; ValueError with a message naming ``name`` and the value.
+
+    ``value`` is ISO text or a datetime; without an offset it is read in ``zone`` (an IANA
+    name), and without one either it is refused with ``no_zone``. A date that leaves the
+    calendar in UTC (year 1 with a positive offset, 9999 with a negative one) is refused.
+    """
+    if value is None or value == "":
+        raise ValueError(f"no {name}")
+    shown = _show(value) if isinstance(value, str) else value.isoformat()
+    if isinstance(value, str):
+        try:
+            value = dt.datetime.fromisoformat(value.strip())
+        except ValueError:
+            raise ValueError(f"{name} {shown} is not an ISO 8601 time") from None
+    if value.tzinfo is None:
+        if zone is None:
+            raise ValueError(f"{name} {shown} has no UTC offset: {no_zone}")
+        try:
+            value = value.replace(tzinfo=zoneinfo.ZoneInfo(zone))
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"time zone {_show(zone)} is unknown") from None
+    try:
+        return value.astimezone(dt.UTC).isoformat()
+    except (OverflowError, ValueError):
+        raise ValueError(f"{name} {shown} is outside the calendar in UTC") from None
+
+
+def _show(text: Any, limit: int = 40) -> str:
+    shown = repr(text)
+    return shown if len(shown) <= limit else shown[: limit - 4] + "...'"
+
+
+def _bounded(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 20] + f"... ({len(text):,} chars)"
+
+
+class _BadRows:
+    """Bad rows of one table: counted, the first few kept with their lines."""
+
+    def __init__(self, where: str) -> None:
+        self.where = where
+        self.count = 0
+        self.shown: list[str] = []
+
+    def add(self, line: int, exc: Exception) -> None:
+        self.count += 1
+        if len(self.shown) < _MAX_REASONS:
+            self.shown.append(f"line {line}: {_bounded(str(exc), 200)}")
+
+    def check(self, what: str) -> None:
+        if not self.count:
+            return
+        more = f"; +{self.count - len(self.shown)} more" if self.count > len(self.shown) else ""
+        raise DataFileError(
+            f"{self.where}: {self.count} bad row(s), nothing of {what} is imported: "
+            + "; ".join(self.shown)
+            + more
+        )
 
 
 def _observation(**values: Any) -> dict[str, Any]:
@@ -279,38 +515,49 @@ def _flux(gas: str, model: str, value: float | None, version: str, **extra: Any)
     return row
 
 
-def _utc(local: dt.datetime | None, zone: str | None, where: str) -> str:
-    if local is None:
-        raise DataFileError(f"{where}: no start time")
-    if local.tzinfo is None:
-        if zone is None:
-            raise DataFileError(
-                f"{where}: the file's times have no zone; give --time-zone or register the "
-                "site with its time zone"
-            )
-        local = local.replace(tzinfo=zoneinfo.ZoneInfo(zone))
-    return local.astimezone(dt.UTC).isoformat()
+def _float(value: Any) -> float | None:
+    """A reader's value as a float (None where there is none); not-finite values stay, for
+    the plausibility rules."""
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError, OverflowError):
+        return None
 
 
-def _read_licor(
-    path: Path, fmt: str, digest: str, zone: str | None, skipped: list[str]
-) -> list[_Obs]:
+# --- LI-COR files ---------------------------------------------------------------------------
+
+
+def _read_licor(path: Path, fmt: str, zone: str | None, skipped: list[str]) -> _Read:
     from .formats import read_file
 
     result = read_file(path, fmt)
     broken = [e for e in result.rejected if not isinstance(e, TruncatedObservationError)]
     if broken:
-        reasons = "; ".join(str(e) for e in broken)
+        shown = "; ".join(_bounded(str(e), 300) for e in broken[:_MAX_REASONS])
+        more = f"; +{len(broken) - _MAX_REASONS} more" if len(broken) > _MAX_REASONS else ""
         raise DataFileError(
             f"{path}: {len(broken)} observation(s) refused, so nothing of the file is "
-            f"imported: {reasons}"
+            f"imported: {shown}{more}"
         )
     # a closure cut short (power cut, restart) is not a bad file: it is skipped and listed
     skipped.extend(str(e) for e in result.rejected)
+    notes = [f"{path}: {w}" for w in result.warnings]
     out = []
     for o in result.observations:
-        where = o.name
-        begin = _utc(o.closed_time or o.start_time, o.time_zone or zone, where)
+        notes += [f"{o.name}: {w}" for w in o.warnings]
+        where = o.name + (f", line {o.first_line}" if o.first_line else "")
+        try:
+            begin = _instant(
+                o.closed_time or o.start_time,
+                o.time_zone or zone,
+                name="start time",
+                no_zone="the file's times have no zone; give --time-zone or register the site "
+                "with its time zone",
+            )
+        except ValueError as exc:
+            raise DataFileError(f"{where}: {exc}") from None
         chamber = f"port{o.port}" if o.port is not None else (o.label or "chamber")
         fluxes = []
         for gas, ref in o.reference.items():
@@ -321,9 +568,9 @@ def _read_licor(
                     _flux(
                         gas,
                         "linear",
-                        ref.lin_flux,
+                        _float(ref.lin_flux),
                         "instrument",
-                        r2=ref.lin_r2,
+                        r2=_float(ref.lin_r2),
                         selected=int(ref.model == "linear"),
                     )
                 )
@@ -332,9 +579,9 @@ def _read_licor(
                     _flux(
                         gas,
                         "exponential",
-                        ref.exp_flux,
+                        _float(ref.exp_flux),
                         "instrument",
-                        r2=ref.exp_r2,
+                        r2=_float(ref.exp_r2),
                         selected=int(ref.model == "exponential"),
                     )
                 )
@@ -345,7 +592,7 @@ def _read_licor(
                 {
                     "seq": i,
                     "time": None,
-                    "elapsed_s": _num(elapsed),
+                    "elapsed_s": _float(elapsed),
                     "phase": "observing",
                     "co2_umol_mol": _col(columns, ("co2_umol_mol", "co2_dry_umol_mol"), i),
                     "h2o_mmol_mol": _col(columns, ("h2o_mmol_mol",), i),
@@ -356,42 +603,42 @@ def _read_licor(
                 }
             )
         observation = _observation(
-            uuid=_uuid(digest, str(o.index)),
             chamber=chamber,
             started_at=begin,
-            observation_s=o.obs_length_s,
-            area_cm2=o.area_cm2,
-            volume_cm3=o.volume_cm3,
-            offset_cm=o.offset_cm,
-            dead_band_s=o.gases[0].dead_band_s if o.gases else None,
+            observation_s=_float(o.obs_length_s),
+            area_cm2=_float(o.area_cm2),
+            volume_cm3=_float(o.volume_cm3),
+            offset_cm=_float(o.offset_cm),
+            dead_band_s=_float(o.gases[0].dead_band_s) if o.gases else None,
             analyser_model=o.instrument,
             n_samples=len(samples),
         )
-        out.append(_Obs(observation, fluxes, samples))
-    return out
+        out.append(_Obs(str(o.index), where, observation, fluxes, samples))
+    return _Read(out, zone=zone, notes=notes)
 
 
-def _col(columns: Any, names: Iterable[str], i: int) -> float | None:
+def _col(columns: Any, names: Sequence[str], i: int) -> float | None:
     for name in names:
         if name in columns:
-            return _num(columns[name][i])
+            return _float(columns[name][i])
     return None
-
-
-def _num(value: Any) -> float | None:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) else None
 
 
 # --- COSORE ---------------------------------------------------------------------------------
 
 
+def _meta_text(path: Path) -> tuple[str, list[str]]:
+    """(path as text, lines) of a small text member of a data set, strictly UTF-8."""
+    where, raw = read_bytes(path, _COSORE_META_MAX_BYTES + 1)
+    if len(raw) > _COSORE_META_MAX_BYTES:
+        raise DataFileError(f"{where}: larger than {_COSORE_META_MAX_BYTES:,} bytes")
+    return where, split_lines(_text(raw, where))
+
+
 def _key_values(path: Path) -> dict[str, str]:
+    _where, lines = _meta_text(path)
     out = {}
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+    for line in lines:
         if line.lstrip().startswith("#") or ":" not in line:
             continue
         key, _, value = line.partition(":")
@@ -399,93 +646,127 @@ def _key_values(path: Path) -> dict[str, str]:
     return out
 
 
-def _ports(path: Path) -> dict[int, dict[str, str]]:
-    lines = [
-        line
-        for line in path.read_text(encoding="utf-8", errors="replace").splitlines()
-        if line.strip() and not line.lstrip().startswith("#")
-    ]
-    reader = csv.reader(io.StringIO("\n".join(lines)), skipinitialspace=True)
-    rows = [[cell.strip() for cell in row] for row in reader]
-    if not rows:
-        return {}
-    header, out = rows[0], {}
-    for row in rows[1:]:
-        entry = dict(zip(header, row, strict=False))
+def _ports(path: Path) -> dict[int, dict[str, float | None]]:
+    """PORTS.txt: port -> area and volume (port 0 = all ports)."""
+    where, lines = _meta_text(path)
+    header: list[str] | None = None
+    out: dict[int, dict[str, float | None]] = {}
+    for number, line in enumerate(lines, start=1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
         try:
-            out[int(entry.get("CSR_PORT", "0"))] = entry
+            cells = [c.strip() for c in next(csv.reader([line], skipinitialspace=True))]
+        except csv.Error as exc:
+            raise DataFileError(f"{where}, line {number}: not a CSV row: {exc}") from None
+        if header is None:
+            header = cells
+            if "CSR_PORT" not in header:
+                raise DataFileError(f"{where}, line {number}: no CSR_PORT column")
+            continue
+        entry = dict(zip(header, cells, strict=False))
+        try:
+            port = _port(entry.get("CSR_PORT", ""))
+            geometry = {
+                "area_cm2": _number(entry.get("CSR_AREA"), "CSR_AREA"),
+                "volume_cm3": _number(entry.get("CSR_VOLUME"), "CSR_VOLUME"),
+            }
         except ValueError as exc:
-            raise DataFileError(
-                f"{path}: CSR_PORT {entry.get('CSR_PORT')!r} is not a number"
-            ) from exc
+            raise DataFileError(f"{where}, line {number}: {exc}") from None
+        # the geometry rules of the table, said where the geometry is written
+        refused = [
+            f
+            for f in plausibility.check(
+                geometry, [], [], where=f"{where}, line {number}", limits=_NO_YEAR_LIMIT
+            )
+            if f.rule.action == plausibility.REFUSE
+        ]
+        if refused:
+            raise DataFileError("; ".join(plausibility.summarise(refused)))
+        out[port] = geometry
     return out
 
 
-def _read_cosore(folder: Path, digest: str) -> tuple[dict[str, str], list[_Obs]]:
-    meta = _key_values(folder / "DESCRIPTION.txt")
-    zone = meta.get("CSR_TIMEZONE")
+_NO_YEAR_LIMIT = plausibility.Limits(last_year=9999)
+
+
+def _port(text: str) -> int:
+    text = (text or "").strip()
+    if not (text.isascii() and text.isdigit() and len(text) <= 6):
+        raise ValueError(f"CSR_PORT {_show(text)} is not a port number")
+    return int(text)
+
+
+def _read_cosore(folder: Path, fallback_zone: str | None) -> _Read:
+    description = folder / "DESCRIPTION.txt"
+    meta = _key_values(description)
+    zone = meta.get("CSR_TIMEZONE") or None
     if zone:
         try:
             zoneinfo.ZoneInfo(zone)
-        except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
-            raise DataFileError(f"{folder}/DESCRIPTION.txt: CSR_TIMEZONE {zone!r} unknown") from exc
-    ports = _ports(folder / "PORTS.txt")
-    data = folder / "data.csv.gz"
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise DataFileError(f"{description}: CSR_TIMEZONE {_show(zone)} unknown") from None
     try:
-        text = gzip.decompress(data.read_bytes()).decode("utf-8")
-    except (OSError, EOFError, UnicodeDecodeError) as exc:
-        raise DataFileError(f"{data}: cannot decompress: {exc}") from exc
-    reader = csv.DictReader(io.StringIO(text))
-    need = {"CSR_PORT", "CSR_TIMESTAMP_BEGIN"}
-    missing = need - set(reader.fieldnames or ())
+        length = _number(meta.get("CSR_MSMT_LENGTH"), "CSR_MSMT_LENGTH")
+    except ValueError as exc:
+        raise DataFileError(f"{description}: {exc}") from None
+    ports = _ports(folder / "PORTS.txt")
+    where, raw = read_gzip_bytes(folder / "data.csv.gz", COSORE_MAX_BYTES)
+    names, rows = _table(raw, where)
+    missing = {"CSR_PORT", "CSR_TIMESTAMP_BEGIN"} - set(names)
     if missing:
-        raise DataFileError(f"{data}, line 1: missing column(s) {', '.join(sorted(missing))}")
-    gases = [g for g in ("co2", "ch4", "n2o") if f"CSR_FLUX_{g.upper()}" in reader.fieldnames]
+        raise DataFileError(f"{where}, line 1: missing column(s) {', '.join(sorted(missing))}")
+    gases = [g for g in ("co2", "ch4", "n2o") if f"CSR_FLUX_{g.upper()}" in names]
     if not gases:
-        raise DataFileError(f"{data}, line 1: no CSR_FLUX_* column")
-    temp_col = next(
-        (c for c in reader.fieldnames if c.startswith("CSR_T") and c[5:].isdigit()), None
-    )
-    sm_col = next(
-        (c for c in reader.fieldnames if c.startswith("CSR_SM") and c[6:].isdigit()), None
-    )
-    length = _num(meta.get("CSR_MSMT_LENGTH"))
-    out: list[_Obs] = []
-    bad: list[str] = []
-    for line, row in enumerate(reader, start=2):
+        raise DataFileError(f"{where}, line 1: no CSR_FLUX_* column")
+    temp_col = next((c for c in names if c.startswith("CSR_T") and c[5:].isdigit()), None)
+    sm_col = next((c for c in names if c.startswith("CSR_SM") and c[6:].isdigit()), None)
+    row_zone = zone or fallback_zone
+    bad = _BadRows(where)
+    parsed = []
+    for line, row, problem in rows:
         try:
-            port = int(row["CSR_PORT"])
-            begin = dt.datetime.fromisoformat(row["CSR_TIMESTAMP_BEGIN"])
-            if begin.tzinfo is None:
-                if not zone:
-                    raise ValueError("timestamp without offset and no CSR_TIMEZONE")
-                begin = begin.replace(tzinfo=zoneinfo.ZoneInfo(zone))
+            if problem:
+                raise ValueError(problem)
+            port = _port(row["CSR_PORT"])
+            no_zone = "DESCRIPTION.txt has no CSR_TIMEZONE; give --time-zone"
+            begin = _instant(
+                row["CSR_TIMESTAMP_BEGIN"], row_zone, name="CSR_TIMESTAMP_BEGIN", no_zone=no_zone
+            )
             end_text = row.get("CSR_TIMESTAMP_END") or ""
-            end = dt.datetime.fromisoformat(end_text) if end_text else None
-            values = {}
-            for gas in gases:
-                cell = row.get(f"CSR_FLUX_{gas.upper()}", "")
-                values[gas] = None if cell in ("", "NA") else float(cell)
-                if values[gas] is not None and not math.isfinite(values[gas]):
-                    raise ValueError(f"CSR_FLUX_{gas.upper()} is not finite")
-        except (ValueError, TypeError, KeyError) as exc:
-            bad.append(f"line {line}: {exc}")
-            if len(bad) >= 20:
-                break
+            end = None
+            if end_text:
+                end = _instant(end_text, row_zone, name="CSR_TIMESTAMP_END", no_zone=no_zone)
+            values = {
+                g: _number(row.get(f"CSR_FLUX_{g.upper()}"), f"CSR_FLUX_{g.upper()}") for g in gases
+            }
+            temperature = _number(row.get(temp_col), temp_col) if temp_col else None
+            moisture = _number(row.get(sm_col), sm_col) if sm_col else None
+        except ValueError as exc:
+            bad.add(line, exc)
             continue
+        parsed.append((line, port, begin, end, values, temperature, moisture))
+    bad.check("the data set")
+    notes = []
+    scale = 100.0
+    if sm_col:
+        scale, note = plausibility.soil_moisture_scale(
+            [m for *_, m in parsed if m is not None], sm_col
+        )
+        if note:
+            notes.append(f"{where}: {note}")
+    out: list[_Obs] = []
+    for line, port, begin, end, values, temperature, moisture in parsed:
         info = ports.get(port) or ports.get(0) or {}
-        sm = _num(row.get(sm_col)) if sm_col else None
         observation = _observation(
-            uuid=_uuid(digest, f"row{line}"),
             chamber=f"port{port}",
-            started_at=begin.astimezone(dt.UTC).isoformat(),
-            ended_at=end.astimezone(dt.UTC).isoformat() if end and end.tzinfo else None,
+            started_at=begin,
+            ended_at=end,
             observation_s=length,
-            area_cm2=_num(info.get("CSR_AREA")),
-            volume_cm3=_num(info.get("CSR_VOLUME")),
+            area_cm2=info.get("area_cm2"),
+            volume_cm3=info.get("volume_cm3"),
             offset_cm=None,
-            soil_temperature_degc=_num(row.get(temp_col)) if temp_col else None,
-            soil_moisture_pct=None if sm is None else 100.0 * sm,
+            soil_temperature_degc=temperature,
+            soil_moisture_pct=None if moisture is None else scale * moisture,
             analyser_model=meta.get("CSR_INSTRUMENT"),
             n_samples=0,
         )
@@ -494,13 +775,13 @@ def _read_cosore(folder: Path, digest: str) -> tuple[dict[str, str], list[_Obs]]
             for g, v in values.items()
             if v is not None
         ]
-        out.append(_Obs(observation, fluxes, []))
-    if bad:
-        raise DataFileError(
-            f"{data}: {len(bad)}{'+' if len(bad) >= 20 else ''} bad row(s), nothing of the data "
-            "set is imported: " + "; ".join(bad)
-        )
-    return meta, out
+        out.append(_Obs(f"row{line}", f"{where}, line {line}", observation, fluxes, []))
+    return _Read(
+        out,
+        zone=zone or fallback_zone or "UTC",
+        instrument=meta.get("CSR_INSTRUMENT", ""),
+        notes=notes,
+    )
 
 
 # --- manual chambers ------------------------------------------------------------------------
@@ -508,79 +789,74 @@ def _read_cosore(folder: Path, digest: str) -> tuple[dict[str, str], list[_Obs]]
 _MANUAL_REQUIRED = ("chamber", "start_time")
 
 
-def _read_manual(path: Path, digest: str) -> list[_Obs]:
+def _read_manual(path: Path) -> _Read:
     """The manual-chamber template (docs/import.md): one row per sample time and chamber
     closure (``chamber, start_time, elapsed_s, co2_umol_mol[, ch4_nmol_mol, n2o_nmol_mol,
     air_temperature_degc, pressure_kpa]``) or one row per closure with precomputed fluxes
     (``chamber, start_time, co2_flux_umol_m2_s[, ch4_flux_nmol_m2_s, n2o_flux_nmol_m2_s]``),
     plus ``area_cm2`` and ``volume_cm3``."""
-    text = path.read_text(encoding="utf-8-sig", errors="strict")
-    reader = csv.DictReader(io.StringIO(text))
-    fields = [f.strip() for f in reader.fieldnames or ()]
+    where, raw = read_bytes(path)
+    fields, rows = _table(raw, where)
     missing = [f for f in _MANUAL_REQUIRED if f not in fields]
     if missing:
-        raise DataFileError(f"{path}, line 1: missing column(s) {', '.join(missing)}")
+        raise DataFileError(f"{where}, line 1: missing column(s) {', '.join(missing)}")
     traces = "elapsed_s" in fields
     flux_cols = [c for c in fields if c.endswith(("_flux_umol_m2_s", "_flux_nmol_m2_s"))]
     if not traces and not flux_cols:
         raise DataFileError(
-            f"{path}, line 1: neither samples (elapsed_s and a concentration) nor fluxes "
+            f"{where}, line 1: neither samples (elapsed_s and a concentration) nor fluxes "
             "(co2_flux_umol_m2_s, ...)"
         )
+    for col in flux_cols:
+        if col.split("_", 1)[0] not in FLUX_UNITS:
+            raise DataFileError(f"{where}, line 1: unknown gas in column {col}")
     closures: dict[tuple[str, str], dict[str, Any]] = {}
-    bad = []
-    for line, raw in enumerate(reader, start=2):
-        row = {k.strip(): (v or "").strip() for k, v in raw.items() if k}
+    bad = _BadRows(where)
+    for line, row, problem in rows:
         try:
+            if problem:
+                raise ValueError(problem)
             chamber = row["chamber"]
             if not chamber:
                 raise ValueError("empty chamber")
-            start = dt.datetime.fromisoformat(row["start_time"].replace("Z", "+00:00"))
-            if start.tzinfo is None:
-                raise ValueError(f"start_time {row['start_time']!r} needs a UTC offset")
-            key = (chamber, start.astimezone(dt.UTC).isoformat())
+            begin = _instant(
+                row["start_time"], None, name="start_time", no_zone="give one (Z or +08:00)"
+            )
             entry = closures.setdefault(
-                key, {"line": line, "samples": [], "fluxes": {}, "area": None, "volume": None}
+                (chamber, begin),
+                {"line": line, "samples": [], "fluxes": {}, "area": None, "volume": None},
             )
             for name, slot in (("area_cm2", "area"), ("volume_cm3", "volume")):
-                if row.get(name):
-                    value = float(row[name])
-                    if value <= 0:
-                        raise ValueError(f"{name} must be > 0")
+                value = _number(row.get(name), name)
+                if value is not None:
                     entry[slot] = value
             if traces:
+                elapsed = _number(row.get("elapsed_s"), "elapsed_s")
+                if elapsed is None:
+                    raise ValueError("elapsed_s is empty")
                 entry["samples"].append(
                     {
                         "seq": len(entry["samples"]),
                         "time": None,
-                        "elapsed_s": float(row["elapsed_s"]),
+                        "elapsed_s": elapsed,
                         "phase": "observing",
-                        "co2_umol_mol": _cell(row, "co2_umol_mol"),
-                        "h2o_mmol_mol": _cell(row, "h2o_mmol_mol"),
-                        "ch4_nmol_mol": _cell(row, "ch4_nmol_mol"),
-                        "n2o_nmol_mol": _cell(row, "n2o_nmol_mol"),
-                        "cell_temperature_degc": _cell(row, "air_temperature_degc"),
-                        "cell_pressure_kpa": _cell(row, "pressure_kpa"),
+                        **{
+                            name: _number(row.get(column), column)
+                            for name, column in _MANUAL_SAMPLE_COLUMNS
+                        },
                     }
                 )
             for col in flux_cols:
-                if row.get(col):
-                    gas = col.split("_", 1)[0]
-                    if gas not in FLUX_UNITS:
-                        raise ValueError(f"unknown gas in column {col}")
-                    entry["fluxes"][gas] = float(row[col])
-        except (ValueError, KeyError) as exc:
-            bad.append(f"line {line}: {exc}")
-    if bad:
-        raise DataFileError(
-            f"{path}: {len(bad)} bad row(s), nothing of the file is imported: "
-            + "; ".join(bad[:20])
-        )
+                value = _number(row.get(col), col)
+                if value is not None:
+                    entry["fluxes"][col.split("_", 1)[0]] = value
+        except ValueError as exc:
+            bad.add(line, exc)
+    bad.check("the file")
     out = []
     for (chamber, begin), entry in closures.items():
         fluxes = [_flux(g, "reported", v, "manual", selected=1) for g, v in entry["fluxes"].items()]
         observation = _observation(
-            uuid=_uuid(digest, f"{chamber}/{begin}"),
             chamber=chamber,
             started_at=begin,
             area_cm2=entry["area"],
@@ -589,21 +865,30 @@ def _read_manual(path: Path, digest: str) -> list[_Obs]:
             pressure_kpa=_mean(s["cell_pressure_kpa"] for s in entry["samples"]),
             n_samples=len(entry["samples"]),
         )
-        out.append(_Obs(observation, fluxes, entry["samples"]))
-    return out
+        out.append(
+            _Obs(
+                f"{chamber}/{begin}",
+                f"{where}, line {entry['line']}",
+                observation,
+                fluxes,
+                entry["samples"],
+            )
+        )
+    return _Read(out)
 
 
-def _cell(row: dict[str, str], name: str) -> float | None:
-    text = row.get(name, "")
-    if text in ("", "NA"):
-        return None
-    value = float(text)
-    if not math.isfinite(value):
-        raise ValueError(f"{name} is not finite")
-    return value
+#: sample columns of the manual template -> the sample fields they fill
+_MANUAL_SAMPLE_COLUMNS = (
+    ("co2_umol_mol", "co2_umol_mol"),
+    ("h2o_mmol_mol", "h2o_mmol_mol"),
+    ("ch4_nmol_mol", "ch4_nmol_mol"),
+    ("n2o_nmol_mol", "n2o_nmol_mol"),
+    ("cell_temperature_degc", "air_temperature_degc"),
+    ("cell_pressure_kpa", "pressure_kpa"),
+)
 
 
-def _mean(values: Iterable[float | None]) -> float | None:
+def _mean(values: Any) -> float | None:
     numbers = [v for v in values if v is not None]
     return sum(numbers) / len(numbers) if numbers else None
 

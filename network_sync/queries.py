@@ -173,8 +173,8 @@ def export_fluxnet(
     if frame.empty:
         out = pd.DataFrame(columns=["TIMESTAMP_START", "TIMESTAMP_END", "SYSTEM", "CHAMBER"])
     else:
-        wide = frame.pivot_table(
-            index=["uuid", "system_id", "chamber", "begin_utc"],
+        wide = frame.pivot_table(  # rows in time order per system and chamber
+            index=["system_id", "chamber", "begin_utc", "uuid"],
             columns="gas",
             values="flux",
             aggfunc="first",
@@ -242,7 +242,7 @@ def export_cosore(
         ports = pd.DataFrame(columns=["CSR_PORT", "CSR_CHAMBER"])
     else:
         wide = frame.pivot_table(
-            index=["uuid", "chamber", "begin_utc"], columns="gas", values="flux", aggfunc="first"
+            index=["chamber", "begin_utc", "uuid"], columns="gas", values="flux", aggfunc="first"
         ).reset_index()
         first = frame.drop_duplicates("uuid").set_index("uuid").loc[wide["uuid"]]
         data = pd.DataFrame(

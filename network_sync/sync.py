@@ -7,9 +7,11 @@ outbox order; each batch is one central transaction:
 * duplicates inside a batch are collapsed (the last announcement of a uuid wins);
 * the central upsert is keyed by the observation uuid and compares a content hash: the same
   content again is ``unchanged`` (a replay changes nothing), new content is ``revised``
-  (the observation's ``revision`` goes up, its fluxes are replaced);
+  (the observation's ``revision`` goes up, its times, values and fluxes are replaced);
 * a new uuid whose natural key (site, system, chamber, begin time) is already taken by
-  another uuid goes to ``conflicts`` and is reported, never overwrites;
+  another uuid goes to ``conflicts`` and is reported, never overwrites; so does a revision
+  whose new begin time would take another uuid's key, and a uuid stored under another
+  site or system;
 * an ``ingest_log`` row records the batch, the site's clock reading and its skew from the
   server's clock (flagged beyond ``max_skew_s``); device time never orders or deduplicates.
 
@@ -593,8 +595,9 @@ def upsert_batch(
     ``sent``, ``unchanged``, ``revised`` or ``conflicts`` (see the module docstring).
 
     New observations are written with one statement per table (PostgreSQL: ``COPY`` for the
-    samples); existing ones are compared by content hash; the natural key of new ones is
-    checked against the stored rows of the batch's time span and against each other.
+    samples); existing ones are compared by content hash; the natural key of new and
+    revised ones is checked against the stored rows of the batch's time span and against
+    each other (see :func:`_decide`).
     """
     if not payloads:
         return []
@@ -614,65 +617,135 @@ def upsert_batch(
     for start in range(0, len(uuids), 900):
         part = uuids[start : start + 900]
         for row in central.query(
-            "SELECT uuid, site_id, content_hash, revision FROM observations "
-            f"WHERE uuid IN ({_in_list(len(part))})",
+            "SELECT uuid, site_id, system_id, chamber, begin_utc, content_hash, revision "
+            f"FROM observations WHERE uuid IN ({_in_list(len(part))})",
             part,
         ):
             if row["site_id"] != site_id:  # (under row-level security: invisible)
                 raise DataFileError(
                     f"observation {row['uuid']} is already stored under site "
-                    f"{row['site_id']!r}, not {site_id!r}: an observation belongs to one site"
+                    f"{row['site_id']!r}, not {site_id!r}: an observation belongs to one site "
+                    "(a copied site database?)"
                 )
+            row["key"] = (row["chamber"], _utc_key(row["begin_utc"]))
             existing[row["uuid"]] = row
-    fresh = [p for p in payloads if p["observation"]["uuid"] not in existing]
+    # natural keys held in the time span of the new and the changed observations
+    check = [
+        p
+        for p in payloads
+        if p["observation"]["uuid"] not in existing
+        or existing[p["observation"]["uuid"]]["content_hash"] != p["hash"]
+    ]
     taken: dict[tuple[str, str], str] = {}
-    if fresh:
-        begins = [_utc_key(p["observation"]["started_at"]) for p in fresh]
+    if check:
+        begins = [_utc_key(p["observation"]["started_at"]) for p in check]
         for row in central.query(
             "SELECT uuid, chamber, begin_utc FROM observations WHERE site_id = ? AND "
             "system_id = ? AND begin_utc >= ? AND begin_utc <= ?",
             (site_id, system_id, min(begins), max(begins)),
         ):
             taken[(row["chamber"], _utc_key(row["begin_utc"]))] = row["uuid"]
-    outcomes: list[str] = []
-    new: list[dict[str, Any]] = []
-    for p in payloads:
-        o = p["observation"]
-        uuid = o["uuid"]
-        if uuid in existing:
-            if existing[uuid]["content_hash"] == p["hash"]:
-                outcomes.append("unchanged")
-                continue
-            _revise(central, p, existing[uuid], site_id=site_id, now=now)
-            existing[uuid] = {"content_hash": p["hash"], "revision": existing[uuid]["revision"] + 1}
-            outcomes.append("revised")
-            continue
-        key = (o["chamber"], _utc_key(o["started_at"]))
-        if key in taken and taken[key] != uuid:
-            _conflict(central, p, taken[key], site_id=site_id, system_id=system_id, now=now)
-            outcomes.append("conflicts")
-            continue
-        taken[key] = uuid
-        existing[uuid] = {"content_hash": p["hash"], "revision": 1}
-        new.append(p)
-        outcomes.append("sent")
+    outcomes, holders = _decide(payloads, existing, taken, site_id=site_id, system_id=system_id)
+    revised = [p for p, outcome in zip(payloads, outcomes, strict=True) if outcome == "revised"]
+    moving = [p for p in revised if existing[p["observation"]["uuid"]]["key"] != _key(p)]
+    old_keys = {existing[p["observation"]["uuid"]]["key"] for p in moving}
+    if any(_key(p) in old_keys for p in moving):
+        # revisions that take each other's natural keys (a corrected time zone shifts a
+        # whole file): park them first, as the unique key is checked per statement
+        central.executemany(
+            "UPDATE observations SET chamber = ? WHERE uuid = ?",
+            [(f"~revising~{p['observation']['uuid']}", p["observation"]["uuid"]) for p in moving],
+        )
+    for p in revised:
+        _revise(central, p, existing[p["observation"]["uuid"]], site_id=site_id, now=now)
+    new = []
+    for p, outcome, holder in zip(payloads, outcomes, holders, strict=True):
+        if outcome == "conflicts":
+            _conflict(central, p, holder, site_id=site_id, system_id=system_id, now=now)
+        elif outcome == "sent":
+            new.append(p)
     _insert_new(central, new, site_id=site_id, system_id=system_id, now=now)
     return outcomes
+
+
+def _key(p: dict[str, Any]) -> tuple[str, str]:
+    return (p["observation"]["chamber"], _utc_key(p["observation"]["started_at"]))
+
+
+def _decide(
+    payloads: list[dict[str, Any]],
+    existing: dict[str, dict[str, Any]],
+    taken: dict[tuple[str, str], str],
+    *,
+    site_id: str,
+    system_id: str,
+) -> tuple[list[str], list[str | None]]:
+    """The outcome of each payload, and for a conflict the uuid holding its natural key.
+
+    A revision may move its observation to another natural key (a corrected begin time);
+    the keys that revisions leave are free for the others of the batch. A revision whose
+    new key another observation keeps is a conflict, and its observation stays where it
+    was: the keys are decided again until no revision is left without a place.
+    """
+    stay: dict[str, str] = {}  # revisions that keep their old key -> who holds the new one
+    while True:
+        occupied = dict(taken)
+        for p in payloads:
+            row = existing.get(p["observation"]["uuid"])
+            if row is None or row["uuid"] in stay or row["content_hash"] == p["hash"]:
+                continue
+            if occupied.get(row["key"]) == row["uuid"]:
+                del occupied[row["key"]]
+        outcomes: list[str] = []
+        holders: list[str | None] = []
+        seen: set[str] = set()
+        stuck = False
+        for p in payloads:
+            uuid = p["observation"]["uuid"]
+            row = existing.get(uuid)
+            key = _key(p)
+            holder = None
+            if uuid in seen:
+                outcome = "unchanged"  # the same uuid twice in a batch: the first one counts
+            elif row is not None and (row["site_id"], row["system_id"]) != (site_id, system_id):
+                outcome, holder = "conflicts", uuid  # another system's uuid (same site)
+            elif row is not None and row["content_hash"] == p["hash"]:
+                outcome = "unchanged"
+            elif uuid in stay:
+                outcome, holder = "conflicts", stay[uuid]
+            elif occupied.get(key, uuid) != uuid:
+                outcome, holder = "conflicts", occupied[key]
+                if row is not None:
+                    stay[uuid] = occupied[key]
+                    stuck = True
+            else:
+                occupied[key] = uuid
+                outcome = "sent" if row is None else "revised"
+            seen.add(uuid)
+            outcomes.append(outcome)
+            holders.append(holder)
+        if not stuck:
+            return outcomes, holders
 
 
 def _revise(
     central: Central, p: dict[str, Any], old: dict[str, Any], *, site_id: str, now: str
 ) -> None:
+    """Rewrite a stored observation with its new content: natural key, times, values."""
     o = p["observation"]
     uuid = o["uuid"]
     revision = int(old["revision"]) + 1
     central.execute(
-        "UPDATE observations SET end_utc = ?, status = ?, reason = ?, content_hash = ?, "
+        "UPDATE observations SET chamber = ?, begin_utc = ?, end_utc = ?, status = ?, "
+        f"reason = ?, {', '.join(f'{k} = ?' for k in VALUE_FIELDS)}, content_hash = ?, "
         "revision = ?, received_at = ? WHERE uuid = ? AND site_id = ?",
         (
+            o["chamber"],
+            _utc_key(o["started_at"]),
             _utc_key(o["ended_at"]) if o.get("ended_at") else None,
             o["status"],
             o["reason"],
+            *(o.get(k) for k in VALUE_FIELDS),
             p["hash"],
             revision,
             now,

@@ -356,3 +356,36 @@ def check_complete(
             observation=index,
             line=line,
         )
+
+
+def read_gzip_bytes(path: str | os.PathLike[str], limit: int) -> tuple[str, bytes]:
+    """(path as text, the decompressed content of a gzip file of at most ``limit`` bytes).
+
+    Decompresses at most ``limit + 1`` bytes, so a small file that would inflate to
+    gigabytes (a gzip bomb) costs no more memory than ``limit``. Raises
+    :class:`DataFileError` naming the file when it cannot be read, is not gzip, is
+    corrupt or truncated, or decompresses to more than ``limit`` bytes.
+    """
+    import gzip
+    import zlib
+
+    path_text = os.fspath(path)
+    try:
+        with gzip.open(path_text, "rb") as handle:
+            content = handle.read(limit + 1)
+    except gzip.BadGzipFile as exc:
+        raise DataFileError(f"not gzip, or corrupt: {exc}", path=path_text) from exc
+    except EOFError as exc:
+        raise DataFileError(
+            "truncated: the compressed stream ends before its end marker", path=path_text
+        ) from exc
+    except zlib.error as exc:
+        raise DataFileError(f"corrupt compressed data: {exc}", path=path_text) from exc
+    except OSError as exc:
+        raise DataFileError(f"cannot read file: {exc.strerror or exc}", path=path_text) from exc
+    if len(content) > limit:
+        raise DataFileError(
+            f"decompresses to more than {limit:,} bytes, the limit for this file",
+            path=path_text,
+        )
+    return path_text, content

@@ -210,7 +210,10 @@ def test_manual_template_samples_and_fluxes(central, tmp_path):
             "line 6: start_time",
         ),
         (lambda t: t.replace("M2,", ",", 1), "line 5: empty chamber"),
-        (lambda t: t.replace(",490.9,9817\nM2", ",-1,9817\nM2", 1), "area_cm2 must be > 0"),
+        (
+            lambda t: t.replace(",490.9,9817\nM2", ",-1,9817\nM2", 1),
+            "area_cm2 must be finite and > 0 cm2",
+        ),
         (lambda t: t.replace("start_time", "begin"), "line 1: missing column(s) start_time"),
     ],
 )
@@ -251,3 +254,151 @@ def test_cli_import_json_and_exit_status(central_url, reference_data, tmp_path, 
     assert (report["files"], report["rejected"], report["sent"]) == (2, 1, 1)
     assert [f["status"] for f in report["details"]] == ["imported", "rejected"]
     assert "line 1: not an LI-8100A .81x file" in report["details"][1]["reasons"][0]
+
+
+# --- bad bytes: a message naming the file and line, never a traceback, nothing written -----
+
+
+def _manual_import(central, path):
+    return import_paths(central, [path], site_id="M", system_id="manual", fmt="manual-csv")
+
+
+def test_manual_not_utf8_names_the_line(central, tmp_path):
+    path = tmp_path / "latin1.csv"
+    path.write_bytes(MANUAL.replace("M2,", "Mü2,").encode("latin-1"))
+    outcome = _manual_import(central, path).files[0]
+    assert outcome.status == "rejected"
+    assert outcome.reasons == [
+        f"{path}, line 5: byte 0xfc is not UTF-8 text; save the file as UTF-8"
+    ]
+    assert _count(central, "SELECT count(*) AS n FROM observations") == 0
+
+
+@pytest.mark.parametrize("eol", ["\r", "\r\n"])
+def test_manual_any_line_ends(central, tmp_path, eol):
+    path = tmp_path / "eol.csv"
+    path.write_bytes(MANUAL.replace("\n", eol).encode())
+    outcome = _manual_import(central, path).files[0]
+    assert (outcome.status, outcome.sent) == ("imported", 2)
+    assert _count(central, "SELECT count(*) AS n FROM samples") == 5
+
+
+def test_manual_field_over_the_csv_limit(central, tmp_path):
+    path = tmp_path / "long.csv"
+    path.write_text(MANUAL.replace("M2,", "M" + "2" * 200_000 + ",", 1))
+    outcome = _manual_import(central, path).files[0]
+    assert outcome.status == "rejected"
+    assert f"{path}, line 5: not a CSV row: field larger than field limit" in outcome.reasons[0]
+    assert len(outcome.reasons[0]) < 500
+
+
+@pytest.mark.parametrize(
+    ("start", "message"),
+    [
+        ("0001-01-01T00:00:00+09:00", "start_time '0001-01-01T00:00:00+09:00' is outside the"),
+        ("9999-12-31T23:00:00-05:00", "start_time '9999-12-31T23:00:00-05:00' is outside the"),
+        ("2026-02-30T10:00:00+08:00", "start_time '2026-02-30T10:00:00+08:00' is not an ISO"),
+        ("1" * 5000, "start_time '1111111111111111111111111111111111"),
+    ],
+)
+def test_manual_impossible_times(central, tmp_path, start, message):
+    path = tmp_path / "times.csv"
+    path.write_text(MANUAL.replace("2026-07-01T10:20:00+08:00", start))
+    outcome = _manual_import(central, path).files[0]
+    assert outcome.status == "rejected" and message in outcome.reasons[0]
+    assert "line 5" in outcome.reasons[0] and len(outcome.reasons[0]) < 600
+
+
+def test_manual_huge_numbers_and_ragged_rows(central, tmp_path):
+    path = tmp_path / "numbers.csv"
+    text = MANUAL.replace("421.3", "9" * 5000).replace(",24.9,88.9,490.9,9817", ",24.9,88.9")
+    path.write_text(text)
+    outcome = _manual_import(central, path).files[0]
+    assert outcome.status == "rejected"
+    reason = outcome.reasons[0]
+    # 5000 digits parse as inf: the sample rule withholds nothing, the file has a ragged row
+    assert "line 6: 7 cells, the header names 9" in reason and len(reason) < 600
+
+
+def test_time_helper_refuses_dates_that_leave_the_calendar():
+    import datetime as dt
+
+    from chamberd.network_sync.importers import _instant
+
+    with pytest.raises(ValueError, match="outside the calendar in UTC"):
+        _instant(dt.datetime(1, 1, 1), "Asia/Tokyo", name="start time", no_zone="")
+    with pytest.raises(ValueError, match="outside the calendar in UTC"):
+        _instant(dt.datetime(9999, 12, 31, 23), "America/New_York", name="t", no_zone="")
+    with pytest.raises(ValueError, match="has no UTC offset: give one"):
+        _instant("2026-07-01T10:00:00", None, name="t", no_zone="give one")
+
+
+def _gzip_members(folder, content: bytes) -> None:
+    (folder / "data.csv.gz").write_bytes(content)
+
+
+@pytest.mark.parametrize(
+    ("spoil", "message"),
+    [
+        (lambda gz: gz[:10] + bytes([gz[10] ^ 0xFF]) + gz[11:], "corrupt"),
+        (lambda gz: gz[: len(gz) // 2], "truncated"),
+        (lambda gz: gzip.decompress(gz), "not gzip"),
+        (lambda gz: b"", "empty file"),
+        (lambda gz: gz + b"garbage after the stream", "not gzip"),
+    ],
+)
+def test_cosore_bad_gzip_is_a_message(central, reference_data, tmp_path, spoil, message):
+    folder = _small_cosore(reference_data, tmp_path, "d20200212_ATAKA", 50)
+    _gzip_members(folder, spoil((folder / "data.csv.gz").read_bytes()))
+    outcome = import_paths(central, [folder], site_id="Y", system_id="a", fmt="cosore").files[0]
+    assert outcome.status == "rejected"
+    assert outcome.reasons[0].startswith(f"{folder}/data.csv.gz: ")
+    assert message in outcome.reasons[0]
+    assert _count(central, "SELECT count(*) AS n FROM observations") == 0
+
+
+def test_cosore_gzip_bomb_is_refused_at_the_limit(central, reference_data, tmp_path, monkeypatch):
+    from chamberd.network_sync import importers
+
+    folder = _small_cosore(reference_data, tmp_path, "d20200212_ATAKA", 50)
+    data = gzip.decompress((folder / "data.csv.gz").read_bytes())
+    _gzip_members(folder, gzip.compress(data + b"1,2,3\n" * 2_000_000))  # 12 MB from 30 kB
+    monkeypatch.setattr(importers, "COSORE_MAX_BYTES", 1_000_000)
+    outcome = import_paths(central, [folder], site_id="Y", system_id="a", fmt="cosore").files[0]
+    assert outcome.status == "rejected"
+    assert "decompresses to more than 1,000,000 bytes" in outcome.reasons[0]
+
+
+@pytest.mark.parametrize("member", ["DESCRIPTION.txt", "PORTS.txt"])
+def test_cosore_metadata_not_utf8(central, reference_data, tmp_path, member):
+    folder = _small_cosore(reference_data, tmp_path, "d20200212_ATAKA", 50)
+    raw = (folder / member).read_bytes()
+    (folder / member).write_bytes(raw.replace(b"# ", b"# \xe9", 1))
+    outcome = import_paths(central, [folder], site_id="Y", system_id="a", fmt="cosore").files[0]
+    assert outcome.status == "rejected"
+    assert outcome.reasons[0] == (
+        f"{folder / member}, line 1: byte 0xe9 is not UTF-8 text; save the file as UTF-8"
+    )
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda line: "9" * 5000 + line[1:], "CSR_PORT '99999999"),
+        (lambda line: line.replace("+09:00", "+99:00", 1), "is not an ISO 8601 time"),
+        (
+            lambda line: line.replace("2012-09-28T15:00:00+09:00", "0001-01-01T00:00:00+09:00"),
+            "outside the calendar",
+        ),
+        (lambda line: line + ",extra", "7 cells, the header names 6"),
+    ],
+)
+def test_cosore_bad_cells(central, reference_data, tmp_path, edit, message):
+    folder = _small_cosore(reference_data, tmp_path, "d20200212_ATAKA", 50)
+    lines = gzip.decompress((folder / "data.csv.gz").read_bytes()).decode().splitlines()
+    lines[3] = edit(lines[3])
+    _gzip_members(folder, gzip.compress(("\n".join(lines) + "\n").encode()))
+    outcome = import_paths(central, [folder], site_id="Y", system_id="a", fmt="cosore").files[0]
+    assert outcome.status == "rejected"
+    assert "line 4: " in outcome.reasons[0] and message in outcome.reasons[0]
+    assert len(outcome.reasons[0]) < 600
