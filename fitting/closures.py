@@ -9,12 +9,13 @@ for instrument files and by the central ``chamberd refit`` for stored traces.
 
 How the work is split:
 
-- Closures are grouped by their processing settings and by trace length (lengths within
-  a quarter of each other share a group, shorter traces padded with missing samples).
+- Closures are grouped by their processing settings and by time axis: closures sharing
+  one (1 Hz loggers) form a group and take the engine's shared-axis fast paths; the others
+  are grouped by trace length (lengths within a quarter of each other, shorter traces
+  padded with missing samples).
   Within a group, water correction, initial values (intercepts over the first seconds),
   window masks and the linear, quadratic and exponential fits are computed for all
-  closures at once; closures sharing one time axis (1 Hz loggers) take the engine's
-  shared-axis fast paths.
+  closures at once.
 - What cannot be batched cheaply is done per closure with the single path's own code:
   the automatic dead-band scan (:func:`~chamberd.fitting.choose_dead_band`, with
   ``dead_band_s="auto"``), and everything after the fits (fluxes, detection limit, model
@@ -57,6 +58,9 @@ __all__ = ["Closure", "fit_closures"]
 
 # a group holds traces whose lengths are within this factor (padded to the longest)
 _LENGTH_RATIO = 1.25
+# closures sharing one time axis form a group of their own from this many on (the engine's
+# shared-axis paths: matrix products and power series instead of passes over the samples)
+_SHARED_MIN = 32
 _DEFAULT_SETTINGS = FitSettings()
 
 
@@ -96,10 +100,16 @@ class _Prepared:
     auto: bool
 
 
+def _array(value: ArrayLike) -> np.ndarray:
+    if type(value) is np.ndarray and value.dtype == np.float64:
+        return value
+    return np.asarray(value, dtype=float)
+
+
 def _prepare(index: int, closure: Closure) -> _Prepared | None:
     """The closure's arrays, or None where it is left to the single path."""
-    t = np.asarray(closure.elapsed_s, dtype=float).ravel()
-    c = np.asarray(closure.mole_fraction, dtype=float).ravel()
+    t = _array(closure.elapsed_s).ravel()
+    c = _array(closure.mole_fraction).ravel()
     if t.shape != c.shape or t.size == 0:
         return None
     band = closure.dead_band_s
@@ -110,7 +120,7 @@ def _prepare(index: int, closure: Closure) -> _Prepared | None:
         return None
     traces = []
     for value in (closure.h2o_mmol_mol, closure.pressure_kpa, closure.temperature_degc):
-        arr = np.asarray(value, dtype=float)
+        arr = _array(value)
         if arr.ndim != 0:
             arr = arr.ravel() if arr.size == t.size and arr.ndim <= 1 else None
             if arr is None or arr.shape != t.shape:
@@ -120,15 +130,25 @@ def _prepare(index: int, closure: Closure) -> _Prepared | None:
 
 
 def _groups(prepared: list[_Prepared], closures: Sequence[Closure]) -> list[list[_Prepared]]:
-    """Closures with the same settings and similar lengths, longest traces last."""
+    """Closures with the same settings and one time axis (where at least ``_SHARED_MIN``
+    share it), or similar lengths."""
     by_settings: dict[FitSettings, list[_Prepared]] = {}
     for item in prepared:
         by_settings.setdefault(closures[item.index].settings, []).append(item)
     groups = []
     for items in by_settings.values():
-        items.sort(key=lambda p: p.t.size)
-        current: list[_Prepared] = []
+        by_axis: dict[bytes, list[_Prepared]] = {}
         for item in items:
+            by_axis.setdefault(item.t.tobytes(), []).append(item)
+        rest = []
+        for same in by_axis.values():
+            if len(same) >= _SHARED_MIN and np.isfinite(same[0].t).all():
+                groups.append(same)
+            else:
+                rest.extend(same)
+        rest.sort(key=lambda p: p.t.size)
+        current: list[_Prepared] = []
+        for item in rest:
             if current and item.t.size > max(
                 current[0].t.size * _LENGTH_RATIO, current[0].t.size + 8
             ):

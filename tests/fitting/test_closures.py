@@ -152,14 +152,18 @@ def test_results_do_not_depend_on_the_company_a_closure_keeps():
 
 
 def test_groups_are_by_settings_and_similar_length():
-    closures = _closures(seed=5, n=200)
+    closures = [replace(c, settings=FitSettings()) for c in _closures(seed=5, n=200)]
+    closures[::2] = [replace(c, settings=FitSettings(r2_min=0.5)) for c in closures[::2]]
     prepared = [p for i, c in enumerate(closures) if (p := _prepare(i, c)) is not None]
     groups = _groups(prepared, closures)
     assert sum(len(g) for g in groups) == len(prepared)
+    shared = 0
     for group in groups:
         assert len({closures[p.index].settings for p in group}) == 1
         sizes = [p.t.size for p in group]
         assert max(sizes) <= max(1.25 * min(sizes), min(sizes) + 8)
+        shared += len({p.t.tobytes() for p in group}) == 1 and len(group) >= 32
+    assert shared  # the closures on the 1 Hz axis
 
 
 def test_empty_input():

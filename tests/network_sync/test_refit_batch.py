@@ -12,11 +12,12 @@ from pathlib import Path
 
 import pytest
 from fitcompare import assert_same, single
+from threadpoolctl import threadpool_info
 
 from chamberd.controller.errors import DataFileError
 from chamberd.fitting import FitSettings, fit_closures
 from chamberd.network_sync.formats import read_file
-from chamberd.network_sync.refit import observation_closures, refit_paths
+from chamberd.network_sync.refit import BLAS_THREADS, observation_closures, refit_paths
 
 
 def _files(reference_data: Path, salt_81x: Path) -> list[Path]:
@@ -78,11 +79,16 @@ def test_chunks_do_not_change_the_report(reference_data, salt_81x, tmp_path):
     bad.write_text("this is not an instrument file\n")
     files = [*_files(reference_data, salt_81x), bad, reference_data / "li8250"]
 
+    blas_threads = set()
+
     def run(chunk):
         calls = []
 
         def progress(report, path):
             calls.append((path, report.files, report.observations, len(report.rows)))
+            blas_threads.update(
+                i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"
+            )
 
         report = refit_paths(files, progress=progress, chunk_closures=chunk)
         return report, calls
@@ -102,3 +108,4 @@ def test_chunks_do_not_change_the_report(reference_data, salt_81x, tmp_path):
     assert whole.warnings == piece.warnings
     assert (whole.files, whole.observations) == (piece.files, piece.observations)
     assert any(str(bad) in str(e) for e in whole.refused)
+    assert blas_threads == {BLAS_THREADS}  # the fits ran with the chosen BLAS threads
