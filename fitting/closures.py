@@ -35,6 +35,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -87,7 +88,7 @@ class Closure:
     settings: FitSettings = _DEFAULT_SETTINGS
 
 
-@dataclass
+@dataclass(slots=True)
 class _Prepared:
     """A closure's arrays, as the batch preparation takes them."""
 
@@ -100,33 +101,38 @@ class _Prepared:
     auto: bool
 
 
+_F64 = np.dtype(np.float64)
+_NUMBER = (int, float, np.floating, np.integer)
+
+
 def _array(value: ArrayLike) -> np.ndarray:
-    if type(value) is np.ndarray and value.dtype == np.float64:
+    if type(value) is np.ndarray and value.dtype is _F64:
         return value
     return np.asarray(value, dtype=float)
 
 
 def _prepare(index: int, closure: Closure) -> _Prepared | None:
-    """The closure's arrays, or None where it is left to the single path."""
-    t = _array(closure.elapsed_s).ravel()
-    c = _array(closure.mole_fraction).ravel()
+    """The closure's arrays, or None where it is left to the single path (which then
+    decides, and raises its own error where it refuses the closure)."""
+    t = _array(closure.elapsed_s)
+    c = _array(closure.mole_fraction)
+    if t.ndim != 1:
+        t = t.ravel()
+    if c.ndim != 1:
+        c = c.ravel()
     if t.shape != c.shape or t.size == 0:
         return None
     band = closure.dead_band_s
-    if isinstance(band, str):
-        if band != "auto":
-            return None
-    elif not isinstance(band, int | float | np.floating | np.integer):
+    auto = isinstance(band, str)
+    if (auto and band != "auto") or not (auto or isinstance(band, _NUMBER)):
         return None
-    traces = []
-    for value in (closure.h2o_mmol_mol, closure.pressure_kpa, closure.temperature_degc):
-        arr = _array(value)
-        if arr.ndim != 0:
-            arr = arr.ravel() if arr.size == t.size and arr.ndim <= 1 else None
-            if arr is None or arr.shape != t.shape:
-                return None
-        traces.append(arr)
-    return _Prepared(index, t, c, traces[0], traces[1], traces[2], isinstance(band, str))
+    h2o = _array(closure.h2o_mmol_mol)
+    pressure = _array(closure.pressure_kpa)
+    temperature = _array(closure.temperature_degc)
+    for arr in (h2o, pressure, temperature):
+        if arr.ndim and arr.shape != t.shape:
+            return None
+    return _Prepared(index, t, c, h2o, pressure, temperature, auto)
 
 
 def _groups(prepared: list[_Prepared], closures: Sequence[Closure]) -> list[list[_Prepared]]:
@@ -222,20 +228,31 @@ def _nrmse(rmse: float, span: float) -> float:
     return rmse / span if span > 0 else math.inf
 
 
-def _linear(fit: BatchLinear, i: int, y_span: float) -> LinearFit:
-    n = int(fit.n_points[i])
+class _Lists:
+    """The fields of a batch result as Python lists (indexing them is cheap)."""
+
+    def __init__(self, batch: BatchLinear | BatchQuadratic | BatchExponential) -> None:
+        for name, value in vars(batch).items():
+            setattr(self, name, value.tolist())
+
+    def __getattr__(self, name: str) -> list[Any]:  # for type checkers: every field a list
+        raise AttributeError(name)
+
+
+def _linear(fit: _Lists, i: int, y_span: float) -> LinearFit:
+    n = fit.n_points[i]
     if not fit.converged[i]:
         nan = math.nan
         return LinearFit(
             nan, nan, nan, nan, nan, nan, nan, n, False, f"too few points for a line ({n})"
         )
-    rmse = float(fit.rmse_mf[i])
+    rmse = fit.rmse_mf[i]
     return LinearFit(
-        slope_mf_s=float(fit.slope_mf_s[i]),
-        intercept_mf=float(fit.intercept_mf[i]),
-        slope_se_mf_s=float(fit.slope_se_mf_s[i]),
-        intercept_se_mf=float(fit.intercept_se_mf[i]),
-        r_squared=float(fit.r_squared[i]),
+        slope_mf_s=fit.slope_mf_s[i],
+        intercept_mf=fit.intercept_mf[i],
+        slope_se_mf_s=fit.slope_se_mf_s[i],
+        intercept_se_mf=fit.intercept_se_mf[i],
+        r_squared=fit.r_squared[i],
         rmse_mf=rmse,
         nrmse=_nrmse(rmse, y_span),
         n_points=n,
@@ -244,21 +261,21 @@ def _linear(fit: BatchLinear, i: int, y_span: float) -> LinearFit:
     )
 
 
-def _quadratic(fit: BatchQuadratic, i: int, y_span: float) -> QuadraticFit:
-    n = int(fit.n_points[i])
+def _quadratic(fit: _Lists, i: int, y_span: float) -> QuadraticFit:
+    n = fit.n_points[i]
     if not fit.converged[i]:
         nan = math.nan
         return QuadraticFit(
             nan, nan, nan, nan, 0.0, nan, nan, nan, n, False, f"too few points for a parabola ({n})"
         )
-    rmse = float(fit.rmse_mf[i])
+    rmse = fit.rmse_mf[i]
     return QuadraticFit(
-        slope_mf_s=float(fit.slope_mf_s[i]),
-        slope_se_mf_s=float(fit.slope_se_mf_s[i]),
-        curvature_mf_s2=float(fit.curvature_mf_s2[i]),
-        value_at_t0_mf=float(fit.value_at_t0_mf[i]),
+        slope_mf_s=fit.slope_mf_s[i],
+        slope_se_mf_s=fit.slope_se_mf_s[i],
+        curvature_mf_s2=fit.curvature_mf_s2[i],
+        value_at_t0_mf=fit.value_at_t0_mf[i],
         t0_s=0.0,
-        r_squared=float(fit.r_squared[i]),
+        r_squared=fit.r_squared[i],
         rmse_mf=rmse,
         nrmse=_nrmse(rmse, y_span),
         n_points=n,
@@ -267,40 +284,38 @@ def _quadratic(fit: BatchQuadratic, i: int, y_span: float) -> QuadraticFit:
     )
 
 
-def _exponential(
-    fit: BatchExponential, i: int, y_span: float, settings: FitSettings
-) -> ExponentialFit:
+def _exponential(fit: _Lists, i: int, y_span: float, settings: FitSettings) -> ExponentialFit:
     fixed = settings.exp_form == "fixed_c0"
     form = "fixed_c0" if fixed else "free_c0"
     t0_s = 0.0 if fixed else settings.exp_t0_s
-    n = int(fit.n_points[i])
-    a = float(fit.a_per_s[i])
+    n = fit.n_points[i]
+    a = fit.a_per_s[i]
     if not math.isfinite(a):  # fewer than four samples or distinct times
         return failed(form, n, t0_s)
-    at_bound = AT_BOUND_CODES[int(fit.at_bound[i])]
-    t0 = float(fit.t0_s[i])
+    at_bound = AT_BOUND_CODES[fit.at_bound[i]]
+    t0 = fit.t0_s[i]
     converged, message = status(at_bound, has_t0=not fixed or not math.isnan(t0))
-    rmse = float(fit.rmse_mf[i])
+    rmse = fit.rmse_mf[i]
     return ExponentialFit(
         form=form,
-        slope_mf_s=float(fit.slope_mf_s[i]),
-        slope_se_mf_s=float(fit.slope_se_mf_s[i]),
+        slope_mf_s=fit.slope_mf_s[i],
+        slope_se_mf_s=fit.slope_se_mf_s[i],
         a_per_s=a,
-        a_se_per_s=float(fit.a_se_per_s[i]),
-        cx_mf=float(fit.cx_mf[i]),
-        c0_mf=float(fit.c0_mf[i]),
+        a_se_per_s=fit.a_se_per_s[i],
+        cx_mf=fit.cx_mf[i],
+        c0_mf=fit.c0_mf[i],
         t0_s=t0,
-        r_squared=float(fit.r_squared[i]),
+        r_squared=fit.r_squared[i],
         rmse_mf=rmse,
         nrmse=_nrmse(rmse, y_span),
         n_points=n,
         converged=converged,
         at_bound=at_bound,
-        iterations=int(fit.iterations[i]),
+        iterations=fit.iterations[i],
         message=message,
-        ref_time_s=float(fit.ref_time_s[i]),
-        value_at_ref_mf=float(fit.value_at_ref_mf[i]),
-        slope_at_ref_mf_s=float(fit.slope_at_ref_mf_s[i]),
+        ref_time_s=fit.ref_time_s[i],
+        value_at_ref_mf=fit.value_at_ref_mf[i],
+        slope_at_ref_mf_s=fit.slope_at_ref_mf_s[i],
     )
 
 
@@ -386,23 +401,26 @@ def _fit_group(
         )
     with np.errstate(invalid="ignore"):
         t_span, y_span = _window_stats(t, c, mask)
-    n_window = mask.sum(axis=1)
+    lin_l, quad_l, exp_l = _Lists(lin), _Lists(quad), _Lists(exp)
+    n_window = mask.sum(axis=1).tolist()
+    t_spans, y_spans = t_span.tolist(), y_span.tolist()
+    p0_l, t0_l, w0_l, c0_l = p0.tolist(), t0.tolist(), w0.tolist(), c0.tolist()
+    air_l, bands_l, ends_l = air.tolist(), bands.tolist(), ends.tolist()
     for j, k in enumerate(rows.tolist()):
         item = items[k]
-        closure = closures[item.index]
-        n = int(n_window[j])
-        span = float(y_span[j])
+        n = n_window[j]
+        span = y_spans[j]
         results[item.index] = assemble(
-            _linear(lin, j, span),
-            _exponential(exp, j, span, settings),
-            _quadratic(quad, j, span),
-            dead_band_s=float(bands[k]),
-            end_s=float(ends[k]),
+            _linear(lin_l, j, span),
+            _exponential(exp_l, j, span, settings),
+            _quadratic(quad_l, j, span),
+            dead_band_s=bands_l[k],
+            end_s=ends_l[k],
             n_points=n,
-            closure_s=float(t_span[j]) if n > 1 else math.nan,
-            initial=(float(p0[k]), float(t0[k]), float(w0[k]), float(c0[k])),
-            dry_air=float(air[k]),
-            precision_mf=closure.precision_mf,
+            closure_s=t_spans[j] if n > 1 else math.nan,
+            initial=(p0_l[k], t0_l[k], w0_l[k], c0_l[k]),
+            dry_air=air_l[k],
+            precision_mf=closures[item.index].precision_mf,
             settings=settings,
             flags=["dead_band_auto"] if item.auto else [],
             choice=choices[k],

@@ -85,25 +85,26 @@ def refit(
         params,
     )
     report.observations = len(observations)
-    for start in range(0, len(observations), chunk):
-        part = observations[start : start + chunk]
-        with threadpool_limits(limits=BLAS_THREADS, user_api="blas"):
+    with threadpool_limits(limits=BLAS_THREADS, user_api="blas"):
+        for start in range(0, len(observations), chunk):
+            part = observations[start : start + chunk]
             rows = _fit_chunk(central, part, gas, column, method, dead_band_s, version, report)
-        with central.transaction():
-            for uuid in {o["uuid"] for o in part}:
-                central.execute(
-                    "DELETE FROM fluxes WHERE observation_uuid = ? AND gas = ? "
-                    "AND processing_version = ?",
-                    (uuid, gas, version),
+            with central.transaction():
+                for uuid in {o["uuid"] for o in part}:
+                    central.execute(
+                        "DELETE FROM fluxes WHERE observation_uuid = ? AND gas = ? "
+                        "AND processing_version = ?",
+                        (uuid, gas, version),
+                    )
+                central.executemany(
+                    "INSERT INTO fluxes (site_id, observation_uuid, gas, model, "
+                    "processing_version, flux, flux_unit, flux_se, r2, nrmse, n_points, "
+                    "selected, flags, revision) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, 1)",
+                    rows,
                 )
-            central.executemany(
-                "INSERT INTO fluxes (site_id, observation_uuid, gas, model, processing_version, "
-                "flux, flux_unit, flux_se, r2, nrmse, n_points, selected, flags, revision) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, 1)",
-                rows,
-            )
-        if progress is not None:
-            progress(report)
+            if progress is not None:
+                progress(report)
     report.seconds = time.perf_counter() - started
     return report
 

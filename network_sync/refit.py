@@ -13,6 +13,7 @@ a year of files), fits them together and builds the rows in file order.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import statistics
@@ -138,16 +139,21 @@ def observation_closures(
 ) -> list[tuple[Closure, str]]:
     """The closures of every gas of ``obs`` as ``chamberd fit`` fits them, each with a note
     on its dead band ("" or why it was chosen automatically)."""
-    chosen = settings if settings is not None else FitSettings()
+    chosen = settings if settings is not None else _DEFAULT_SETTINGS
     return [
-        _closure(
-            obs,
-            gas,
-            dead_band,
-            replace(chosen, initial_window_end_exclusive=gas.initial_end_exclusive),
-        )
+        _closure(obs, gas, dead_band, _initial_rule(chosen, gas.initial_end_exclusive))
         for gas in obs.gases
     ]
+
+
+_DEFAULT_SETTINGS = FitSettings()
+
+
+@functools.lru_cache(maxsize=64)
+def _initial_rule(settings: FitSettings, end_exclusive: bool) -> FitSettings:
+    """``settings`` with the instrument's rule for the initial-value window (one object per
+    rule, so that the closures of a run share their settings)."""
+    return replace(settings, initial_window_end_exclusive=end_exclusive)
 
 
 def _closure(
