@@ -52,9 +52,9 @@ ANALYSER_PRECISION_MF = {"co2": 1.0, "ch4": 0.6, "n2o": 0.4}
 CHUNK_CLOSURES = 4096
 
 #: BLAS threads while fitting files. The batch engine's matrix products are small
-#: (closures x samples times samples x 48); on the 2-core machines measured, a second
-#: BLAS thread gained nothing on a quiet machine and slowed the fits several-fold on a
-#: loaded one (see docs/fitting.md, "Threads").
+#: (closures x samples times samples x 48); on the 2-core machine measured, numpy's default
+#: of a thread per core made the batch fits 2.3 times slower on a quiet machine and 2.6
+#: times slower with both cores busy (see docs/fitting.md, "Threads").
 BLAS_THREADS = 1
 
 #: Columns of ``chamberd fit`` output, in order.
