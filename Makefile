@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench bench-sync clean
+.PHONY: demo test lint bench bench-fit bench-sync clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,7 +26,11 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_fitting.py
+	$(BIN)/python benchmarks/bench_fit_files.py
 	$(BIN)/python benchmarks/bench_daemon.py
+
+bench-fit: $(STAMP)
+	$(BIN)/python benchmarks/bench_fit_files.py
 
 bench-sync: $(STAMP)
 	$(BIN)/python benchmarks/bench_sync.py

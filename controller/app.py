@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
+from threadpoolctl import threadpool_limits
+
 from .clock import Clock
 from .config import SiteConfig
 from .daemon import Daemon
@@ -22,6 +24,9 @@ from .hardware import make_actuators, make_analyser, make_aux_sensors
 from .store import SiteStore
 
 __all__ = ["JournalFormatter", "Site", "build_site", "configure_logging", "serve"]
+
+#: BLAS threads while the daemon runs (numpy's OpenBLAS would start one per core).
+DAEMON_BLAS_THREADS = 1
 
 _PRIORITY = {
     logging.DEBUG: 7,
@@ -112,7 +117,9 @@ def serve(site: Site, *, until: Any = None) -> None:
     """Run the daemon until SIGTERM/SIGINT (or ``until``); always end in the safe state."""
     daemon = site.daemon
     reason = "stop requested"
-    with _signals(daemon):
+    # one closure is fitted at a time: BLAS threads would only contend with the daemon's
+    # own threads on a small field computer (see docs/fitting.md, "Threads")
+    with _signals(daemon), threadpool_limits(limits=DAEMON_BLAS_THREADS, user_api="blas"):
         try:
             daemon.run(until=until)
         except BaseException as exc:

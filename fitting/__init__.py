@@ -7,6 +7,7 @@ chamberd.
 """
 
 from .closure import FLAGS, ClosureFit, FitSettings, fit_closure
+from .closures import Closure, fit_closures
 from .exponential import DEFAULT_A_BOUNDS_PER_S, ExponentialFit, fit_exponential, fit_hmr
 from .flux import R_J_MOL_K, celsius_to_kelvin, dry_air_mol_m2, slope_to_flux, wet_to_dry
 from .linear import (
@@ -31,6 +32,7 @@ __all__ = [
     "FLAGS",
     "R_J_MOL_K",
     "SELECTION_RULES",
+    "Closure",
     "ClosureFit",
     "DeadBandChoice",
     "ExponentialFit",
@@ -42,6 +44,7 @@ __all__ = [
     "choose_dead_band",
     "dry_air_mol_m2",
     "fit_closure",
+    "fit_closures",
     "fit_exponential",
     "fit_hmr",
     "fit_linear",

@@ -29,8 +29,10 @@ __all__ = [
     "AT_BOUND_CODES",
     "BatchExponential",
     "BatchLinear",
+    "BatchQuadratic",
     "fit_exponential_batch",
     "fit_linear_batch",
+    "fit_quadratic_batch",
 ]
 
 #: Codes of ``BatchExponential.at_bound``.
@@ -92,6 +94,7 @@ class BatchLinear:
     rmse_mf: np.ndarray
     n_points: np.ndarray
     converged: np.ndarray
+    intercept_se_mf: np.ndarray
 
 
 def fit_linear_batch(
@@ -127,7 +130,8 @@ def fit_linear_batch(
     """
     t, y, m = _prepare(elapsed_s, mole_fraction, mask)
     n_closures = y.shape[0]
-    out = {k: np.full(n_closures, np.nan) for k in ("slope", "intercept", "se", "r2", "rmse")}
+    names = ("slope", "intercept", "se", "intercept_se", "r2", "rmse")
+    out = {k: np.full(n_closures, np.nan) for k in names}
     count = np.zeros(n_closures, dtype=int)
     shared_t = t.ndim == 1 and bool(np.isfinite(t).all())
     all_in = mask is None or bool(m.all())
@@ -145,6 +149,7 @@ def fit_linear_batch(
             sty = dy @ dt_shared
             syy = np.einsum("ij,ij->i", dy, dy)
             t_mean_rows = np.full(yc.shape[0], t_mean)
+            dt = np.broadcast_to(dt_shared, yc.shape)
         else:
             tc = t if t.ndim == 1 else t[sl]
             tt = np.broadcast_to(tc, yc.shape)
@@ -162,10 +167,17 @@ def fit_linear_batch(
             syy = np.einsum("ij,ij->i", dy, dy)
         with np.errstate(divide="ignore", invalid="ignore"):
             slope = sty / stt
-            rss = np.maximum(syy - slope * sty, 0.0)
+            # the residuals themselves (dt and dy are 0 outside the window): syy - slope sty
+            # loses digits to cancellation on clean traces
+            resid = dy - slope[:, None] * dt
+            rss = np.einsum("ij,ij->i", resid, resid)
             out["slope"][sl] = slope
             out["intercept"][sl] = y_mean - slope * t_mean_rows
-            out["se"][sl] = np.where(n > 2, np.sqrt(rss / (n - 2) / stt), np.inf)
+            s2 = rss / (n - 2)
+            out["se"][sl] = np.where(n > 2, np.sqrt(s2 / stt), np.inf)
+            out["intercept_se"][sl] = np.where(
+                n > 2, np.sqrt(s2 * (1.0 / n + t_mean_rows * t_mean_rows / stt)), np.inf
+            )
             out["r2"][sl] = np.where(syy > 0, 1.0 - rss / syy, 1.0)
             out["rmse"][sl] = np.sqrt(rss / n)
         count[sl] = n.astype(int)
@@ -178,6 +190,128 @@ def fit_linear_batch(
         rmse_mf=out["rmse"],
         n_points=count,
         converged=converged,
+        intercept_se_mf=out["intercept_se"],
+    )
+
+
+@dataclass(frozen=True)
+class BatchQuadratic:
+    """Per-closure parabolas, each an (N,) array; see :class:`~chamberd.fitting.QuadraticFit`."""
+
+    slope_mf_s: np.ndarray
+    slope_se_mf_s: np.ndarray
+    curvature_mf_s2: np.ndarray
+    value_at_t0_mf: np.ndarray
+    r_squared: np.ndarray
+    rmse_mf: np.ndarray
+    n_points: np.ndarray
+    converged: np.ndarray
+
+
+def fit_quadratic_batch(
+    elapsed_s: ArrayLike,
+    mole_fraction: ArrayLike,
+    mask: ArrayLike | None = None,
+    *,
+    t0_s: float = 0.0,
+    chunk_size: int = LINEAR_CHUNK,
+) -> BatchQuadratic:
+    """Parabola of every closure (the batch form of ``fit_quadratic``).
+
+    As the single path, time is centred on each closure's mean and scaled by its span; the
+    3 x 3 normal equations of the centred data are solved in closed form per closure.
+
+    Parameters
+    ----------
+    elapsed_s : array_like, (M,) or (N, M)
+        Time since closure [s].
+    mole_fraction : array_like, (N, M)
+        Mole fractions [mf]; NaN samples are ignored.
+    mask : array_like of bool, (N, M), optional
+        Samples in each closure's window.
+    t0_s : float
+        Time at which the slope is reported [s].
+    chunk_size : int
+        Closures per chunk.
+
+    Returns
+    -------
+    BatchQuadratic
+
+    Examples
+    --------
+    >>> t = np.arange(0.0, 121.0)
+    >>> fit = fit_quadratic_batch(t, [400 + 0.5 * t - 0.001 * t**2])
+    >>> np.round(fit.slope_mf_s, 9).tolist(), np.round(fit.curvature_mf_s2, 9).tolist()
+    ([0.5], [-0.001])
+    """
+    t, y, m = _prepare(elapsed_s, mole_fraction, mask)
+    n_closures = y.shape[0]
+    names = ("slope", "se", "b2", "value", "r2", "rmse")
+    out = {k: np.full(n_closures, np.nan) for k in names}
+    count = np.zeros(n_closures, dtype=int)
+    ok_all = np.zeros(n_closures, dtype=bool)
+    for sl in _chunks(n_closures, chunk_size):
+        yc = y[sl]
+        tt = np.broadcast_to(t if t.ndim == 1 else t[sl], yc.shape)
+        inside = m[sl] & np.isfinite(yc) & np.isfinite(tt)
+        w = inside.astype(float)
+        n = w.sum(axis=1)
+        ok = _distinct_times(t if t.ndim == 1 else t[sl], tt, inside) >= 3
+        with np.errstate(divide="ignore", invalid="ignore"):
+            tv = np.where(inside, tt, 0.0)
+            centre = tv.sum(axis=1) / n
+            lo = np.where(inside, tt, np.inf).min(axis=1)
+            hi = np.where(inside, tt, -np.inf).max(axis=1)
+            scale = np.where(hi - lo > 0, hi - lo, 1.0)
+            x = (tv - centre[:, None]) / scale[:, None] * w
+            y_mean = np.where(inside, yc, 0.0).sum(axis=1) / n
+            dy = np.where(inside, yc - y_mean[:, None], 0.0)
+            x2 = x * x
+            s1, s2 = x.sum(axis=1), x2.sum(axis=1)
+            s3 = np.einsum("ij,ij->i", x2, x)
+            s4 = np.einsum("ij,ij->i", x2, x2)
+            xtx = np.empty((yc.shape[0], 3, 3))
+            xtx[:, 0, 0] = n
+            xtx[:, 0, 1] = xtx[:, 1, 0] = s1
+            xtx[:, 0, 2] = xtx[:, 2, 0] = xtx[:, 1, 1] = s2
+            xtx[:, 1, 2] = xtx[:, 2, 1] = s3
+            xtx[:, 2, 2] = s4
+            xty = np.stack(
+                [dy.sum(axis=1), np.einsum("ij,ij->i", x, dy), np.einsum("ij,ij->i", x2, dy)],
+                axis=1,
+            )
+            inv = _inv3(xtx)
+            coef = np.einsum("nij,nj->ni", inv, xty)
+            resid = (dy - coef[:, :1] - coef[:, 1:2] * x - coef[:, 2:3] * x2) * w
+            rss = np.einsum("ij,ij->i", resid, resid)
+            syy = np.einsum("ij,ij->i", dy, dy)
+            x0 = (t0_s - centre) / scale
+            grad = np.stack([np.zeros_like(x0), np.ones_like(x0), 2.0 * x0], axis=1)
+            grad /= scale[:, None]
+            var = np.einsum("ni,nij,nj->n", grad, inv, grad) * rss / (n - 3)
+            se = np.where(n > 3, np.sqrt(np.maximum(var, 0.0)), np.inf)
+        good = ok & np.all(np.isfinite(coef), axis=1)
+        nan = np.full(yc.shape[0], np.nan)
+        out["b2"][sl] = np.where(good, coef[:, 2] / scale**2, nan)
+        out["slope"][sl] = np.where(good, (coef[:, 1] + 2.0 * coef[:, 2] * x0) / scale, nan)
+        value = y_mean + coef[:, 0] + coef[:, 1] * x0 + coef[:, 2] * x0 * x0
+        out["value"][sl] = np.where(good, value, nan)
+        out["se"][sl] = np.where(good, se, nan)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            out["r2"][sl] = np.where(good, np.where(syy > 0, 1.0 - rss / syy, 1.0), nan)
+            out["rmse"][sl] = np.where(good, np.sqrt(rss / n), nan)
+        count[sl] = n.astype(int)
+        ok_all[sl] = good
+    return BatchQuadratic(
+        slope_mf_s=out["slope"],
+        slope_se_mf_s=out["se"],
+        curvature_mf_s2=out["b2"],
+        value_at_t0_mf=out["value"],
+        r_squared=out["r2"],
+        rmse_mf=out["rmse"],
+        n_points=count,
+        converged=ok_all,
     )
 
 
@@ -201,6 +335,11 @@ class BatchExponential:
     converged: np.ndarray
     at_bound: np.ndarray
     iterations: np.ndarray
+    a_se_per_s: np.ndarray
+    # the curve in the engine's basis (see ExponentialFit.curve_mf)
+    ref_time_s: np.ndarray
+    value_at_ref_mf: np.ndarray
+    slope_at_ref_mf_s: np.ndarray
 
 
 def fit_exponential_batch(
@@ -260,7 +399,7 @@ def fit_exponential_batch(
     basis = _vp.grid_basis(a_grid, t) if t.ndim == 1 else None
     chunk = max(1, min(int(chunk_size), n_closures))
     local = threading.local()
-    names = ("slope", "slope_se", "a", "cx", "c0", "t0", "r2", "rmse")
+    names = ("slope", "slope_se", "a", "cx", "c0", "t0", "r2", "rmse", "a_se", "ref", "p", "q")
     out = {k: np.full(n_closures, np.nan) for k in names}
     count = np.zeros(n_closures, dtype=int)
     converged = np.zeros(n_closures, dtype=bool)
@@ -301,6 +440,10 @@ def fit_exponential_batch(
         converged=converged,
         at_bound=at_bound,
         iterations=iterations,
+        a_se_per_s=out["a_se"],
+        ref_time_s=out["ref"],
+        value_at_ref_mf=out["p"],
+        slope_at_ref_mf_s=out["q"],
     )
 
 
@@ -611,7 +754,7 @@ def _derive(
         cov *= (rss / (n - 3))[:, None, None]
         if c0 is not None:
             slope = q - a * (c0 - p_abs)
-            ratio = slope / q
+            ratio = np.where(q != 0, slope / q, np.nan)
             positive = ratio > 0
             t0 = np.where(
                 positive,
@@ -636,6 +779,8 @@ def _derive(
             no_t0 = np.zeros(a.size, dtype=bool)
         var = np.einsum("ni,nij,nj->n", grad, cov, grad)
         slope_se = np.where(np.isfinite(var), np.sqrt(np.maximum(var, 0.0)), np.inf)
+        cov_aa = cov[:, 2, 2]
+        a_se = np.where(cov_aa >= 0, np.sqrt(np.maximum(cov_aa, 0.0)), np.inf)
     converged = ok & (bound == 0) & ~no_t0 & ~unconverged
     nan = np.full(a.size, np.nan)
     return {
@@ -647,6 +792,10 @@ def _derive(
         "t0": np.where(ok, t0, nan),
         "r2": np.where(ok, r2, nan),
         "rmse": np.where(ok, rmse, nan),
+        "a_se": np.where(ok, a_se, nan),
+        "ref": np.where(ok, ref, nan),
+        "p": np.where(ok, p_abs, nan),
+        "q": np.where(ok, q, nan),
         "n": n.astype(int),
         "converged": converged,
         "at_bound": bound,

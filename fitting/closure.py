@@ -248,9 +248,52 @@ def fit_closure(
         )
     quadratic = fit_quadratic(tw, cw, t0_s=0.0)
 
+    return assemble(
+        linear,
+        exponential,
+        quadratic,
+        dead_band_s=dead_band,
+        end_s=end,
+        n_points=int(tw.size),
+        closure_s=float(np.ptp(tw)) if tw.size > 1 else math.nan,
+        initial=(p0, t0, w0, c0),
+        dry_air=air,
+        precision_mf=precision_mf,
+        settings=settings,
+        flags=flags,
+        choice=choice,
+    )
+
+
+def assemble(
+    linear: LinearFit,
+    exponential: ExponentialFit,
+    quadratic: QuadraticFit,
+    *,
+    dead_band_s: float,
+    end_s: float,
+    n_points: int,
+    closure_s: float,
+    initial: tuple[float, float, float, float],
+    dry_air: float,
+    precision_mf: float,
+    settings: FitSettings,
+    flags: list[str],
+    choice: DeadBandChoice | None,
+) -> ClosureFit:
+    """Fluxes, detection limit, model choice and flags from the fits of one window.
+
+    Shared by :func:`fit_closure` and the batch path (:func:`chamberd.fitting.fit_closures`),
+    so that both derive everything after the fits with the same code. ``initial`` is
+    (P0, T0, W0, C'0); ``closure_s`` the span of the window's times (NaN below two samples);
+    ``flags`` those raised before the fits (``dead_band_auto``).
+    """
+    p0, t0, w0, c0 = initial
+    air = dry_air
+    flags = list(flags)
     lin_flux = slope_to_flux(linear.slope_mf_s, air)
     exp_flux = slope_to_flux(exponential.slope_mf_s, air)
-    closure = float(np.ptp(tw)) if tw.size > 1 else math.nan
+    closure = closure_s
     mdf = (
         minimal_detectable_flux(precision_mf=precision_mf, closure_s=closure, dry_air_mol_m2=air)
         if closure > 0
@@ -275,7 +318,7 @@ def fit_closure(
             linear.nrmse,
         )
 
-    if tw.size < settings.min_points:
+    if n_points < settings.min_points:
         flags.append("few_points")
     if exponential.at_bound == "a_min":
         flags.append("exp_degenerate")
@@ -307,9 +350,9 @@ def fit_closure(
         flags.append("bends_upward")
 
     return ClosureFit(
-        dead_band_s=dead_band,
-        end_s=end,
-        n_points=int(tw.size),
+        dead_band_s=dead_band_s,
+        end_s=end_s,
+        n_points=n_points,
         pressure_kpa=p0,
         temperature_degc=t0,
         h2o_mmol_mol=w0,

@@ -205,6 +205,26 @@ def _se(grad: np.ndarray, cov: np.ndarray | None) -> float:
     return math.sqrt(max(float(grad @ cov @ grad), 0.0))
 
 
+def status(at_bound: str | None, has_t0: bool) -> tuple[bool, str]:
+    """Whether a fit converged, and the message saying why not (shared with the batch path).
+
+    ``has_t0`` is False when a fixed-C0 curve never passes through C0.
+    """
+    message = {
+        "a_min": "curvature at its lower bound: the trace is straight or bends upwards",
+        "a_max": "curvature at its upper bound: the trace saturates within seconds",
+        "iteration_cap": "the curvature search hit its iteration cap",
+    }.get(at_bound or "", "")
+    if not has_t0:
+        return False, message or "the fitted curve never passes through C0"
+    return at_bound is None, message
+
+
+def failed(form: str, n: int, t0_s: float) -> ExponentialFit:
+    """The result for a window with fewer than four samples or distinct times."""
+    return _failed(form, n, t0_s, f"too few points for an exponential ({n})")
+
+
 def finish(
     form: str,
     t: np.ndarray,
@@ -230,14 +250,7 @@ def finish(
     cov = _covariance(tau, p, q, a, rss)
     cx = p + q / a if a != 0 else math.copysign(math.inf, q)
     a_se = math.sqrt(cov[2, 2]) if cov is not None and cov[2, 2] >= 0 else math.inf
-    message = ""
-    converged = at_bound is None
-    if at_bound == "a_min":
-        message = "curvature at its lower bound: the trace is straight or bends upwards"
-    elif at_bound == "a_max":
-        message = "curvature at its upper bound: the trace saturates within seconds"
-    elif at_bound == "iteration_cap":
-        message = "the curvature search hit its iteration cap"
+    has_t0 = True
     if c0_mf is not None:
         slope = q - a * (c0_mf - p)
         ratio = slope / q if q != 0 else math.nan
@@ -245,8 +258,7 @@ def finish(
             t0 = ref_time - math.log(ratio) / a if a != 0 else ref_time + (c0_mf - p) / q
         else:
             t0 = math.nan
-            converged = False
-            message = message or "the fitted curve never passes through C0"
+            has_t0 = False
         grad = np.array([a, 1.0, -(c0_mf - p)])
         c0 = c0_mf
     else:
@@ -257,6 +269,7 @@ def finish(
         t0 = t0_s
         c0 = p + q * float(phi0)
         grad = np.array([0.0, e0, -q * tau0 * e0])
+    converged, message = status(at_bound, has_t0)
     return ExponentialFit(
         form=form,
         slope_mf_s=float(slope),
@@ -344,7 +357,7 @@ def fit_exponential(
     label = form or ("fixed_c0" if c0_mf is not None else "free_c0")
     t, y = _clean(elapsed_s, mole_fraction)
     if t.size < 4 or np.unique(t).size < 4:
-        return _failed(label, t.size, t0_s, f"too few points for an exponential ({t.size})")
+        return failed(label, t.size, t0_s)
     ref_time = float(t.min())
     tau = t - ref_time
     y_mean = float(y.mean())

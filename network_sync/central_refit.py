@@ -5,25 +5,34 @@ on the same processing. The results are stored as fluxes with their own
 ``processing_version`` (``central-<method>-db<dead band>``), beside the systems' own, and
 marked ``selected`` within that version; running it again replaces them.
 
-Per closure: the trace is made dry with its water vapour where there is one; C'0, P0, T0 and
-W0 are taken from the first 10 s after closure (a line's intercept for C'0, means for the
-others; the observation's stored means, then 101.325 kPa, 20 degC, 0 where absent, flagged
-``assumed_ptw``); the window is dead band <= t <= observation length.
+The sample rows of each observation become a :class:`~chamberd.fitting.Closure` and go
+through :func:`~chamberd.fitting.fit_closures`, the path ``chamberd fit`` uses: the result
+is what ``fit_closure`` gives for the trace. Per closure: the trace is made dry with its
+water vapour where it has one (a sample without water is then left out); C'0, P0, T0 and W0
+are intercepts at closure of lines over the first 10 s (P0 and T0 where the trace has no
+pressure or temperature there: the observation's stored means, then 101.325 kPa and 20 degC,
+flagged ``assumed_ptw``; W0 = 0 for a trace without water); the window is
+dead band <= t <= observation length. The stored flux, its standard error, R2, NRMSE and
+sample count are those of the method's model; an exponential that did not converge is
+stored flagged ``exp_not_converged``. An observation without geometry, without a sample in
+its first 10 s or without a fit of the method is skipped.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
-from chamberd.fitting.batch import fit_exponential_batch, fit_linear_batch
-from chamberd.fitting.flux import dry_air_mol_m2, wet_to_dry
+from chamberd.fitting import Closure, fit_closures
 
 from .central import Central
+from .refit import ANALYSER_PRECISION_MF, BLAS_THREADS
 from .sync import FLUX_UNITS
 
 __all__ = ["RefitReport", "refit"]
@@ -76,24 +85,26 @@ def refit(
         params,
     )
     report.observations = len(observations)
-    for start in range(0, len(observations), chunk):
-        part = observations[start : start + chunk]
-        rows = _fit_chunk(central, part, gas, column, method, dead_band_s, version, report)
-        with central.transaction():
-            for uuid in {o["uuid"] for o in part}:
-                central.execute(
-                    "DELETE FROM fluxes WHERE observation_uuid = ? AND gas = ? "
-                    "AND processing_version = ?",
-                    (uuid, gas, version),
+    with threadpool_limits(limits=BLAS_THREADS, user_api="blas"):
+        for start in range(0, len(observations), chunk):
+            part = observations[start : start + chunk]
+            rows = _fit_chunk(central, part, gas, column, method, dead_band_s, version, report)
+            with central.transaction():
+                for uuid in {o["uuid"] for o in part}:
+                    central.execute(
+                        "DELETE FROM fluxes WHERE observation_uuid = ? AND gas = ? "
+                        "AND processing_version = ?",
+                        (uuid, gas, version),
+                    )
+                central.executemany(
+                    "INSERT INTO fluxes (site_id, observation_uuid, gas, model, "
+                    "processing_version, flux, flux_unit, flux_se, r2, nrmse, n_points, "
+                    "selected, flags, revision) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, 1)",
+                    rows,
                 )
-            central.executemany(
-                "INSERT INTO fluxes (site_id, observation_uuid, gas, model, processing_version, "
-                "flux, flux_unit, flux_se, r2, nrmse, n_points, selected, flags, revision) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, 1, ?, 1)",
-                rows,
-            )
-        if progress is not None:
-            progress(report)
+            if progress is not None:
+                progress(report)
     report.seconds = time.perf_counter() - started
     return report
 
@@ -119,97 +130,92 @@ def _fit_chunk(
     by_uuid: dict[str, list[dict[str, Any]]] = {u: [] for u in uuids}
     for s in samples:
         by_uuid[s["observation_uuid"]].append(s)
-    width = max((len(v) for v in by_uuid.values()), default=0)
-    n = len(part)
-    t = np.full((n, width), np.nan)
-    y = np.full((n, width), np.nan)
-    w = np.full((n, width), np.nan)
-    temp = np.full((n, width), np.nan)
-    pres = np.full((n, width), np.nan)
-    for i, uuid in enumerate(uuids):
-        trace = by_uuid[uuid]
-        k = len(trace)
-        t[i, :k] = [_f(s["elapsed_s"]) for s in trace]
-        y[i, :k] = [_f(s["c"]) for s in trace]
-        w[i, :k] = [_f(s["h2o_mmol_mol"]) for s in trace]
-        temp[i, :k] = [_f(s["cell_temperature_degc"]) for s in trace]
-        pres[i, :k] = [_f(s["cell_pressure_kpa"]) for s in trace]
-    dry = np.where(np.isfinite(w), wet_to_dry(y, np.nan_to_num(w)), y)
-    ends = np.array([_f(o["observation_s"]) for o in part])
-    ends = np.where(
-        np.isfinite(ends), ends, np.nanmax(np.where(np.isfinite(t), t, -np.inf), axis=1)
-    )
-    bands = np.array(
-        [dead_band_s if dead_band_s is not None else (_f(o["dead_band_s"]) or 0.0) for o in part]
-    )
-    bands = np.where(np.isfinite(bands), bands, 0.0)
-    valid = np.isfinite(t) & np.isfinite(dry)
-    window = valid & (t >= bands[:, None]) & (t <= ends[:, None])
-    initial = valid & (t >= 0) & (t <= _INITIAL_S)
-    first = fit_linear_batch(np.nan_to_num(t), np.where(initial, dry, np.nan), initial)
-    c0 = first.intercept_mf
-
-    def initial_mean(
-        values: np.ndarray, fallback: list[float | None], default: float
-    ) -> np.ndarray:
-        chosen = np.where(initial & np.isfinite(values), values, np.nan)
-        with np.errstate(invalid="ignore"):
-            mean = np.nanmean(np.where(np.isfinite(chosen), chosen, np.nan), axis=1)
-        stored = np.array([_f(v) for v in fallback])
-        out = np.where(np.isfinite(mean), mean, stored)
-        assumed = ~np.isfinite(out)
-        return np.where(assumed, default, out), assumed
-
-    p0, p_assumed = initial_mean(pres, [o["pressure_kpa"] for o in part], 101.325)
-    t0, t_assumed = initial_mean(temp, [o["air_temperature_degc"] for o in part], 20.0)
-    w0, _ = initial_mean(w, [None] * n, 0.0)
-    if method == "linear":
-        fit = fit_linear_batch(np.nan_to_num(t), np.where(window, dry, np.nan), window)
-        slope, se, r2 = fit.slope_mf_s, fit.slope_se_mf_s, fit.r_squared
-        npts = window.sum(axis=1)
-        model = "linear"
-    else:
-        ok = np.isfinite(c0)
-        fit = fit_exponential_batch(
-            np.nan_to_num(t), np.where(window, dry, np.nan), window, c0_mf=np.where(ok, c0, 0.0)
-        )
-        slope, se, r2, npts = fit.slope_mf_s, fit.slope_se_mf_s, fit.r_squared, fit.n_points
-        model = "exponential"
+    closures, assumed = [], []
+    for o in part:
+        closure, guessed = _closure(o, by_uuid[o["uuid"]], gas, dead_band_s)
+        closures.append(closure)
+        assumed.append(guessed)
     rows = []
-    for i, o in enumerate(part):
-        area, volume = _f(o["area_cm2"]), _f(o["volume_cm3"])
-        if not (np.isfinite(slope[i]) and np.isfinite(area) and np.isfinite(volume)):
+    for o, fit, guessed in zip(part, fit_closures(closures), assumed, strict=True):
+        if isinstance(fit, ValueError):  # no geometry, no sample in the first seconds
             report.skipped += 1
             continue
-        air = dry_air_mol_m2(
-            volume_cm3=volume,
-            area_cm2=area,
-            pressure_kpa=float(p0[i]),
-            temperature_degc=float(t0[i]),
-            h2o_mmol_mol=float(w0[i]),
-        )
+        model = fit.linear if method == "linear" else fit.exponential
+        flux = fit.lin_flux if method == "linear" else fit.exp_flux
+        flux_se = fit.lin_flux_se if method == "linear" else fit.exp_flux_se
+        if not math.isfinite(flux):
+            report.skipped += 1
+            continue
         flags = []
-        if p_assumed[i] or t_assumed[i]:
+        if guessed:
             flags.append("assumed_ptw")
-        if method == "exponential" and not bool(fit.converged[i]):
+        if method == "exponential" and not fit.exponential.converged:
             flags.append("exp_not_converged")
         rows.append(
             (
                 o["site_id"],
                 o["uuid"],
                 gas,
-                model,
+                method,
                 version,
-                float(slope[i] * air),
+                float(flux),
                 FLUX_UNITS[gas],
-                float(se[i] * air) if np.isfinite(se[i]) else None,
-                float(r2[i]) if np.isfinite(r2[i]) else None,
-                int(npts[i]),
+                _finite(flux_se),
+                _finite(model.r_squared),
+                _finite(model.nrmse),
+                int(fit.n_points),
                 ";".join(flags),
             )
         )
         report.fitted += 1
     return rows
+
+
+def _closure(
+    o: dict[str, Any], trace: list[dict[str, Any]], gas: str, dead_band_s: float | None
+) -> tuple[Closure, bool]:
+    """The closure of one observation's sample rows, and whether P0 or T0 was assumed."""
+    t = np.array([_f(s["elapsed_s"]) for s in trace], dtype=float)
+    c = np.array([_f(s["c"]) for s in trace], dtype=float)
+    initial = (t >= 0) & (t <= _INITIAL_S)
+    assumed = False
+
+    def value(key: str, stored: Any, default: float) -> float | np.ndarray:
+        nonlocal assumed
+        values = np.array([_f(s[key]) for s in trace], dtype=float)
+        if np.isfinite(values[initial]).any():
+            return values  # a trace: its intercept at closure
+        if math.isfinite(_f(stored)):
+            return _f(stored)
+        assumed = True
+        return default
+
+    pressure = value("cell_pressure_kpa", o["pressure_kpa"], 101.325)
+    temperature = value("cell_temperature_degc", o["air_temperature_degc"], 20.0)
+    h2o = np.array([_f(s["h2o_mmol_mol"]) for s in trace], dtype=float)
+    wet = bool(np.isfinite(h2o).any())
+    end = _f(o["observation_s"])
+    if not math.isfinite(end):
+        end = float(np.nanmax(t)) if np.isfinite(t).any() else math.nan
+    band = dead_band_s if dead_band_s is not None else _f(o["dead_band_s"])
+    closure = Closure(
+        t,
+        c,
+        h2o_mmol_mol=h2o if wet else 0.0,
+        pressure_kpa=pressure,
+        temperature_degc=temperature,
+        volume_cm3=_f(o["volume_cm3"]),
+        area_cm2=_f(o["area_cm2"]),
+        dead_band_s=band if math.isfinite(band) else 0.0,
+        end_s=end,
+        precision_mf=ANALYSER_PRECISION_MF.get(gas, 1.0),
+        dry=not wet,
+    )
+    return closure, assumed
+
+
+def _finite(value: float) -> float | None:
+    return float(value) if math.isfinite(value) else None
 
 
 def _f(value: Any) -> float:

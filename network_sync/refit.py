@@ -1,13 +1,19 @@
 """Refit instrument files with chamberd's engine and compare with the instruments' results.
 
 This is what ``chamberd fit`` runs: read each file, fit every observation and gas with
-:func:`chamberd.fitting.fit_closure` using the instrument's own processing (its dead band,
-window and initial values) unless told otherwise, and put the instrument's results beside
-ours. :func:`agreement` summarises how well the two agree.
+the instrument's own processing (its dead band, window and initial values) unless told
+otherwise, and put the instrument's results beside ours. :func:`agreement` summarises how
+well the two agree.
+
+The fits go through the batch path, :func:`chamberd.fitting.fit_closures`, which gives for
+every closure what :func:`chamberd.fitting.fit_closure` gives: :func:`refit_paths` collects
+the closures of many files (up to ``chunk_closures`` at a time, so memory stays bounded on
+a year of files), fits them together and builds the rows in file order.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import statistics
@@ -15,17 +21,22 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from chamberd.controller.errors import DataFileError
-from chamberd.fitting import FitSettings, fit_closure
+from threadpoolctl import threadpool_limits
 
-from .formats import ChamberObservation, GasChannel, read_file
+from chamberd.controller.errors import DataFileError
+from chamberd.fitting import Closure, ClosureFit, FitSettings, fit_closures
+
+from .formats import ChamberObservation, GasChannel, ReadResult, read_file
 
 __all__ = [
     "ANALYSER_PRECISION_MF",
+    "BLAS_THREADS",
+    "CHUNK_CLOSURES",
     "COLUMNS",
     "Agreement",
     "RefitReport",
     "agreement",
+    "observation_closures",
     "refit_observation",
     "refit_paths",
 ]
@@ -35,6 +46,16 @@ __all__ = [
 #: LI-COR analysers these files come from (LI-840A/LI-870 class for CO2, LI-7810 CH4,
 #: LI-7820 N2O). They only feed flags (below_mdf, kappa_above_max), never a flux.
 ANALYSER_PRECISION_MF = {"co2": 1.0, "ch4": 0.6, "n2o": 0.4}
+
+#: Closures fitted together by :func:`refit_paths` (about 40 MB of working arrays for
+#: 1 Hz closures of a few minutes).
+CHUNK_CLOSURES = 4096
+
+#: BLAS threads while fitting files. The batch engine's matrix products are small
+#: (closures x samples times samples x 48); on the 2-core machine measured, numpy's default
+#: of a thread per core made the batch fits 2.3 times slower on a quiet machine and 2.6
+#: times slower with both cores busy (see docs/fitting.md, "Threads").
+BLAS_THREADS = 1
 
 #: Columns of ``chamberd fit`` output, in order.
 COLUMNS = (
@@ -103,21 +124,41 @@ def refit_observation(
         When the trace cannot be fitted (non-physical header values, no samples in the
         first seconds), naming file and observation.
     """
-    chosen = settings if settings is not None else FitSettings()
+    closures = observation_closures(obs, dead_band=dead_band, settings=settings)
+    rows, error = _rows(obs, fit_closures([c for c, _ in closures]), [n for _, n in closures])
+    if error is not None:
+        raise error
+    return rows
+
+
+def observation_closures(
+    obs: ChamberObservation,
+    *,
+    dead_band: str | float = "instrument",
+    settings: FitSettings | None = None,
+) -> list[tuple[Closure, str]]:
+    """The closures of every gas of ``obs`` as ``chamberd fit`` fits them, each with a note
+    on its dead band ("" or why it was chosen automatically)."""
+    chosen = settings if settings is not None else _DEFAULT_SETTINGS
     return [
-        _refit_gas(
-            obs,
-            gas,
-            dead_band,
-            replace(chosen, initial_window_end_exclusive=gas.initial_end_exclusive),
-        )
+        _closure(obs, gas, dead_band, _initial_rule(chosen, gas.initial_end_exclusive))
         for gas in obs.gases
     ]
 
 
-def _refit_gas(
+_DEFAULT_SETTINGS = FitSettings()
+
+
+@functools.lru_cache(maxsize=64)
+def _initial_rule(settings: FitSettings, end_exclusive: bool) -> FitSettings:
+    """``settings`` with the instrument's rule for the initial-value window (one object per
+    rule, so that the closures of a run share their settings)."""
+    return replace(settings, initial_window_end_exclusive=end_exclusive)
+
+
+def _closure(
     obs: ChamberObservation, gas: GasChannel, dead_band: str | float, settings: FitSettings
-) -> dict[str, Any]:
+) -> tuple[Closure, str]:
     note = ""
     if dead_band == "instrument":
         if gas.dead_band_s is None:
@@ -129,32 +170,43 @@ def _refit_gas(
         chosen = dead_band
     cols = obs.columns
     initial = obs.initial
-    try:
-        fit = fit_closure(
-            obs.elapsed_s,
-            cols[gas.column],
-            h2o_mmol_mol=cols["h2o_mmol_mol"]
-            if initial.h2o_mmol_mol is None
-            else initial.h2o_mmol_mol,
-            pressure_kpa=cols["pressure_kpa"]
-            if initial.pressure_kpa is None
-            else initial.pressure_kpa,
-            temperature_degc=cols["temperature_degc"]
-            if initial.temperature_degc is None
-            else initial.temperature_degc,
-            volume_cm3=obs.volume_cm3,
-            area_cm2=obs.area_cm2,
-            dead_band_s=chosen,
-            end_s=gas.end_s,
-            precision_mf=ANALYSER_PRECISION_MF.get(gas.gas, 1.0),
-            dry=gas.dry,
-            start_exclusive=gas.window_start_exclusive,
-            settings=settings,
-        )
-    except ValueError as exc:
-        raise DataFileError(
-            f"{gas.gas}: cannot fit: {exc}", path=obs.source_file, observation=obs.index
-        ) from exc
+    closure = Closure(
+        obs.elapsed_s,
+        cols[gas.column],
+        h2o_mmol_mol=cols["h2o_mmol_mol"] if initial.h2o_mmol_mol is None else initial.h2o_mmol_mol,
+        pressure_kpa=cols["pressure_kpa"] if initial.pressure_kpa is None else initial.pressure_kpa,
+        temperature_degc=cols["temperature_degc"]
+        if initial.temperature_degc is None
+        else initial.temperature_degc,
+        volume_cm3=obs.volume_cm3,
+        area_cm2=obs.area_cm2,
+        dead_band_s=chosen,
+        end_s=gas.end_s,
+        precision_mf=ANALYSER_PRECISION_MF.get(gas.gas, 1.0),
+        dry=gas.dry,
+        start_exclusive=gas.window_start_exclusive,
+        settings=settings,
+    )
+    return closure, note
+
+
+def _rows(
+    obs: ChamberObservation, fits: list[ClosureFit | ValueError], notes: list[str]
+) -> tuple[list[dict[str, Any]], DataFileError | None]:
+    """Rows of one observation's gases, or the error refusing it (its first failed gas)."""
+    rows = []
+    for gas, fit, note in zip(obs.gases, fits, notes, strict=True):
+        if isinstance(fit, ValueError):
+            error = DataFileError(
+                f"{gas.gas}: cannot fit: {fit}", path=obs.source_file, observation=obs.index
+            )
+            error.__cause__ = fit
+            return [], error
+        rows.append(_row(obs, gas, fit, note))
+    return rows, None
+
+
+def _row(obs: ChamberObservation, gas: GasChannel, fit: ClosureFit, note: str) -> dict[str, Any]:
     ref = obs.reference.get(gas.gas)
     reason = fit.dead_band_choice.reason if fit.dead_band_choice else ""
     if note:
@@ -237,31 +289,69 @@ def refit_paths(
     dead_band: str | float = "instrument",
     settings: FitSettings | None = None,
     progress: Callable[[RefitReport, str], None] | None = None,
+    chunk_closures: int = CHUNK_CLOSURES,
 ) -> RefitReport:
     """Refit every observation of every file; a bad file or observation is refused whole.
 
-    ``progress`` is called after each file with the report so far and the file name.
+    Files are read one by one; their closures are fitted together in batches of about
+    ``chunk_closures`` (:func:`chamberd.fitting.fit_closures`), and the report is built in
+    file order, as if each file were fitted when read. ``progress`` is called after each
+    file with the report so far and the file name.
     """
     report = RefitReport()
-    for path in _iter_files(paths):
+    pending: list[tuple[str, ReadResult | DataFileError]] = []
+    waiting = 0
+    with threadpool_limits(limits=BLAS_THREADS, user_api="blas"):
+        for path in _iter_files(paths):
+            try:
+                result: ReadResult | DataFileError = read_file(path, fmt)
+            except DataFileError as exc:
+                result = exc
+            pending.append((path, result))
+            if isinstance(result, ReadResult):
+                waiting += sum(len(obs.gases) for obs in result.observations)
+            if waiting >= chunk_closures:
+                _report(pending, report, dead_band, settings, progress)
+                pending, waiting = [], 0
+        _report(pending, report, dead_band, settings, progress)
+    return report
+
+
+def _report(
+    pending: list[tuple[str, ReadResult | DataFileError]],
+    report: RefitReport,
+    dead_band: str | float,
+    settings: FitSettings | None,
+    progress: Callable[[RefitReport, str], None] | None,
+) -> None:
+    """Fit the closures of the files read so far, then add them to the report in order."""
+    closures: list[tuple[Closure, str]] = []
+    for _path, result in pending:
+        if isinstance(result, ReadResult):
+            for obs in result.observations:
+                closures.extend(observation_closures(obs, dead_band=dead_band, settings=settings))
+    fits = iter(fit_closures([c for c, _ in closures]))
+    notes = iter([n for _, n in closures])
+    for path, result in pending:
         report.files += 1
-        try:
-            result = read_file(path, fmt)
-        except DataFileError as exc:
-            report.refused.append(exc)
+        if isinstance(result, DataFileError):
+            report.refused.append(result)
             continue
         report.refused.extend(e for e in result.rejected if isinstance(e, DataFileError))
         report.warnings.extend(f"{path}: {w}" for w in result.warnings)
         for obs in result.observations:
             report.observations += 1
             report.warnings.extend(f"{obs.name}: {w}" for w in obs.warnings)
-            try:
-                report.rows.extend(refit_observation(obs, dead_band=dead_band, settings=settings))
-            except DataFileError as exc:
-                report.refused.append(exc)
+            gases = len(obs.gases)
+            rows, error = _rows(
+                obs, [next(fits) for _ in range(gases)], [next(notes) for _ in range(gases)]
+            )
+            if error is None:
+                report.rows.extend(rows)
+            else:
+                report.refused.append(error)
         if progress is not None:
             progress(report, path)
-    return report
 
 
 def _rel(ours: Any, ref: Any) -> float:

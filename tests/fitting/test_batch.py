@@ -119,3 +119,38 @@ def test_power_series_sums_equal_the_sums_over_samples(a):
         np.testing.assert_allclose(
             getattr(by_series, name), getattr(by_samples, name), rtol=1e-8, err_msg=name
         )
+
+
+def test_quadratic_batch_equals_single_with_holes_and_own_windows():
+    from chamberd.fitting import fit_quadratic
+    from chamberd.fitting.batch import fit_quadratic_batch
+
+    t, y, _ = _closures(n=150, seed=13)
+    rng = np.random.default_rng(14)
+    y[rng.random(y.shape) < 0.03] = np.nan
+    starts = rng.integers(0, 117, y.shape[0])  # windows down to 3 samples
+    mask = t[None, :] >= starts[:, None]
+    batch = fit_quadratic_batch(t, y, mask, t0_s=5.0, chunk_size=40)
+    fields = ("slope_mf_s", "slope_se_mf_s", "curvature_mf_s2", "value_at_t0_mf", "r_squared")
+    for i in range(y.shape[0]):
+        keep = mask[i] & np.isfinite(y[i])
+        single = fit_quadratic(t[keep], y[i, keep], t0_s=5.0)
+        assert single.converged == bool(batch.converged[i]), i
+        assert single.n_points == batch.n_points[i]
+        if not single.converged:
+            assert np.isnan(batch.slope_mf_s[i])
+            continue
+        for name in fields:
+            want = getattr(single, name)
+            if np.isinf(want):  # three samples: no standard error
+                assert np.isinf(getattr(batch, name)[i]), (i, name)
+            else:
+                assert getattr(batch, name)[i] == pytest.approx(want, rel=1e-6), (i, name)
+
+
+def test_linear_batch_intercept_se_equals_single():
+    t, y, _ = _closures(n=50, seed=15)
+    batch = fit_linear_batch(t, y)
+    for i in range(y.shape[0]):
+        want = fit_linear(t, y[i]).intercept_se_mf
+        assert batch.intercept_se_mf[i] == pytest.approx(want, rel=1e-9)
