@@ -214,16 +214,23 @@ def _parse_int(text: str) -> int | float:
     return int(text) if len(text.lstrip("-")) <= _MAX_INT_DIGITS else float(text)
 
 
+_CONTAINERS = (dict, list)
+
+
 def _too_deep(doc: Any, limit: int) -> bool:
+    """True when the arrays and objects of a parsed JSON document nest deeper than
+    ``limit``. Containers whose children are all scalars (the data arrays) are passed over
+    at C speed (``set(map(type, ...))``)."""
     stack = [(doc, 1)]
     while stack:
         node, depth = stack.pop()
         children = node.values() if isinstance(node, dict) else node
-        for child in children:
-            if isinstance(child, dict | list):
-                if depth + 1 > limit:
-                    return True
-                stack.append((child, depth + 1))
+        kinds = set(map(type, children))
+        if dict not in kinds and list not in kinds:
+            continue
+        if depth + 1 > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children if type(child) in _CONTAINERS)
     return False
 
 

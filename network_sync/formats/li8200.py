@@ -81,6 +81,9 @@ def _label(labels: Mapping[str, Any], key: str, default: str) -> str:
     return value if isinstance(value, str) and value.strip() else default
 
 
+_PLAIN_NUMBERS = frozenset({int, float})
+
+
 def _column(
     data: Mapping[str, Any],
     key: str,
@@ -95,7 +98,10 @@ def _column(
         raise DataFileError(
             f"{where}: no {what} column {key!r} in data", path=path, observation=index
         )
-    column = np.array([_number(v) for v in values], dtype=float)
+    if set(map(type, values)) <= _PLAIN_NUMBERS:  # the usual case, at C speed
+        column = np.array(values, dtype=float)
+    else:  # strings, booleans, nulls, nested values: one by one
+        column = np.array([_number(v) for v in values], dtype=float)
     bad = np.flatnonzero(~np.isfinite(column))
     if bad.size:
         first = int(bad[0])
