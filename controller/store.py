@@ -16,7 +16,8 @@ operator interface (their own SQL keeps working):
                       ``selected`` marks the model reported
 ``events``            faults, restarts, missed rounds, operator notes, alarms
 ``rounds``            every scheduled round: when it ran and how it ended
-``health``            the last state of each analyser and Modbus line
+``health``            per device (analyser, Modbus line, aux sensors, storage, sync): OK or
+                      not, its last good reading (``last_ok_at``), its last error
 ``outbox``            observations waiting to be sent to the central database
 ``calibrations``      calibration records (filled by the calibration procedures)
 ``meta``              schema version, site id
@@ -122,7 +123,7 @@ CREATE TABLE IF NOT EXISTS rounds (
 );
 CREATE TABLE IF NOT EXISTS health (
     component TEXT PRIMARY KEY, ok INTEGER NOT NULL, detail TEXT,
-    last_ok_at TEXT, updated_at TEXT NOT NULL
+    last_ok_at TEXT, updated_at TEXT NOT NULL, last_error TEXT, last_error_at TEXT
 );
 CREATE TABLE IF NOT EXISTS outbox (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -198,6 +199,23 @@ class SiteStore:
         except sqlite3.DatabaseError as exc:
             raise StorageError(f"{self.path}: cannot open the site database: {exc}") from exc
         self._lock = threading.RLock()
+        self.readonly = False
+        self._migrated = False
+        with contextlib.suppress(StorageError):  # a full disk: again at the first health write
+            self._migrate()
+
+    def _migrate(self) -> None:
+        """Columns added since schema version 1 was first released (all nullable)."""
+        if self._migrated:
+            return
+        with self._lock:
+            have = {r[1] for r in self.db.conn.execute("PRAGMA table_info(health)")}
+            missing = [c for c in ("last_error", "last_error_at") if c not in have]
+            if missing:
+                with self._tx() as conn:
+                    for column in missing:
+                        conn.execute(f"ALTER TABLE health ADD COLUMN {column} TEXT")
+            self._migrated = True
 
     # --- plumbing -------------------------------------------------------------------------
 
@@ -255,6 +273,29 @@ class SiteStore:
         if site is None:
             raise StorageError(f"{path}: not a chamberd site database (no site id)")
         return cls(path, site_id=site)
+
+    @classmethod
+    def open_readonly(cls, path: str | Path) -> SiteStore:
+        """Open a site database for reading only: nothing is written (not even the schema),
+        so it works on a full disk, a read-only mount, or beside a running daemon."""
+        store = cls.__new__(cls)
+        store.path = str(path)
+        try:
+            conn = sqlite3.connect(
+                f"file:{Path(path).resolve()}?mode=ro", uri=True, check_same_thread=False
+            )
+            site = dict(conn.execute("SELECT key, value FROM meta").fetchall()).get("site")
+        except sqlite3.DatabaseError as exc:
+            raise StorageError(f"{path}: not a chamberd site database: {exc}") from exc
+        if site is None:
+            conn.close()
+            raise StorageError(f"{path}: not a chamberd site database (no site id)")
+        store.site_id = site
+        store.db = sqlite_utils.Database(conn)
+        store._lock = threading.RLock()
+        store.readonly = True
+        store._migrated = True
+        return store
 
     def close(self) -> None:
         with contextlib.suppress(sqlite3.Error):
@@ -411,6 +452,28 @@ class SiteStore:
             )
             return int(cursor.lastrowid or 0)
 
+    def record_events(self, events: Sequence[Mapping[str, Any]]) -> None:
+        """Several events in one transaction (those kept while the database was full)."""
+        if not events:
+            return
+        with self.transaction() as conn:
+            conn.executemany(
+                "INSERT INTO events (at, level, kind, chamber, observation_uuid, message, data) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (
+                        iso(e["at"]),
+                        e["level"],
+                        e["kind"],
+                        e.get("chamber"),
+                        e.get("observation_uuid"),
+                        e["message"],
+                        json.dumps(e["data"], default=str) if e.get("data") else None,
+                    )
+                    for e in events
+                ],
+            )
+
     def start_round(self, scheduled_at: dt.datetime, started_at: dt.datetime) -> int | None:
         """Insert a running round; None when this slot already ran (never run a slot twice)."""
         with self.transaction() as conn:
@@ -460,13 +523,51 @@ class SiteStore:
         return rows[0] if rows else None
 
     def set_health(self, component: str, ok: bool, detail: str, at: dt.datetime) -> None:
+        self.write_health(
+            [
+                {
+                    "component": component,
+                    "ok": ok,
+                    "detail": detail,
+                    "last_good_at": at if ok else None,
+                    "last_error": None if ok else detail,
+                    "last_error_at": None if ok else at,
+                    "updated_at": at,
+                }
+            ]
+        )
+
+    def write_health(self, entries: Sequence[Mapping[str, Any]]) -> None:
+        """Upsert health rows (``component``, ``ok`` (None: not used yet, stored as 0),
+        ``detail``, ``last_good_at``, ``last_error``, ``last_error_at``, ``updated_at``),
+        in one transaction. A time left None keeps the stored one."""
+        if not entries:
+            return
+        self._migrate()
+
+        def stamp(value: dt.datetime | None) -> str | None:
+            return None if value is None else iso(value)
+
         with self.transaction() as conn:
-            conn.execute(
-                "INSERT INTO health (component, ok, detail, last_ok_at, updated_at) VALUES "
-                "(?, ?, ?, ?, ?) ON CONFLICT(component) DO UPDATE SET ok = excluded.ok, "
-                "detail = excluded.detail, updated_at = excluded.updated_at, "
-                "last_ok_at = COALESCE(excluded.last_ok_at, health.last_ok_at)",
-                (component, int(ok), detail, iso(at) if ok else None, iso(at)),
+            conn.executemany(
+                "INSERT INTO health (component, ok, detail, last_ok_at, updated_at, last_error, "
+                "last_error_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(component) DO UPDATE SET "
+                "ok = excluded.ok, detail = excluded.detail, updated_at = excluded.updated_at, "
+                "last_ok_at = COALESCE(excluded.last_ok_at, health.last_ok_at), "
+                "last_error = COALESCE(excluded.last_error, health.last_error), "
+                "last_error_at = COALESCE(excluded.last_error_at, health.last_error_at)",
+                [
+                    (
+                        e["component"],
+                        int(bool(e["ok"])),
+                        e.get("detail") or "",
+                        stamp(e.get("last_good_at")),
+                        iso(e["updated_at"]),
+                        e.get("last_error"),
+                        stamp(e.get("last_error_at")),
+                    )
+                    for e in entries
+                ],
             )
 
     def integrity_check(self) -> str:

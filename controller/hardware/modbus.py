@@ -141,34 +141,39 @@ class ModbusLink:
     def last_frames(self) -> str:
         return " | ".join(self.frames) if self.frames else "(nothing exchanged)"
 
+    def _lost(self, cls: type[HardwareError], message: str) -> HardwareError:
+        """The line did not answer: the error names it (``modbus:<id>``) for the health."""
+        error = cls(f"{message}; last frames: {self.last_frames()}")
+        error.device = f"modbus:{self.cfg.id}"
+        return error
+
     def _call(self, what: str, device_id: int, fn: Callable[[], Any]) -> Any:
         label = f"{self.where} device {device_id}: {what}"
         with self._lock:
             try:
                 if not self.client.connected and not self.client.connect():
-                    raise HardwareError(
-                        f"{label}: cannot connect; last frames: {self.last_frames()}"
-                    )
+                    raise self._lost(HardwareError, f"{label}: cannot connect")
                 response = fn()
+            except HardwareError:
+                raise
             except ModbusIOException as exc:
-                raise HardwareTimeoutError(
-                    f"{label}: no valid reply ({exc}); last frames: {self.last_frames()}"
-                ) from exc
+                raise self._lost(HardwareTimeoutError, f"{label}: no valid reply ({exc})") from exc
             except ConnectionException as exc:
                 self.client.close()
                 # pymodbus reports a device that stays silent after its retries as a
                 # connection error: a timeout, as far as the caller is concerned
-                raise HardwareTimeoutError(
+                raise self._lost(
+                    HardwareTimeoutError,
                     f"{label}: no valid reply within {self.cfg.timeout_s:g} s "
-                    f"({self.cfg.retries + 1} attempts) or connection lost ({exc}); "
-                    f"last frames: {self.last_frames()}"
+                    f"({self.cfg.retries + 1} attempts) or connection lost ({exc})",
                 ) from exc
             except ModbusException as exc:
-                raise HardwareError(f"{label}: {exc}; last frames: {self.last_frames()}") from exc
+                raise self._lost(HardwareError, f"{label}: {exc}") from exc
             except OSError as exc:
                 self.client.close()
-                raise HardwareError(f"{label}: {exc}; last frames: {self.last_frames()}") from exc
+                raise self._lost(HardwareError, f"{label}: {exc}") from exc
         if response.isError():
+            # the device answered (the line works) and refused the request
             code = getattr(response, "exception_code", None)
             raise ProtocolError(
                 f"{label}: exception response (code {code}); last frames: {self.last_frames()}"
