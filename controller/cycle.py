@@ -650,16 +650,7 @@ class CycleRunner:
             outcome = CycleOutcome(chamber.id, status, reason, uuid)
         outcome.storage_error = error
         outcome.deferred = self._deferred(state) if uuid is not None else []
-        if uuid is not None:
-            self.alarm(
-                "info",
-                "storage_abort",
-                f"{chamber.id}: observation {'kept in memory' if done else 'aborted'}: the "
-                "site database cannot be written; its lid commanded open",
-                chamber=chamber.id,
-                observation_uuid=uuid,
-            )
-        return outcome
+        return outcome  # the daemon raises the storage alarm and records the event
 
     def safe_state(self) -> list[tuple[str, str, BaseException]]:
         """Every lid of this analyser group open and its valves closed (and the pump as

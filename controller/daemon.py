@@ -322,7 +322,7 @@ class Daemon:
 
     # --- health ---------------------------------------------------------------------------
 
-    def _health_changed(self, entry: DeviceHealth, ok: bool) -> None:
+    def _health_changed(self, entry: DeviceHealth, ok: bool, since: dt.datetime | None) -> None:
         """One alarm when a shared part fails, one event when it answers again."""
         component = entry.component
         if component.startswith("modbus:"):
@@ -337,7 +337,7 @@ class Daemon:
                 self.alarm(
                     "info",
                     "modbus_line_restored",
-                    f"modbus line {line} answers again (down since {_since(entry)}); "
+                    f"modbus line {line} answers again (down since {_when(since)}); "
                     f"{what} measured from now on",
                     data={"line": line},
                 )
@@ -346,10 +346,16 @@ class Daemon:
                 self.alarm(
                     "critical" if closed else "error",
                     "modbus_line_down",
-                    f"modbus line {line} not answering ({entry.last_error}); {what} skipped "
-                    "until it answers, not charged to the chambers"
-                    + (f"; the lid of {', '.join(closed)} may still be closed" if closed else ""),
-                    data={"line": line, "chambers": needs, "lids_maybe_closed": closed},
+                    f"modbus line {line} not answering; {what} skipped until it answers "
+                    "(not charged to the chambers)"
+                    + (f"; the lid of {', '.join(closed)} may still be closed" if closed else "")
+                    + f": {brief(entry.last_error or '', 120)}",
+                    data={
+                        "line": line,
+                        "chambers": needs,
+                        "lids_maybe_closed": closed,
+                        "error": entry.last_error,
+                    },
                 )
         elif component == "aux":
             if ok:
@@ -417,10 +423,11 @@ class Daemon:
                 self._storage_retry_at = self.clock.monotonic() + self._storage_backoff_s
         if first:
             complete = self.safe_state("the site database cannot be written")
+            cause = brief(str(exc).removeprefix(f"{self.store.path}: "), 120)
             self.alarm(
                 "critical",
                 "storage_failed",
-                f"site database {self.store.path} cannot be written ({brief(exc, 120)}) "
+                f"site database {self.store.path} cannot be written ({cause}) "
                 f"while {doing}; all lids commanded open{'' if complete else ' (incomplete)'}; "
                 "measuring paused until it can be written; events kept in memory",
                 data={"error": str(exc)[:_DETAIL_CHARS], "while": doing},
@@ -500,13 +507,9 @@ class Daemon:
             write()
             self._deferred.popleft()
             counts["writes"] += 1
-        skipped, self._skipped_rounds = self._skipped_rounds, []
-        try:
-            for slot in skipped:
-                self.missed(slot, why="the site database could not be written")
-        except StorageError:
-            self._skipped_rounds = skipped + self._skipped_rounds
-            raise
+        while self._skipped_rounds:
+            self._record_missed(self._skipped_rounds[0], "the site database could not be written")
+            self._skipped_rounds.pop(0)
         self.store.write_health(
             [_health_row(e, self.clock.now()) for e in self.board.entries() if e.ok is not None]
         )
@@ -521,7 +524,7 @@ class Daemon:
 
     # --- life cycle -----------------------------------------------------------------------
 
-    def safe_state(self, reason: str) -> bool:
+    def safe_state(self, reason: str, *, persist: bool = True) -> bool:
         """All lids open, valves closed, pump as configured; True when every command went.
 
         Needs no database: a line that does not answer is one health fault (and one
@@ -545,7 +548,10 @@ class Daemon:
             )
         for _, _, exc in failures:
             log.warning("safe state (%s): %s", reason, brief(exc))
-        self._persist_health()
+        if persist:
+            self._persist_health()
+        else:
+            self._write_live()
         return not failures
 
     def startup(self) -> None:
@@ -556,12 +562,7 @@ class Daemon:
         # a slot that fell due less than the misfire grace ago still runs; older ones
         # (and those passed while the daemon was down) are recorded as missed
         self.started_at = now - dt.timedelta(seconds=self.cfg.schedule.misfire_grace_s)
-        self.safe_state("start-up")
-        for row in self.store.query(
-            "SELECT id, out_of_service_until FROM chambers WHERE out_of_service_until IS NOT NULL"
-        ):
-            if row["id"] in self.service:  # out of service survives a restart
-                self.service[row["id"]].out_until = parse_iso(row["out_of_service_until"])
+        self.safe_state("start-up", persist=False)  # before anything, the database included
         aborted: list[str] = []
         try:
             aborted = self._recover_last_run(now)
@@ -593,7 +594,13 @@ class Daemon:
         self._started = True
 
     def _recover_last_run(self, now: dt.datetime) -> list[str]:
-        """The configured chambers recorded; observations left running marked aborted."""
+        """Chambers out of service stay out; the configured chambers are recorded;
+        observations left running are marked aborted (their uuids)."""
+        for row in self.store.query(
+            "SELECT id, out_of_service_until FROM chambers WHERE out_of_service_until IS NOT NULL"
+        ):
+            if row["id"] in self.service:  # out of service survives a restart
+                self.service[row["id"]].out_until = parse_iso(row["out_of_service_until"])
         self.store.sync_chambers(self.cfg, now)
         return self.store.abort_running("restart", now)
 
@@ -627,7 +634,7 @@ class Daemon:
         trigger = make_trigger(self.cfg.schedule, self.cfg.site.time_zone, around=now)
         slots = slots_between(trigger, parse_iso(last["scheduled_at"]), now)
         for slot in slots[:_MAX_MISSED_EVENTS]:
-            self.missed(slot, why="the daemon was not running")
+            self._record_missed(slot, "the daemon was not running")
         if len(slots) > _MAX_MISSED_EVENTS:
             self.alarm(
                 "warning", "missed_rounds", f"{len(slots) - _MAX_MISSED_EVENTS} more rounds missed"
@@ -637,6 +644,13 @@ class Daemon:
         if self.storage_down.is_set():
             self._skip_round(scheduled_at)
             return
+        try:
+            self._record_missed(scheduled_at, why)
+        except StorageError as exc:
+            self._storage_failed(exc, "recording a missed round")
+            self._skip_round(scheduled_at)
+
+    def _record_missed(self, scheduled_at: dt.datetime, why: str) -> None:
         if self.store.record_missed_round(scheduled_at):
             self.alarm(
                 "warning",
@@ -800,6 +814,16 @@ class Daemon:
             if outcome.storage_error is not None:
                 if not self.storage_down.is_set():
                     self._storage_failed(outcome.storage_error, f"measuring {chamber.id}")
+                if outcome.uuid is not None:
+                    kept = "kept in memory" if outcome.status == "done" else "aborted"
+                    self.alarm(
+                        "info",
+                        "storage_abort",
+                        f"{chamber.id}: observation {kept}: the site database cannot be "
+                        "written; its lid commanded open; written when it can be",
+                        chamber=chamber.id,
+                        observation_uuid=outcome.uuid,
+                    )
             elif outcome.group_fault:
                 group_fault = f"analyser {analyser_id} failed: {outcome.reason}"
                 self.analyser_info.pop(analyser_id, None)  # identify it again next round
@@ -1009,8 +1033,8 @@ def _failed_since(entry: DeviceHealth | None, began_mono: float) -> bool:
     return entry is not None and entry.ok is False and entry.last_error_mono >= began_mono
 
 
-def _since(entry: DeviceHealth) -> str:
-    return "?" if entry.changed_at is None else iso(entry.changed_at)
+def _when(at: dt.datetime | None) -> str:
+    return "?" if at is None else iso(at)
 
 
 def _health_row(entry: DeviceHealth, now: dt.datetime) -> dict[str, Any]:

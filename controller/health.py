@@ -113,8 +113,9 @@ class DeviceHealth:
         }
 
 
-#: called as ``listener(entry, ok)`` when a component turns OK (``True``) or FAULT (``False``)
-Listener = Callable[[DeviceHealth, bool], None]
+#: called as ``listener(entry, ok, since)`` when a component turns OK (``True``) or FAULT
+#: (``False``); ``since`` is when it had turned to the state it leaves (None: never used)
+Listener = Callable[[DeviceHealth, bool, "dt.datetime | None"], None]
 
 
 class HealthBoard:
@@ -139,6 +140,7 @@ class HealthBoard:
         with self._lock:
             entry = self._entry(component)
             recovered = entry.ok is False
+            since = entry.changed_at
             if entry.ok is not True:
                 entry.changed_at = now
             entry.ok = True
@@ -148,7 +150,7 @@ class HealthBoard:
             self._dirty.add(component)
             copy = replace(entry)
         if recovered:
-            self._notify(copy, True)
+            self._notify(copy, True, since)
         return recovered
 
     def fault(self, component: str, error: BaseException | str) -> bool:
@@ -157,6 +159,7 @@ class HealthBoard:
         with self._lock:
             entry = self._entry(component)
             started = entry.ok is not False
+            since = entry.changed_at
             if started:
                 entry.changed_at = now
             entry.ok = False
@@ -166,7 +169,7 @@ class HealthBoard:
             self._dirty.add(component)
             copy = replace(entry)
         if started:
-            self._notify(copy, False)
+            self._notify(copy, False, since)
         return started
 
     def describe(self, component: str, detail: str) -> None:
@@ -175,10 +178,10 @@ class HealthBoard:
             self._entry(component).detail = detail
             self._dirty.add(component)
 
-    def _notify(self, entry: DeviceHealth, ok: bool) -> None:
+    def _notify(self, entry: DeviceHealth, ok: bool, since: dt.datetime | None) -> None:
         for listener in list(self.listeners):
             try:
-                listener(entry, ok)
+                listener(entry, ok, since)
             except Exception:  # a listener's failure never hides the fault itself
                 log.exception("health listener failed for %s", entry.component)
 
@@ -247,10 +250,7 @@ class LiveHealthFile:
 
     def write(self, state: dict[str, Any]) -> bool:
         """Rewrite the file in place; False when it could not be (it is only a view)."""
-        data = json.dumps(state, default=str, separators=(",", ":")).encode()
-        if len(data) > self.SIZE - 1:
-            state = {**state, "recent_pending_events": [], "truncated": True}
-            data = json.dumps(state, default=str, separators=(",", ":")).encode()[: self.SIZE - 1]
+        data = _fit(state, self.SIZE - 1)
         with self._lock:
             if not self._prepare():
                 return False
@@ -385,6 +385,29 @@ class TrackedActuators:
 
     def close(self) -> None:
         self.inner.close()
+
+
+def _fit(state: dict[str, Any], size: int) -> bytes:
+    """``state`` as JSON of at most ``size`` bytes (shortened step by step, still valid)."""
+
+    def dump(value: dict[str, Any]) -> bytes:
+        return json.dumps(value, default=str, separators=(",", ":")).encode()
+
+    data = dump(state)
+    if len(data) <= size:
+        return data
+    health = [
+        {k: (v[:80] if isinstance(v, str) else v) for k, v in e.items()}
+        for e in state.get("health", [])
+        if isinstance(e, dict)
+    ]
+    keep = ("site", "pid", "written_at", "storage_down", "pending_events")
+    short = {k: state[k] for k in keep if k in state} | {"health": health, "truncated": True}
+    data = dump(short)
+    if len(data) <= size:
+        return data
+    short["health"] = [{"component": e.get("component"), "ok": e.get("ok")} for e in health]
+    return dump(short)[:size]  # only with hundreds of components
 
 
 def _iso(when: dt.datetime) -> str:

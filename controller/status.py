@@ -94,6 +94,7 @@ def site_status(cfg: SiteConfig, store: SiteStore, now: dt.datetime) -> dict[str
         "last_successful_round": last_round[0] if last_round else None,
         "disk_free_mb": round(free_mb, 1),
         "disk_free_fraction": round(usage.free / usage.total, 3) if usage.total else None,
+        "consistent": getattr(store, "consistent", True),
         "pending_events": live.get("pending_events", 0) if live else 0,
         "recent_pending_events": live.get("recent_pending_events", []) if live else [],
     }
@@ -152,6 +153,8 @@ def format_status(status: dict[str, Any]) -> str:
         )
     )
     lines.append(f"disk free: {status['disk_free_mb']:.1f} MB")
+    if not status.get("consistent", True):
+        lines.append("(read without locking: SQLite could not create its -shm file)")
     lines.append("")
     head = f"{'chamber':<8} {'service':<12} {'last observation':<28} {'status':<8} {'flux':>8}"
     lines.append(head + " model  flags")

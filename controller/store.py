@@ -179,30 +179,74 @@ def parse_iso(text: str) -> dt.datetime:
     return dt.datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=dt.UTC)
 
 
-class SiteStore:
-    """The site database. Thread-safe: one connection guarded by a lock."""
+class _WrongDatabase(StorageError):
+    """The file is another site's database, or a newer chamberd's: waiting will not help."""
 
-    def __init__(self, path: str | Path, *, site_id: str) -> None:
+
+class SiteStore:
+    """The site database. Thread-safe: one connection guarded by a lock.
+
+    With ``lazy=True`` (the daemon) a database that cannot be opened now (a full disk: SQLite
+    must create its ``-shm`` and ``-wal`` files) is not an error yet: every use raises
+    :class:`StorageError` and tries to open it again, so the daemon can put the site in the
+    safe state, alarm, and carry on until it can. Another site's database is an error at
+    once either way.
+    """
+
+    def __init__(self, path: str | Path, *, site_id: str, lazy: bool = False) -> None:
         self.path = str(path)
         self.site_id = site_id
-        try:
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(
-                self.path, check_same_thread=False, timeout=30.0, isolation_level=None
-            )
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=FULL")
-            conn.execute("PRAGMA foreign_keys=ON")
-            self.db = sqlite_utils.Database(conn)
-            conn.executescript("BEGIN IMMEDIATE;\n" + _SCHEMA + "\nCOMMIT;")
-            self._check_meta()
-        except sqlite3.DatabaseError as exc:
-            raise StorageError(f"{self.path}: cannot open the site database: {exc}") from exc
         self._lock = threading.RLock()
         self.readonly = False
+        self.consistent = True
         self._migrated = False
-        with contextlib.suppress(StorageError):  # a full disk: again at the first health write
-            self._migrate()
+        self._db: sqlite_utils.Database | None = None
+        try:
+            self._open()
+        except _WrongDatabase:
+            raise
+        except StorageError:
+            if not lazy:
+                raise
+
+    def _open(self) -> None:
+        with self._lock:
+            if self._db is not None:
+                return
+            conn = None
+            try:
+                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+                conn = sqlite3.connect(
+                    self.path, check_same_thread=False, timeout=30.0, isolation_level=None
+                )
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=FULL")
+                conn.execute("PRAGMA foreign_keys=ON")
+                self._db = sqlite_utils.Database(conn)
+                conn.executescript("BEGIN IMMEDIATE;\n" + _SCHEMA + "\nCOMMIT;")
+                self._check_meta()
+            except (sqlite3.DatabaseError, OSError) as exc:
+                self._abandon(conn)
+                raise StorageError(f"{self.path}: cannot open the site database: {exc}") from exc
+            except StorageError:
+                self._abandon(conn)
+                raise
+            with contextlib.suppress(StorageError):  # a full disk: at the first health write
+                self._migrate()
+
+    def _abandon(self, conn: sqlite3.Connection | None) -> None:
+        self._db = None
+        if conn is not None:
+            with contextlib.suppress(sqlite3.Error):
+                conn.close()
+
+    @property
+    def db(self) -> sqlite_utils.Database:
+        """The open database (opened now if it could not be before; StorageError if not)."""
+        if self._db is None:
+            self._open()
+        assert self._db is not None
+        return self._db
 
     def _migrate(self) -> None:
         """Columns added since schema version 1 was first released (all nullable)."""
@@ -252,11 +296,11 @@ class SiteStore:
                 )
             return
         if rows.get("site") != self.site_id:
-            raise StorageError(
+            raise _WrongDatabase(
                 f"{self.path}: belongs to site {rows.get('site')!r}, not {self.site_id!r}"
             )
         if int(rows.get("schema_version", "0")) > SCHEMA_VERSION:
-            raise StorageError(
+            raise _WrongDatabase(
                 f"{self.path}: schema version {rows['schema_version']} is newer than this "
                 f"chamberd ({SCHEMA_VERSION})"
             )
@@ -277,29 +321,46 @@ class SiteStore:
     @classmethod
     def open_readonly(cls, path: str | Path) -> SiteStore:
         """Open a site database for reading only: nothing is written (not even the schema),
-        so it works on a full disk, a read-only mount, or beside a running daemon."""
+        so it works beside a running daemon, on a read-only mount, and on a full disk (where
+        SQLite cannot create the ``-shm`` file a WAL reader needs, the file is read as it
+        is on disk, without locking: ``consistent`` is then False)."""
         store = cls.__new__(cls)
         store.path = str(path)
-        try:
-            conn = sqlite3.connect(
-                f"file:{Path(path).resolve()}?mode=ro", uri=True, check_same_thread=False
-            )
-            site = dict(conn.execute("SELECT key, value FROM meta").fetchall()).get("site")
-        except sqlite3.DatabaseError as exc:
-            raise StorageError(f"{path}: not a chamberd site database: {exc}") from exc
+        store._lock = threading.RLock()
+        store.readonly = True
+        store._migrated = True
+        store.consistent = True
+        resolved = Path(path).resolve()
+        conn = None
+        site = None
+        for suffix in ("?mode=ro", "?mode=ro&immutable=1"):
+            try:
+                conn = sqlite3.connect(
+                    f"file:{resolved}{suffix}", uri=True, check_same_thread=False
+                )
+                site = dict(conn.execute("SELECT key, value FROM meta").fetchall()).get("site")
+                break
+            except sqlite3.DatabaseError as exc:
+                error: sqlite3.DatabaseError = exc
+                if conn is not None:
+                    conn.close()
+                conn = None
+                store.consistent = False
+        if conn is None:
+            raise StorageError(f"{path}: not a chamberd site database: {error}") from error
         if site is None:
             conn.close()
             raise StorageError(f"{path}: not a chamberd site database (no site id)")
         store.site_id = site
-        store.db = sqlite_utils.Database(conn)
-        store._lock = threading.RLock()
-        store.readonly = True
-        store._migrated = True
+        store._db = sqlite_utils.Database(conn)
         return store
 
     def close(self) -> None:
-        with contextlib.suppress(sqlite3.Error):
-            self.db.conn.close()
+        with self._lock:
+            db, self._db = self._db, None
+        if db is not None:
+            with contextlib.suppress(sqlite3.Error):
+                db.conn.close()
 
     def query(
         self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()

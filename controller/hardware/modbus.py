@@ -460,7 +460,10 @@ class ModbusSimServer:
         )
 
     def start(self, timeout_s: float = 5.0) -> tuple[str, int]:
-        """Start serving in a background thread; returns (host, port)."""
+        """Start serving in a background thread; returns (host, port).
+
+        After :meth:`stop`, starting again serves on the same port (a gateway that was
+        switched off and on: its clients reconnect to the address they know)."""
         ready = threading.Event()
         errors: list[BaseException] = []
 
@@ -474,7 +477,7 @@ class ModbusSimServer:
                 self._server = ModbusTcpServer(
                     [self._device(s) for s in self.devices],
                     framer=framer,
-                    address=(self.host, 0),
+                    address=(self.host, self.port),
                     trace_packet=self._trace,
                 )
                 task = asyncio.ensure_future(self._server.serve_forever())
@@ -507,6 +510,10 @@ class ModbusSimServer:
             self.stop()
             raise HardwareError(f"simulated Modbus server did not start: {errors or 'timeout'}")
         return self.host, self.port
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None
 
     def stop(self, timeout_s: float = 5.0) -> None:
         loop, server = self._loop, self._server
