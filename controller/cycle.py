@@ -170,6 +170,8 @@ class CycleRunner:
                 self.board.fault(line, exc)
             self.board.fault("aux", exc)
             return []
+        for line in sorted({f"modbus:{a.device}" for a in self.cfg.aux}):
+            self.board.good(line)
         self.board.good("aux", f"{len(readings)} reading(s)")
         return readings
 
@@ -372,9 +374,10 @@ class CycleRunner:
         try:
             reading = self.analyser.read(max(timeout, interval))
         except HardwareTimeoutError as exc:
-            self.board.fault(self.component, exc)
+            # one alarm per outage: while it stays faulty, each abort is an event only
+            new = self.board.fault(self.component, exc)
             self.alarm(
-                "error",
+                "error" if new else "info",
                 "analyser_silent",
                 f"analyser {self.analyser_id} silent for {timeout:g} s ({brief(exc, 120)}); "
                 "its group's lids opened, its other chambers skipped this round",
@@ -382,9 +385,9 @@ class CycleRunner:
             )
             raise _Abort(f"analyser silent for {timeout:g} s", kind="analyser_silent") from exc
         except ProtocolError as exc:
-            self.board.fault(self.component, exc)
+            new = self.board.fault(self.component, exc)
             self.alarm(
-                "error",
+                "error" if new else "info",
                 "analyser_garbled",
                 f"analyser {self.analyser_id}: {brief(exc, 150)}; its group's lids opened",
                 data={"detail": str(exc)},
@@ -587,7 +590,9 @@ class CycleRunner:
                 outcome.storage_error = exc
         if uuid is None and kind == "line_fault":
             return outcome  # nothing was measured: the line's alarm says it all
-        level = level or ("info" if kind == "shutdown" else "error")
+        if level is None:
+            # an analyser fault's alarm was raised when it was found (see _sample)
+            level = "info" if kind == "shutdown" or kind in _ANALYSER_FAULTS else "error"
         self.alarm(
             level,
             kind,

@@ -161,8 +161,12 @@ class SerialLink:
         delay = min(self.backoff_s[0] * 2 ** (self._failures - 1), self.backoff_s[1])
         self._next_attempt = self.clock.monotonic() + delay
 
-    def _ensure_open(self, deadline: float) -> bool:
-        """Try to (re)open before ``deadline``, respecting the backoff; True when open."""
+    def _ensure_open(self, deadline: float, *, now_first: bool = False) -> bool:
+        """Try to (re)open before ``deadline``, respecting the backoff (``now_first``: one
+        attempt at once first, for a command the caller is waiting on); True when open."""
+        if now_first and self._port is None:
+            with contextlib.suppress(HardwareError):
+                self.open()
         while self._port is None:
             now = self.clock.monotonic()
             if now >= deadline:
@@ -183,7 +187,7 @@ class SerialLink:
         data = text.encode("ascii", errors="replace") + self.eol
         with self._lock:
             for attempt in range(2):
-                if not self._ensure_open(self.clock.monotonic() + 2.0):
+                if not self._ensure_open(self.clock.monotonic() + 2.0, now_first=True):
                     raise self._fail("port not available for writing")
                 assert self._port is not None
                 try:

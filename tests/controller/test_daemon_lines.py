@@ -212,8 +212,10 @@ def test_health_comes_from_each_devices_own_readings(rig, capsys):
 
     rig.sim.faults.analyser_silent.add("irga1")  # back, answers commands, sends no data
     server.power_on()
+    rig.wait(10)  # the device server boots
     rig.sim.faults.modbus_timeout.add(10)  # relays1 silent: C1 fails at its first command
     rig.round()
+    assert "irga1" in rig.daemon.analyser_info  # identified again: it answers commands
     status = rig.status(capsys)
     assert status["analyser:irga1"]["ok"] is False
     assert status["analyser:irga1"]["last_good_at"] == last_good  # unchanged
