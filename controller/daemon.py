@@ -74,6 +74,7 @@ _MAX_PENDING_EVENTS = 2000  # events kept in memory while the database cannot be
 _MESSAGE_CHARS = 300  # an event's message: one line; the full text goes to data["detail"]
 _DETAIL_CHARS = 4000
 _STORAGE_RETRY_S = (10.0, 300.0)  # back-off of the attempts to write again
+_LID_RETRY_S = (10.0, 300.0)  # back-off of the attempts to open a lid on a dead line
 
 
 def software_version() -> str:
@@ -314,6 +315,8 @@ class Daemon:
         self._deferred: deque[tuple[str, Callable[[], None]]] = deque()
         self._skipped_rounds: list[dt.datetime] = []
         self._startup_pending = False
+        self._lid_backoff_s = _LID_RETRY_S[0] / 2
+        self._lid_retry_at = 0.0
         self.live = LiveHealthFile(f"{store.path}.health")
 
     def wait_idle(self, timeout_s: float) -> bool:
@@ -416,14 +419,14 @@ class Daemon:
         with self._storage_lock:
             first = not self.storage_down.is_set()
             self.storage_down.set()
-            self.board.fault("storage", exc)
+            self.board.fault("storage", _without_path(exc, self.store.path))
             if first:
                 self._storage_since = self.clock.now()
                 self._storage_backoff_s = _STORAGE_RETRY_S[0]
                 self._storage_retry_at = self.clock.monotonic() + self._storage_backoff_s
         if first:
             complete = self.safe_state("the site database cannot be written")
-            cause = brief(str(exc).removeprefix(f"{self.store.path}: "), 120)
+            cause = brief(_without_path(exc, self.store.path), 120)
             self.alarm(
                 "critical",
                 "storage_failed",
@@ -462,7 +465,7 @@ class Daemon:
             try:
                 self._write_kept(counts)
             except StorageError as exc:
-                self.board.fault("storage", exc)
+                self.board.fault("storage", _without_path(exc, self.store.path))
                 self._storage_backoff_s = min(2 * self._storage_backoff_s, _STORAGE_RETRY_S[1])
                 self._storage_retry_at = self.clock.monotonic() + self._storage_backoff_s
                 log.info(
@@ -518,9 +521,28 @@ class Daemon:
             raise StorageError(f"{self.store.path}: events still cannot be recorded")
 
     def idle(self) -> None:
-        """Called by the schedule runners while they wait for the next round."""
+        """Called by the schedule runners while they wait for the next round: retry writing
+        to the database, and opening lids that may have been left closed (their line did
+        not answer), each with its back-off."""
         if self.storage_down.is_set():
             self.recover_storage()
+        if self.actuators.closed_lids and self._idle.is_set():
+            self._reopen_lids()
+
+    def _reopen_lids(self) -> None:
+        now = self.clock.monotonic()
+        if now < self._lid_retry_at:
+            return
+        chambers = [c for c in self.cfg.chambers if c.id in self.actuators.closed_lids]
+        failures = open_lids(self.actuators, chambers)
+        if failures:
+            self._lid_backoff_s = min(2 * self._lid_backoff_s, _LID_RETRY_S[1])
+            self._lid_retry_at = now + self._lid_backoff_s
+        else:
+            log.info("lids of %s commanded open", ", ".join(c.id for c in chambers))
+            self._lid_backoff_s = _LID_RETRY_S[0] / 2
+            self._lid_retry_at = 0.0
+        self._persist_health()
 
     # --- life cycle -----------------------------------------------------------------------
 
@@ -1031,6 +1053,11 @@ _SYNC_BATCHES_PER_ROUND = 20
 def _failed_since(entry: DeviceHealth | None, began_mono: float) -> bool:
     """The entry is a fault whose last error came after ``began_mono`` (this round)."""
     return entry is not None and entry.ok is False and entry.last_error_mono >= began_mono
+
+
+def _without_path(exc: BaseException, path: str) -> str:
+    """A store error's message without the database path it starts with."""
+    return str(exc).removeprefix(f"{path}: ")
 
 
 def _when(at: dt.datetime | None) -> str:

@@ -97,6 +97,17 @@ class Rig:
         self.hardware.stop()
 
 
+def _table(rig) -> str:
+    from chamberd.controller.status import format_status, site_status
+    from chamberd.controller.store import SiteStore
+
+    store = SiteStore.open_readonly(rig.db)
+    try:
+        return format_status(site_status(rig.cfg, store, rig.clock.now()))
+    finally:
+        store.close()
+
+
 @pytest.fixture
 def rig(tmp_path, make_site_cfg, fake_clock):
     pytest.START = fake_clock.now()
@@ -134,6 +145,7 @@ def test_line_outage_is_the_lines_fault_not_the_chambers(rig, outage):
     for _ in range(2):  # two more rounds without the line
         rig.round()
     assert rig.health()["modbus:relays1"]["ok"] == 0
+    during = _table(rig)
     up()
     for _ in range(2):
         rig.round()
@@ -169,7 +181,8 @@ def test_line_outage_is_the_lines_fault_not_the_chambers(rig, outage):
         "last_error"
     ].startswith("Modbus")
     assert rig.sim.lids_commanded_open()
-    print(f"\n[{outage}]")
+    print(f"\n[{outage}] chamberd status after 3 rounds without relays1:\n{during}")
+    print(f"chamberd status after 2 rounds with it back:\n{_table(rig)}")
     for e in rig.rows("SELECT at, level, kind, message FROM events ORDER BY id"):
         print(f"  {e['at']} {e['level']:<8} {e['kind']}: {e['message']}")
     for o in obs:
@@ -177,6 +190,28 @@ def test_line_outage_is_the_lines_fault_not_the_chambers(rig, outage):
             f"  round {o['round_id']} {o['chamber']} {o['status']} ({o['reason']}) "
             f"samples={o['samples']}"
         )
+
+
+def test_a_lid_left_closed_on_a_dead_line_is_opened_when_it_answers(rig):
+    """The line goes while C1's lid is closed: between rounds the daemon keeps trying (with
+    a back-off) and the lid is commanded open as soon as the line answers, not at the next
+    round."""
+    timer = rig.after(20, lambda: rig.hardware.line_down("relays1"))
+    rig.round()
+    timer.join()
+    assert rig.daemon.actuators.closed_lids == {"C1"}
+    assert rig.sim.lid_position("C1") == 1.0  # still shut: nothing could reach it
+    rig.daemon.idle()  # the schedule runner's wait: the line is still down
+    assert rig.daemon.actuators.closed_lids == {"C1"}
+    rig.hardware.line_up("relays1")
+    deadline = time.monotonic() + 60  # noqa: TID251 - real time, generous
+    while rig.daemon.actuators.closed_lids and time.monotonic() < deadline:  # noqa: TID251
+        rig.daemon.idle()
+        rig.wait(1)
+    assert not rig.daemon.actuators.closed_lids
+    rig.wait(5)  # the lid moves
+    assert rig.sim.lid_position("C1") == 0.0 and rig.sim.lids_commanded_open()
+    assert len(rig.events("modbus_line_restored")) == 1
 
 
 def test_a_chambers_own_fault_is_still_charged(rig):

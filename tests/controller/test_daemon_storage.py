@@ -221,6 +221,8 @@ def test_disk_fills_during_a_round(tmp_path, make_site_cfg, full_disk, capsys):
     def look() -> None:  # chamberd status while the disk is full; it must write nothing
         before = {p.name: _digest(p) for p in disk.folder.glob("site.db*")}
         seen["status"] = _status(config, capsys)
+        assert main(["status", str(config)]) == 0
+        seen["table"] = capsys.readouterr().out
         seen["unchanged"] = before == {p.name: _digest(p) for p in disk.folder.glob("site.db*")}
         seen["lids_open_during"] = sim.lids_commanded_open()
 
@@ -291,7 +293,7 @@ def test_disk_fills_during_a_round(tmp_path, make_site_cfg, full_disk, capsys):
     _check_whole(db)
     health = {r["component"]: r for r in _rows(db, "SELECT * FROM health")}
     assert health["storage"]["ok"] == 1 and "full" in health["storage"]["last_error"]
-    print(f"\n[disk: {disk.kind}{'' if disk.mounted else ' (' + disk.why + ')'}]")
+    print(f"\n[disk: {disk.kind}]\nchamberd status at 04:20, disk full:\n{seen['table']}")
     for e in events:
         print(f"  {e['at']} {e['level']:<8} {e['kind']}: {e['message']}")
     for o in obs:
