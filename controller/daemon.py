@@ -837,20 +837,22 @@ class Daemon:
                 if not self.storage_down.is_set():
                     self._storage_failed(outcome.storage_error, f"measuring {chamber.id}")
                 if outcome.uuid is not None:
-                    kept = "kept in memory" if outcome.status == "done" else "aborted"
+                    kept = "measured" if outcome.status == "done" else "aborted"
+                    if outcome.status != "done" and outcome.reason:
+                        kept += f" ({brief(outcome.reason, 80)})"
                     self.alarm(
                         "info",
                         "storage_abort",
-                        f"{chamber.id}: observation {kept}: the site database cannot be "
-                        "written; its lid commanded open; written when it can be",
+                        f"{chamber.id}: observation {kept}, kept in memory: the site database "
+                        "cannot be written; its lid commanded open; written when it can be",
                         chamber=chamber.id,
                         observation_uuid=outcome.uuid,
                     )
-            elif outcome.group_fault:
+            if outcome.group_fault:
                 group_fault = f"analyser {analyser_id} failed: {outcome.reason}"
                 self.analyser_info.pop(analyser_id, None)  # identify it again next round
-            elif outcome.line_fault is None:
-                self._account(outcome)
+            elif outcome.line_fault is None and not (outcome.reason or "").startswith("storage:"):
+                self._account(outcome)  # the chamber's own result (its write may wait)
             self._persist_health()
 
     def run_round(self, scheduled_at: dt.datetime) -> RoundResult | None:
