@@ -838,8 +838,9 @@ class Daemon:
                     self._storage_failed(outcome.storage_error, f"measuring {chamber.id}")
                 if outcome.uuid is not None:
                     kept = "measured" if outcome.status == "done" else "aborted"
-                    if outcome.status != "done" and outcome.reason:
-                        kept += f" ({brief(outcome.reason, 80)})"
+                    reason = outcome.reason or ""
+                    if outcome.status != "done" and reason and not reason.startswith("storage:"):
+                        kept += f" ({brief(reason, 80)})"
                     self.alarm(
                         "info",
                         "storage_abort",
