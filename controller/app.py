@@ -78,7 +78,9 @@ class Site:
 
 def build_site(cfg: SiteConfig, *, clock: Clock, site: Any = None, memory: bool = False) -> Site:
     """Store, drivers and daemon for ``cfg``; ``memory`` uses the in-memory fakes on ``site``."""
-    store = SiteStore(cfg.storage.path, site_id=cfg.site.id)
+    # lazy: a database that cannot be opened yet (a full disk) is the daemon's storage fault
+    # (safe state, alarm, retries), not a failed start
+    store = SiteStore(cfg.storage.path, site_id=cfg.site.id, lazy=True)
     backend = "memory" if memory else "modbus"
     analysers = {}
     for analyser in cfg.analysers:

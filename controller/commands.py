@@ -252,7 +252,7 @@ def status_command(config: str, as_json: bool) -> None:
         raise ConfigError(
             f"{config}: storage.path {cfg.storage.path!r} does not exist (has the daemon run?)"
         )
-    store = SiteStore.open_existing(cfg.storage.path)
+    store = SiteStore.open_readonly(cfg.storage.path)  # writes nothing: works on a full disk
     try:
         status = site_status(cfg, store, SystemClock().now())
     finally:

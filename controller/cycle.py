@@ -10,11 +10,21 @@ then on (negative elapsed time while closing; 0 is the moment the closed switch 
 and written in batches; the completion (status, fluxes, outbox row) is one transaction.
 Every failure ends in a safe state: the chamber's lid commanded open, and all lids when the
 analyser is silent or the error is not the chamber's own.
+
+Shared parts are told apart from the chamber: an analyser fault (``group_fault``), a
+Modbus line that does not answer (``line_fault``) and a site database that cannot be
+written (``storage_error``) are reported in the outcome and not charged to the chamber.
+When the database cannot be written, the lids are opened first; the observation's
+unwritten samples and its completion are handed back (``deferred``) to be written when
+the database can be written again, so nothing is half-written and nothing measured is
+lost: a finished observation stays ``done``, an interrupted one ends ``aborted`` with the
+reason that interrupted it.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
 import math
 import threading
@@ -28,8 +38,15 @@ from chamberd.fitting import FitSettings, fit_closure
 
 from .clock import Clock
 from .config import ChamberConfig, SiteConfig
-from .errors import ChamberError, HardwareError, HardwareTimeoutError, ProtocolError
+from .errors import (
+    ChamberError,
+    HardwareError,
+    HardwareTimeoutError,
+    ProtocolError,
+    StorageError,
+)
 from .hardware import AuxReading, AuxSensors, ChamberActuators, GasAnalyser, LidState
+from .health import HealthBoard, brief, line_of, open_lids
 from .store import SiteStore, iso
 
 __all__ = ["PROCESSING_VERSION", "CycleOutcome", "CycleRunner", "Stopped"]
@@ -44,7 +61,16 @@ _ANALYSER_FAULTS = frozenset({"analyser_silent", "analyser_garbled"})
 
 
 class Stopped(ChamberError):
-    """The daemon is stopping: the cycle ends in the safe state."""
+    """The daemon is stopping: the cycle ends in the safe state.
+
+    ``deferred`` holds the interrupted observation's writes when its completion could not
+    be written (see :attr:`CycleOutcome.deferred`)."""
+
+    deferred: tuple[tuple[str, Callable[[], None]], ...] = ()
+
+
+class _StorageDown(Exception):
+    """Another part of the daemon found the site database not writable: stop measuring."""
 
 
 class _Abort(Exception):
@@ -65,6 +91,10 @@ class CycleOutcome:
     lid_fault: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
     group_fault: bool = False  # the analyser failed, not the chamber
+    line_fault: str | None = None  # this Modbus line (``modbus:<id>``) did not answer
+    storage_error: StorageError | None = None  # the site database could not be written
+    # writes to make when the database can be written again: (what, write)
+    deferred: list[tuple[str, Callable[[], None]]] = field(default_factory=list)
 
     @property
     def failed(self) -> bool:
@@ -93,6 +123,8 @@ class CycleRunner:
         stop: threading.Event,
         analyser_info: dict[str, str] | None = None,
         calibration_id: str | None = None,
+        board: HealthBoard | None = None,
+        storage_down: threading.Event | None = None,
     ) -> None:
         self.cfg = cfg
         self.clock = clock
@@ -108,6 +140,9 @@ class CycleRunner:
         self.analyser_info = analyser_info or {}
         self.calibration_id = calibration_id
         self.fit_settings = FitSettings()
+        self.board = board or HealthBoard(clock)
+        self.storage_down = storage_down or threading.Event()
+        self.component = f"analyser:{analyser_id}"
 
     # --- helpers --------------------------------------------------------------------------
 
@@ -116,6 +151,8 @@ class CycleRunner:
         while True:
             if self.stop.is_set():
                 raise Stopped("stopping")
+            if self.storage_down.is_set():
+                raise _StorageDown()
             remaining = end - self.clock.monotonic()
             if remaining <= 0:
                 return
@@ -125,10 +162,18 @@ class CycleRunner:
         if self.aux is None or not self.cfg.aux:
             return []
         try:
-            return list(self.aux.read())
+            readings = list(self.aux.read())
         except (HardwareError, ProtocolError) as exc:
-            self.alarm("warning", "aux_error", f"aux sensors: {exc}")
+            # one alarm per outage (the daemon's health listener); the line too, if named
+            line = line_of(exc)
+            if line is not None:
+                self.board.fault(line, exc)
+            self.board.fault("aux", exc)
             return []
+        for line in sorted({f"modbus:{a.device}" for a in self.cfg.aux}):
+            self.board.good(line)
+        self.board.good("aux", f"{len(readings)} reading(s)")
+        return readings
 
     # --- the cycle ------------------------------------------------------------------------
 
@@ -139,25 +184,41 @@ class CycleRunner:
             "samples": [],
             "written": 0,
             "closed_mono": None,
+            "completion": None,  # the completion being written
+            "outcome": None,  # the outcome of a finished observation
         }
         try:
             return self._run(chamber, round_id, state)
-        except Stopped:
-            self._finish_abort(chamber, state, "shutdown", kind="shutdown")
+        except Stopped as stop:
+            outcome = self._finish_abort(chamber, state, "shutdown", kind="shutdown")
+            stop.deferred = tuple(outcome.deferred)
             raise
+        except (StorageError, _StorageDown) as exc:
+            return self._storage_abort(chamber, state, exc)
         except _Abort as abort:
-            self._finish_abort(chamber, state, abort.reason, kind=abort.kind)
-            return CycleOutcome(
+            outcome = CycleOutcome(
                 chamber.id,
                 "aborted",
                 abort.reason,
                 state["uuid"],
                 group_fault=abort.kind in _ANALYSER_FAULTS,
             )
+            return self._finish_abort(chamber, state, abort.reason, kind=abort.kind, out=outcome)
         except (HardwareError, ProtocolError) as exc:
-            reason = f"hardware: {exc}"
-            self._finish_abort(chamber, state, reason, kind="hardware_error")
-            return CycleOutcome(chamber.id, "aborted", reason, state["uuid"])
+            line = line_of(exc)
+            if line is None:
+                reason = f"hardware: {brief(exc)}"
+                outcome = CycleOutcome(chamber.id, "aborted", reason, state["uuid"])
+                return self._finish_abort(
+                    chamber, state, reason, kind="hardware_error", out=outcome, error=exc
+                )
+            # the line, not the chamber: one alarm per outage comes from the daemon
+            reason = f"modbus line {line.split(':', 1)[1]} not answering: {brief(exc, 150)}"
+            status = "aborted" if state["uuid"] is not None else "skipped"
+            outcome = CycleOutcome(chamber.id, status, reason, state["uuid"], line_fault=line)
+            return self._finish_abort(
+                chamber, state, reason, kind="line_fault", out=outcome, level="info", error=exc
+            )
 
     def _run(
         self, chamber: ChamberConfig, round_id: int | None, state: dict[str, Any]
@@ -266,7 +327,7 @@ class CycleRunner:
                     chamber=chamber.id,
                     observation_uuid=uuid,
                 )
-                self.safe_state()
+                self._safe(chamber)
                 break
             self._sleep(min(1.0, interval))
         self.store.set_phase(uuid, "opened", self.clock.now())
@@ -276,15 +337,7 @@ class CycleRunner:
 
         # the fit, and the completion in one transaction
         fluxes, summary = self._fit(chamber, state, geometry, aux_start + aux_end)
-        self.store.complete_observation(
-            uuid,
-            status="done",
-            reason=None,
-            ended_at=self.clock.now(),
-            fluxes=fluxes,
-            values=summary["ancillary"],
-        )
-        return CycleOutcome(
+        state["outcome"] = CycleOutcome(
             chamber.id,
             "done",
             None,
@@ -294,23 +347,54 @@ class CycleRunner:
             lid_fault=lid_fault,
             extra=summary,
         )
+        self._complete(
+            state,
+            status="done",
+            reason=None,
+            ended_at=self.clock.now(),
+            fluxes=fluxes,
+            values=summary["ancillary"],
+        )
+        return state["outcome"]
+
+    def _complete(self, state: dict[str, Any], **completion: Any) -> None:
+        """Write the observation's remaining samples and its completion (kept in ``state``
+        until written, for :meth:`_storage_abort`)."""
+        state["completion"] = completion
+        self._flush(state)
+        self.store.complete_observation(state["uuid"], **completion)
+        state["completion"] = None
 
     def _sample(self, state: dict[str, Any], phase: str, interval: float) -> Any:
         timeout = self.cfg.cycle.analyser_silent_s
         if self.stop.is_set():
             raise Stopped("stopping")
+        if self.storage_down.is_set():
+            raise _StorageDown()
         try:
             reading = self.analyser.read(max(timeout, interval))
         except HardwareTimeoutError as exc:
+            # one alarm per outage: while it stays faulty, each abort is an event only
+            new = self.board.fault(self.component, exc)
             self.alarm(
-                "error",
+                "error" if new else "info",
                 "analyser_silent",
-                f"analyser {self.analyser_id} silent for {timeout:g} s: {exc}; all lids opened",
+                f"analyser {self.analyser_id} silent for {timeout:g} s ({brief(exc, 120)}); "
+                "its group's lids opened, its other chambers skipped this round",
+                data={"detail": str(exc)},
             )
             raise _Abort(f"analyser silent for {timeout:g} s", kind="analyser_silent") from exc
         except ProtocolError as exc:
-            self.alarm("error", "analyser_garbled", f"analyser {self.analyser_id}: {exc}")
-            raise _Abort(f"analyser output unreadable: {exc}", kind="analyser_garbled") from exc
+            new = self.board.fault(self.component, exc)
+            self.alarm(
+                "error" if new else "info",
+                "analyser_garbled",
+                f"analyser {self.analyser_id}: {brief(exc, 150)}; its group's lids opened",
+                data={"detail": str(exc)},
+            )
+            reason = f"analyser output unreadable: {brief(exc, 150)}"
+            raise _Abort(reason, kind="analyser_garbled") from exc
+        self.board.good(self.component)
         self._check_clock(state, reading)
         closed = state["closed_mono"]
         state["samples"].append(
@@ -352,8 +436,9 @@ class CycleRunner:
                 data={"step_s": round(step, 3)},
             )
 
-    def _flush(self, state: dict[str, Any]) -> None:
-        """Write buffered samples (closing samples get their elapsed time once it is known)."""
+    @staticmethod
+    def _rows(state: dict[str, Any]) -> list[dict[str, Any]]:
+        """Buffered samples as rows (closing samples get their elapsed time once known)."""
         closed = state["closed_mono"]
         rows = []
         for sample in state["samples"]:
@@ -361,6 +446,11 @@ class CycleRunner:
             if row["elapsed_s"] is None and closed is not None:
                 row["elapsed_s"] = sample["mono"] - closed
             rows.append(row)
+        return rows
+
+    def _flush(self, state: dict[str, Any]) -> None:
+        """Write buffered samples (they stay buffered when the write fails)."""
+        rows = self._rows(state)
         if rows and state["uuid"] is not None:
             self.store.add_samples(state["uuid"], rows)
             state["written"] += len(rows)
@@ -460,6 +550,22 @@ class CycleRunner:
         )
         return rows, summary
 
+    def _safe(self, chamber: ChamberConfig) -> list[tuple[str, str, BaseException]]:
+        """The group's safe state; a refusal (not a silent line: that is the line's one
+        alarm) is a critical alarm. Returns the failures."""
+        failures = self.safe_state()
+        refused = [(c, what, exc) for c, what, exc in failures if line_of(exc) is None]
+        if refused:
+            self.alarm(
+                "critical",
+                "safe_state_failed",
+                f"{chamber.id}: safe state incomplete: "
+                + "; ".join(f"{c}: {what}: {brief(exc, 120)}" for c, what, exc in refused),
+                chamber=chamber.id,
+                data={"detail": "; ".join(f"{c}: {exc}" for c, _, exc in refused)[:4000]},
+            )
+        return failures
+
     def _finish_abort(
         self,
         chamber: ChamberConfig,
@@ -467,55 +573,105 @@ class CycleRunner:
         reason: str,
         *,
         kind: str,
-    ) -> None:
+        out: CycleOutcome | None = None,
+        level: str | None = None,
+        error: BaseException | None = None,
+    ) -> CycleOutcome:
         # every abort ends with all the group's lids open: in a group only this chamber
         # should be closed, but after a fault nothing about the hardware is assumed
-        try:
-            self.safe_state()
-        except (HardwareError, ProtocolError) as exc:
-            self.alarm("critical", "safe_state_failed", f"{chamber.id}: {exc}", chamber=chamber.id)
+        self._safe(chamber)
+        outcome = out or CycleOutcome(chamber.id, "aborted", reason, state.get("uuid"))
         uuid = state.get("uuid")
         if uuid is not None:
-            with _suppress_hardware():
-                self._flush(state)
-            self.store.complete_observation(
-                uuid, status="aborted", reason=reason, ended_at=self.clock.now()
-            )
-        level = "info" if kind == "shutdown" else "error"
+            try:
+                self._complete(state, status="aborted", reason=reason, ended_at=self.clock.now())
+            except StorageError as exc:
+                outcome.deferred = self._deferred(state)
+                outcome.storage_error = exc
+        if uuid is None and kind == "line_fault":
+            return outcome  # nothing was measured: the line's alarm says it all
+        if level is None:
+            # an analyser fault's alarm was raised when it was found (see _sample)
+            level = "info" if kind == "shutdown" or kind in _ANALYSER_FAULTS else "error"
         self.alarm(
             level,
             kind,
             f"{chamber.id}: observation aborted: {reason}",
             chamber=chamber.id,
             observation_uuid=uuid,
+            data={"detail": str(error)[:4000]} if error is not None else None,
         )
+        return outcome
 
-    def safe_state(self) -> None:
+    def _deferred(self, state: dict[str, Any]) -> list[tuple[str, Callable[[], None]]]:
+        """The observation's unwritten samples and completion, as writes for later."""
+        uuid = state["uuid"]
+        out: list[tuple[str, Callable[[], None]]] = []
+        rows = self._rows(state)
+        state["samples"] = []
+        if rows:
+            out.append(
+                (
+                    f"{len(rows)} samples of {uuid}",
+                    functools.partial(self.store.add_samples, uuid, rows),
+                )
+            )
+        completion = state.get("completion")
+        if completion is not None:
+            out.append(
+                (
+                    f"completion of {uuid} ({completion['status']})",
+                    functools.partial(self.store.complete_observation, uuid, **completion),
+                )
+            )
+        return out
+
+    def _storage_abort(
+        self, chamber: ChamberConfig, state: dict[str, Any], exc: BaseException
+    ) -> CycleOutcome:
+        """The site database cannot be written: lids open first, then the observation's
+        unwritten part handed back to be written later (nothing half-written)."""
+        self._safe(chamber)
+        error = (
+            exc
+            if isinstance(exc, StorageError)
+            else StorageError(
+                f"{self.store.path}: cannot be written (found by another part of the daemon)"
+            )
+        )
+        reason = "storage: the site database could not be written"
+        uuid = state["uuid"]
+        done = state.get("outcome")
+        if uuid is not None and state.get("completion") is None:
+            state["completion"] = {
+                "status": "aborted",
+                "reason": reason,
+                "ended_at": self.clock.now(),
+            }
+        if done is not None:
+            outcome = done  # measured and fitted: it stays done, written later
+        else:
+            status = "aborted" if uuid is not None else "skipped"
+            outcome = CycleOutcome(chamber.id, status, reason, uuid)
+        outcome.storage_error = error
+        outcome.deferred = self._deferred(state) if uuid is not None else []
+        return outcome  # the daemon raises the storage alarm and records the event
+
+    def safe_state(self) -> list[tuple[str, str, BaseException]]:
         """Every lid of this analyser group open and its valves closed (and the pump as
-        configured when the site has one group).
+        configured when the site has one group); returns the commands that failed.
 
         The other groups' lids are left alone, so a fault of one analyser or relay board
         does not spoil the observations running in parallel on the others; the daemon's
         own safe state (start-up, stop, unhandled errors) opens every lid of the site.
         """
-        failures: list[str] = []
-        for chamber in self.cfg.chambers:
-            if chamber.analyser != self.analyser_id:
-                continue
-            for action, what in (
-                (lambda c=chamber.id: self.actuators.set_lid(c, False), "open lid"),
-                (lambda c=chamber.id: self.actuators.set_valve(c, False), "close valve"),
-            ):
-                try:
-                    action()
-                except (HardwareError, ProtocolError) as exc:
-                    failures.append(f"{chamber.id}: {what}: {exc}")
+        group = [c for c in self.cfg.chambers if c.analyser == self.analyser_id]
+        failures = open_lids(self.actuators, group)
         groups = {c.analyser for c in self.cfg.chambers if c.enabled}
         if self.cfg.pump.mode != "always" and len(groups) <= 1:
             with _suppress_hardware():
                 self.actuators.set_pump(False)
-        if failures:
-            raise HardwareError("safe state incomplete: " + "; ".join(failures))
+        return failures
 
 
 class _suppress_hardware:

@@ -8,9 +8,23 @@ clock, the demo and the tests with the simulator and a scaled or virtual clock.
 
 Safe state (all lids open, valves closed, pump as configured) on start-up, on stop
 (SIGTERM/SIGINT), on any unhandled error in a round, when an analyser is silent longer than
-``cycle.analyser_silent_s``, and when a lid does not confirm. A chamber that fails
-``cycle.max_failures`` times in a row is taken out of service with an alarm and retried
-after ``cycle.retry_after_min``; the other chambers keep measuring.
+``cycle.analyser_silent_s``, when a lid does not confirm, and when the site database
+cannot be written. A chamber that fails ``cycle.max_failures`` times in a row is taken out
+of service with an alarm and retried after ``cycle.retry_after_min``; the other chambers
+keep measuring.
+
+Faults of shared parts are not charged to the chambers: an analyser that fails skips its
+group for the round, a Modbus line (relay board, gateway) that does not answer skips the
+chambers that need it, each with one alarm when it fails and one ``*_restored`` event when
+it answers again (:mod:`chamberd.controller.health` keeps each device's own last good
+reading and last error).
+
+When the site database cannot be written (a full disk above all) the daemon opens every
+lid, raises one critical alarm (delivered to ``alarms.command`` although it cannot be
+recorded), keeps events and the completions of the interrupted observations in memory,
+measures nothing, and tries again with a back-off (10 s doubling to 5 min, and at every
+round slot). When a write succeeds again it records what it kept, the rounds it skipped
+(as missed) and a ``storage_restored`` event, and measures again.
 """
 
 from __future__ import annotations
@@ -18,19 +32,30 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import os
 import shlex
 import subprocess
 import threading
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from .clock import Clock, FakeClock, SystemClock
 from .config import SiteConfig, config_hash
 from .cycle import CycleOutcome, CycleRunner, Stopped
-from .errors import ConfigError, HardwareError, ProtocolError, SyncError
+from .errors import ConfigError, HardwareError, ProtocolError, StorageError, SyncError
 from .hardware import AuxSensors, ChamberActuators, GasAnalyser
+from .health import (
+    DeviceHealth,
+    HealthBoard,
+    LiveHealthFile,
+    TrackedActuators,
+    brief,
+    chamber_lines,
+    line_of,
+    open_lids,
+)
 from .schedule import APSchedulerRunner, ClockRunner, make_trigger, slots_between
 from .store import SiteStore, iso, parse_iso
 
@@ -45,6 +70,11 @@ _LEVELS = {
     "critical": logging.CRITICAL,
 }
 _MAX_MISSED_EVENTS = 500
+_MAX_PENDING_EVENTS = 2000  # events kept in memory while the database cannot be written
+_MESSAGE_CHARS = 300  # an event's message: one line; the full text goes to data["detail"]
+_DETAIL_CHARS = 4000
+_STORAGE_RETRY_S = (10.0, 300.0)  # back-off of the attempts to write again
+_LID_RETRY_S = (10.0, 300.0)  # back-off of the attempts to open a lid on a dead line
 
 
 def software_version() -> str:
@@ -56,19 +86,46 @@ def software_version() -> str:
         return "0+unknown"
 
 
+def bounded(message: str, data: Mapping[str, Any] | None) -> tuple[str, dict[str, Any]]:
+    """An event's message as one short line; what was cut (frame traces, long lists) is
+    kept, bounded, in ``data["detail"]``."""
+    full = " ".join(str(message).split())
+    short = brief(full, _MESSAGE_CHARS)
+    out = dict(data or {})
+    if short != full and "detail" not in out:
+        out["detail"] = full[:_DETAIL_CHARS]
+    return short, out
+
+
 class AlarmSink:
     """Records every alarm as an event; warnings and worse also go to ``alarms.command``.
 
     The command receives one JSON object on stdin (site, level, kind, message, chamber,
     at, data); it runs in a background thread so a slow mail server never delays a cycle.
     A failing command is itself recorded (not re-alarmed).
+
+    Delivery never depends on the database: when an event cannot be recorded it is kept
+    in memory (in order, at most ``_MAX_PENDING_EVENTS``; beyond that they go to the log
+    only), the alarm is delivered all the same, and ``on_storage_error`` is told;
+    :meth:`flush` records the kept events once the database can be written.
     """
 
-    def __init__(self, cfg: SiteConfig, store: SiteStore, clock: Clock) -> None:
+    def __init__(
+        self,
+        cfg: SiteConfig,
+        store: SiteStore,
+        clock: Clock,
+        *,
+        on_storage_error: Callable[[StorageError, str], None] | None = None,
+    ) -> None:
         self.cfg = cfg
         self.store = store
         self.clock = clock
+        self.on_storage_error = on_storage_error
         self.sent: deque[dict[str, Any]] = deque(maxlen=1000)  # the latest, for tests
+        self.pending: deque[dict[str, Any]] = deque()
+        self.dropped = 0
+        self._lock = threading.RLock()
 
     def __call__(
         self,
@@ -81,25 +138,91 @@ class AlarmSink:
         data: Mapping[str, Any] | None = None,
     ) -> None:
         at = self.clock.now()
+        message, details = bounded(message, data)
         log.log(_LEVELS.get(level, logging.INFO), "%s: %s", kind, message)
-        self.store.record_event(
-            level, kind, message, at, chamber=chamber, observation_uuid=observation_uuid, data=data
-        )
-        if level == "info":
-            return
-        payload = {
-            "site": self.cfg.site.id,
+        event = {
+            "at": at,
             "level": level,
             "kind": kind,
             "message": message,
             "chamber": chamber,
             "observation_uuid": observation_uuid,
-            "at": iso(at),
-            "data": dict(data or {}),
+            "data": details,
         }
-        self.sent.append(payload)
-        if self.cfg.alarms.command:
-            threading.Thread(target=self._deliver, args=(payload,), daemon=True).start()
+        failed = self.record(event)
+        if level != "info":
+            payload = {
+                "site": self.cfg.site.id,
+                "level": level,
+                "kind": kind,
+                "message": message,
+                "chamber": chamber,
+                "observation_uuid": observation_uuid,
+                "at": iso(at),
+                "data": details,
+            }
+            self.sent.append(payload)
+            if self.cfg.alarms.command:
+                threading.Thread(target=self._deliver, args=(payload,), daemon=True).start()
+        if failed is not None and self.on_storage_error is not None:
+            self.on_storage_error(failed, f"recording the event {kind!r}")
+
+    def record(self, event: dict[str, Any]) -> StorageError | None:
+        """Record ``event`` now, or keep it (after those already kept); the error, if any."""
+        with self._lock:
+            if not self.pending:
+                try:
+                    self.store.record_event(
+                        event["level"],
+                        event["kind"],
+                        event["message"],
+                        event["at"],
+                        chamber=event.get("chamber"),
+                        observation_uuid=event.get("observation_uuid"),
+                        data=event.get("data") or None,
+                    )
+                    return None
+                except StorageError as exc:
+                    self._keep(event)
+                    return exc
+            self._keep(event)
+            return None
+
+    def _keep(self, event: dict[str, Any]) -> None:
+        if len(self.pending) >= _MAX_PENDING_EVENTS:
+            self.dropped += 1
+            log.warning(
+                "event not recorded (the database cannot be written and %d are kept): %s %s %s: %s",
+                _MAX_PENDING_EVENTS,
+                iso(event["at"]),
+                event["level"],
+                event["kind"],
+                event["message"],
+            )
+            return
+        self.pending.append(event)
+
+    def flush(self) -> int:
+        """Record the kept events in one transaction; their number. StorageError if not."""
+        with self._lock:
+            events = list(self.pending)
+            if self.dropped:
+                events.append(
+                    {
+                        "at": self.clock.now(),
+                        "level": "warning",
+                        "kind": "events_dropped",
+                        "message": f"{self.dropped} event(s) could not be kept while the "
+                        "database could not be written (they are in the log)",
+                        "data": {"dropped": self.dropped},
+                    }
+                )
+            if not events:
+                return 0
+            self.store.record_events(events)
+            self.pending.clear()
+            self.dropped = 0
+            return len(events)
 
     def _deliver(self, payload: dict[str, Any]) -> None:
         command = self.cfg.alarms.command or ""
@@ -115,12 +238,19 @@ class AlarmSink:
             if result.returncode != 0:
                 raise OSError(f"exit status {result.returncode}: {result.stderr.strip()[:200]}")
         except (OSError, subprocess.SubprocessError, ValueError) as exc:
-            self.store.record_event(
-                "warning",
-                "alarm_failed",
-                f"alarm command {command!r} failed: {exc}",
-                self.clock.now(),
+            message, details = bounded(f"alarm command {command!r} failed: {exc}", None)
+            log.warning("alarm_failed: %s", message)
+            failed = self.record(
+                {
+                    "at": self.clock.now(),
+                    "level": "warning",
+                    "kind": "alarm_failed",
+                    "message": message,
+                    "data": details,
+                }
             )
+            if failed is not None and self.on_storage_error is not None:
+                self.on_storage_error(failed, "recording a failed alarm")
 
 
 @dataclass
@@ -157,9 +287,13 @@ class Daemon:
         self.clock = clock
         self.store = store
         self.analysers = dict(analysers)
-        self.actuators = actuators
+        self.board = HealthBoard(clock)
+        self.board.listeners.append(self._health_changed)
+        self.actuators = TrackedActuators(actuators, cfg, self.board)
         self.aux = aux
         self.alarm = alarm or AlarmSink(cfg, store, clock)
+        if isinstance(self.alarm, AlarmSink) and self.alarm.on_storage_error is None:
+            self.alarm.on_storage_error = self._storage_failed
         self.stop_event = threading.Event()
         self.config_hash = config_hash(cfg)
         self.version = software_version()
@@ -172,74 +306,347 @@ class Daemon:
         self._sync_backoff_min: float | None = None
         self._idle = threading.Event()
         self._idle.set()
+        # the site database: while it cannot be written, what is to be written waits here
+        self.storage_down = threading.Event()
+        self._storage_lock = threading.RLock()
+        self._storage_since: dt.datetime | None = None
+        self._storage_backoff_s = _STORAGE_RETRY_S[0]
+        self._storage_retry_at = 0.0
+        self._deferred: deque[tuple[str, Callable[[], None]]] = deque()
+        self._skipped_rounds: list[dt.datetime] = []
+        self._startup_pending = False
+        self._lid_backoff_s = _LID_RETRY_S[0] / 2
+        self._lid_retry_at = 0.0
+        self.live = LiveHealthFile(f"{store.path}.health")
 
     def wait_idle(self, timeout_s: float) -> bool:
         """Wait (real time) until no round is running; True when idle."""
         return self._idle.wait(timeout_s)
 
+    # --- health ---------------------------------------------------------------------------
+
+    def _health_changed(self, entry: DeviceHealth, ok: bool, since: dt.datetime | None) -> None:
+        """One alarm when a shared part fails, one event when it answers again."""
+        component = entry.component
+        if component.startswith("modbus:"):
+            line = component.split(":", 1)[1]
+            needs = [
+                c.id
+                for c in self.cfg.chambers
+                if c.enabled and component in chamber_lines(self.cfg, c)
+            ]
+            what = f"chambers {', '.join(needs)}" if needs else "its sensors"
+            if ok:
+                self.alarm(
+                    "info",
+                    "modbus_line_restored",
+                    f"modbus line {line} answers again (down since {_when(since)}); "
+                    f"{what} measured from now on",
+                    data={"line": line},
+                )
+            else:
+                closed = sorted(self.actuators.closed_lids & set(needs))
+                self.alarm(
+                    "critical" if closed else "error",
+                    "modbus_line_down",
+                    f"modbus line {line} not answering; {what} skipped until it answers "
+                    "(not charged to the chambers)"
+                    + (f"; the lid of {', '.join(closed)} may still be closed" if closed else "")
+                    + f": {brief(entry.last_error or '', 120)}",
+                    data={
+                        "line": line,
+                        "chambers": needs,
+                        "lids_maybe_closed": closed,
+                        "error": entry.last_error,
+                    },
+                )
+        elif component == "aux":
+            if ok:
+                self.alarm("info", "aux_restored", "aux sensors read again")
+            else:
+                self.alarm(
+                    "warning",
+                    "aux_error",
+                    f"aux sensors not read ({entry.last_error}); fluxes use the analyser's "
+                    "cell values or are not computed until they are",
+                )
+        elif component.startswith("analyser:") and ok:
+            self.alarm(
+                "info",
+                "analyser_restored",
+                f"analyser {component.split(':', 1)[1]} reads again",
+            )
+        self._write_live()
+
+    def _persist_health(self) -> None:
+        """Copy changed health entries to the database (the live file always)."""
+        if not self.storage_down.is_set():
+            entries = [e for e in self.board.take_dirty() if e.ok is not None]
+            try:
+                self.store.write_health([_health_row(e, self.clock.now()) for e in entries])
+            except StorageError as exc:
+                self.board.mark_dirty(e.component for e in entries)
+                self._storage_failed(exc, "writing the health table")
+        self._write_live()
+
+    def _write_live(self) -> None:
+        pending = list(getattr(self.alarm, "pending", ()))
+        self.live.write(
+            {
+                "site": self.cfg.site.id,
+                "pid": os.getpid(),
+                "written_at": iso(self.clock.now()),
+                "storage_down": self.storage_down.is_set(),
+                "health": [e.as_dict() for e in self.board.entries()],
+                "pending_events": len(pending),
+                "recent_pending_events": [
+                    {
+                        "at": iso(e["at"]),
+                        "level": e["level"],
+                        "kind": e["kind"],
+                        "chamber": e.get("chamber"),
+                        "message": e["message"],
+                    }
+                    for e in pending[-10:]
+                ],
+            }
+        )
+
+    # --- the site database ----------------------------------------------------------------
+
+    def _storage_failed(self, exc: StorageError, doing: str) -> None:
+        """The database cannot be written: every lid open, one alarm, measuring paused."""
+        with self._storage_lock:
+            first = not self.storage_down.is_set()
+            self.storage_down.set()
+            self.board.fault("storage", _without_path(exc, self.store.path))
+            if first:
+                self._storage_since = self.clock.now()
+                self._storage_backoff_s = _STORAGE_RETRY_S[0]
+                self._storage_retry_at = self.clock.monotonic() + self._storage_backoff_s
+        if first:
+            complete = self.safe_state("the site database cannot be written")
+            cause = brief(_without_path(exc, self.store.path), 120)
+            self.alarm(
+                "critical",
+                "storage_failed",
+                f"site database {self.store.path} cannot be written ({cause}) "
+                f"while {doing}; all lids commanded open{'' if complete else ' (incomplete)'}; "
+                "measuring paused until it can be written; events kept in memory",
+                data={"error": str(exc)[:_DETAIL_CHARS], "while": doing},
+            )
+        self._write_live()
+
+    def _guard(self, doing: str, write: Callable[[], Any], *, defer: bool = True) -> bool:
+        """Run a database write; when it fails, the storage fault (and the write kept for
+        later when ``defer``). True when written."""
+        if self.storage_down.is_set():
+            if defer:
+                self._deferred.append((doing, write))
+            return False
+        try:
+            write()
+        except StorageError as exc:
+            if defer:
+                self._deferred.append((doing, write))
+            self._storage_failed(exc, doing)
+            return False
+        return True
+
+    def recover_storage(self, *, force: bool = False) -> bool:
+        """Write what was kept while the database could not be written; True when it can be
+        written again (also when it never failed). Backs off unless ``force``."""
+        if not self.storage_down.is_set():
+            return True
+        with self._storage_lock:
+            if not force and self.clock.monotonic() < self._storage_retry_at:
+                return False
+            counts = {"events": 0, "writes": 0}
+            try:
+                self._write_kept(counts)
+            except StorageError as exc:
+                self.board.fault("storage", _without_path(exc, self.store.path))
+                self._storage_backoff_s = min(2 * self._storage_backoff_s, _STORAGE_RETRY_S[1])
+                self._storage_retry_at = self.clock.monotonic() + self._storage_backoff_s
+                log.info(
+                    "site database still cannot be written (%s); next attempt in %.0f s",
+                    brief(exc, 120),
+                    self._storage_backoff_s,
+                )
+                self._write_live()
+                return False
+            since = self._storage_since
+            self.storage_down.clear()
+            self._storage_since = None
+            self.board.good("storage", "writable")
+        self.alarm(
+            "info",
+            "storage_restored",
+            f"site database {self.store.path} can be written again (it could not since "
+            f"{iso(since) if since else '?'}); recorded {counts['events']} kept event(s) "
+            f"and {counts['writes']} kept write(s)",
+            data=counts,
+        )
+        self._persist_health()
+        return True
+
+    def _write_kept(self, counts: dict[str, int]) -> None:
+        if isinstance(self.alarm, AlarmSink):
+            counts["events"] += self.alarm.flush()
+        if self._startup_pending:
+            aborted = self._recover_last_run(self.clock.now())
+            self._startup_pending = False
+            if aborted:
+                self.alarm(
+                    "info",
+                    "restart_recovered",
+                    f"{len(aborted)} observation(s) interrupted by the last stop marked "
+                    "aborted (restart)",
+                    data={"aborted": aborted},
+                )
+            self._record_downtime(self.started_at or self.clock.now())
+        while self._deferred:
+            _, write = self._deferred[0]
+            write()
+            self._deferred.popleft()
+            counts["writes"] += 1
+        while self._skipped_rounds:
+            self._record_missed(self._skipped_rounds[0], "the site database could not be written")
+            self._skipped_rounds.pop(0)
+        self.store.write_health(
+            [_health_row(e, self.clock.now()) for e in self.board.entries() if e.ok is not None]
+        )
+        if isinstance(self.alarm, AlarmSink) and self.alarm.pending:
+            # an event of this very recovery could not be recorded
+            raise StorageError(f"{self.store.path}: events still cannot be recorded")
+
+    def idle(self) -> None:
+        """Called by the schedule runners while they wait for the next round: retry writing
+        to the database, and opening lids that may have been left closed (their line did
+        not answer), each with its back-off."""
+        if self.storage_down.is_set():
+            self.recover_storage()
+        if self.actuators.closed_lids and self._idle.is_set():
+            self._reopen_lids()
+
+    def _reopen_lids(self) -> None:
+        now = self.clock.monotonic()
+        if now < self._lid_retry_at:
+            return
+        chambers = [c for c in self.cfg.chambers if c.id in self.actuators.closed_lids]
+        failures = open_lids(self.actuators, chambers)
+        if failures:
+            self._lid_backoff_s = min(2 * self._lid_backoff_s, _LID_RETRY_S[1])
+            self._lid_retry_at = now + self._lid_backoff_s
+        else:
+            log.info("lids of %s commanded open", ", ".join(c.id for c in chambers))
+            self._lid_backoff_s = _LID_RETRY_S[0] / 2
+            self._lid_retry_at = 0.0
+        self._persist_health()
+
     # --- life cycle -----------------------------------------------------------------------
 
-    def safe_state(self, reason: str) -> bool:
-        """All lids open, valves closed, pump as configured; True when every command went."""
-        lines = sorted({line for c in self.cfg.chambers for line in _modbus_lines(c)})
+    def safe_state(self, reason: str, *, persist: bool = True) -> bool:
+        """All lids open, valves closed, pump as configured; True when every command went.
+
+        Needs no database: a line that does not answer is one health fault (and one
+        alarm); a device that refuses is a critical ``safe_state_failed`` alarm."""
+        failures = open_lids(self.actuators, self.cfg.chambers)
         try:
-            self.actuators.open_all()
             if self.cfg.pump.mode == "always":
                 self.actuators.set_pump(True)
             elif self.cfg.pump.coil is not None:
                 self.actuators.set_pump(False)
         except (HardwareError, ProtocolError) as exc:
-            self.alarm("critical", "safe_state_failed", f"safe state ({reason}) incomplete: {exc}")
-            for line in lines:
-                self.store.set_health(f"modbus:{line}", False, str(exc), self.clock.now())
-            return False
-        for line in lines:
-            self.store.set_health(f"modbus:{line}", True, "ok", self.clock.now())
-        return True
+            failures.append(("pump", "switch pump", exc))
+        refused = [(c, what, exc) for c, what, exc in failures if line_of(exc) is None]
+        if refused:
+            self.alarm(
+                "critical",
+                "safe_state_failed",
+                f"safe state ({reason}) incomplete: "
+                + "; ".join(f"{c}: {what}: {brief(exc, 120)}" for c, what, exc in refused),
+                data={"detail": "; ".join(f"{c}: {exc}" for c, _, exc in refused)[:_DETAIL_CHARS]},
+            )
+        for _, _, exc in failures:
+            log.warning("safe state (%s): %s", reason, brief(exc))
+        if persist:
+            self._persist_health()
+        else:
+            self._write_live()
+        return not failures
 
     def startup(self) -> None:
-        """Safe state, recovery of an interrupted run, analyser set-up, missed rounds."""
+        """Safe state first (it needs no database), then the recovery of an interrupted run,
+        analyser set-up and missed rounds; on a database that cannot be written, the
+        recovery waits until it can."""
         now = self.clock.now()
         # a slot that fell due less than the misfire grace ago still runs; older ones
         # (and those passed while the daemon was down) are recorded as missed
         self.started_at = now - dt.timedelta(seconds=self.cfg.schedule.misfire_grace_s)
-        self.store.sync_chambers(self.cfg, now)
-        for row in self.store.query(
-            "SELECT id, out_of_service_until FROM chambers WHERE out_of_service_until IS NOT NULL"
-        ):
-            if row["id"] in self.service:  # out of service survives a restart
-                self.service[row["id"]].out_until = parse_iso(row["out_of_service_until"])
-        self.safe_state("start-up")
-        aborted = self.store.abort_running("restart", now)
+        self.safe_state("start-up", persist=False)  # before anything, the database included
+        aborted: list[str] = []
+        try:
+            aborted = self._recover_last_run(now)
+        except StorageError as exc:
+            self._startup_pending = True
+            self._storage_failed(exc, "starting up")
+        waits = "; the site database cannot be written: the recovery of the last run waits"
         self.alarm(
-            "warning" if aborted else "info",
+            "warning" if aborted or self._startup_pending else "info",
             "startup",
             f"chamberd {self.version} started (config {self.config_hash})"
             + (
                 f"; {len(aborted)} observation(s) interrupted by the last stop marked aborted"
                 if aborted
                 else ""
-            ),
+            )
+            + (waits if self._startup_pending else ""),
             data={"aborted": aborted},
         )
         for analyser_id, analyser in self.analysers.items():
             self._setup_analyser(analyser_id, analyser)
-        self._record_downtime(self.started_at)
+        if not self._startup_pending:
+            try:
+                self._record_downtime(self.started_at)
+            except StorageError as exc:
+                self._startup_pending = True
+                self._storage_failed(exc, "recording missed rounds")
+        self._persist_health()
         self._started = True
+
+    def _recover_last_run(self, now: dt.datetime) -> list[str]:
+        """Chambers out of service stay out; the configured chambers are recorded;
+        observations left running are marked aborted (their uuids)."""
+        for row in self.store.query(
+            "SELECT id, out_of_service_until FROM chambers WHERE out_of_service_until IS NOT NULL"
+        ):
+            if row["id"] in self.service:  # out of service survives a restart
+                self.service[row["id"]].out_until = parse_iso(row["out_of_service_until"])
+        self.store.sync_chambers(self.cfg, now)
+        return self.store.abort_running("restart", now)
 
     def _setup_analyser(self, analyser_id: str, analyser: GasAnalyser) -> bool:
         cfg = self.cfg.analyser(analyser_id)
+        component = f"analyser:{analyser_id}"
         try:
             info = analyser.identify()
             analyser.configure(output_interval_s=cfg.output_interval_s)
         except (HardwareError, ProtocolError) as exc:
-            self.store.set_health(f"analyser:{analyser_id}", False, str(exc), self.clock.now())
-            self.alarm("error", "analyser_setup", f"analyser {analyser_id}: {exc}")
+            if self.board.fault(component, exc):
+                self.alarm(
+                    "error",
+                    "analyser_setup",
+                    f"analyser {analyser_id}: cannot be set up ({brief(exc)}); "
+                    "its chambers are skipped until it answers",
+                    data={"detail": str(exc)[:_DETAIL_CHARS]},
+                )
+            else:
+                log.info("analyser %s still cannot be set up: %s", analyser_id, brief(exc))
             return False
         self.analyser_info[analyser_id] = {"model": info.model, "serial": info.serial}
-        self.store.set_health(
-            f"analyser:{analyser_id}", True, f"{info.model} {info.serial}".strip(), self.clock.now()
-        )
+        # identified, not yet read: its health comes from its first reading
+        self.board.describe(component, f"{info.model} {info.serial}".strip())
         return True
 
     def _record_downtime(self, now: dt.datetime) -> None:
@@ -249,13 +656,23 @@ class Daemon:
         trigger = make_trigger(self.cfg.schedule, self.cfg.site.time_zone, around=now)
         slots = slots_between(trigger, parse_iso(last["scheduled_at"]), now)
         for slot in slots[:_MAX_MISSED_EVENTS]:
-            self.missed(slot, why="the daemon was not running")
+            self._record_missed(slot, "the daemon was not running")
         if len(slots) > _MAX_MISSED_EVENTS:
             self.alarm(
                 "warning", "missed_rounds", f"{len(slots) - _MAX_MISSED_EVENTS} more rounds missed"
             )
 
     def missed(self, scheduled_at: dt.datetime, why: str = "late (misfire grace exceeded)") -> None:
+        if self.storage_down.is_set():
+            self._skip_round(scheduled_at)
+            return
+        try:
+            self._record_missed(scheduled_at, why)
+        except StorageError as exc:
+            self._storage_failed(exc, "recording a missed round")
+            self._skip_round(scheduled_at)
+
+    def _record_missed(self, scheduled_at: dt.datetime, why: str) -> None:
         if self.store.record_missed_round(scheduled_at):
             self.alarm(
                 "warning",
@@ -264,10 +681,33 @@ class Daemon:
                 data={"scheduled_at": iso(scheduled_at)},
             )
 
+    def _skip_round(self, scheduled_at: dt.datetime) -> None:
+        log.warning("round of %s not run: the site database cannot be written", iso(scheduled_at))
+        if len(self._skipped_rounds) < _MAX_MISSED_EVENTS:
+            self._skipped_rounds.append(scheduled_at)
+
     def shutdown(self, reason: str = "stop requested") -> None:
         self.stop_event.set()
         self.safe_state(reason)
+        self.recover_storage(force=True)
         self.alarm("info", "shutdown", f"chamberd stopped: {reason}")
+        pending = list(getattr(self.alarm, "pending", ()))
+        if pending or self._deferred:
+            log.warning(
+                "stopping with the site database not writable: %d event(s) and %d write(s) "
+                "not recorded; observations left running are marked aborted at the next start",
+                len(pending),
+                len(self._deferred),
+            )
+            for event in pending:
+                log.warning(
+                    "not recorded: %s %s %s: %s",
+                    iso(event["at"]),
+                    event["level"],
+                    event["kind"],
+                    event["message"],
+                )
+        self._persist_health()
 
     # --- rounds ---------------------------------------------------------------------------
 
@@ -287,6 +727,7 @@ class Daemon:
 
     def _account(self, outcome: CycleOutcome) -> None:
         service = self.service[outcome.chamber]
+        chamber = outcome.chamber
         if not outcome.failed:
             if service.out_until is not None:
                 self.alarm(
@@ -296,7 +737,10 @@ class Daemon:
                     chamber=outcome.chamber,
                 )
             if service.out_until is not None or service.failures:
-                self.store.update_chamber_service(outcome.chamber, None, None)
+                self._guard(
+                    f"putting {chamber} back in service",
+                    lambda: self.store.update_chamber_service(chamber, None, None),
+                )
             service.failures = 0
             service.out_until = None
             return
@@ -317,18 +761,24 @@ class Daemon:
             service.out_until = self.clock.now() + dt.timedelta(
                 minutes=self.cfg.cycle.retry_after_min
             )
-        self.store.update_chamber_service(outcome.chamber, service.out_until, outcome.reason)
+        out_until, reason = service.out_until, outcome.reason
+        self._guard(
+            f"recording the service of {chamber}",
+            lambda: self.store.update_chamber_service(chamber, out_until, reason),
+        )
 
-    def _group(self, analyser_id: str, round_id: int | None, result: RoundResult) -> None:
+    def _group(
+        self, analyser_id: str, round_id: int | None, result: RoundResult, began: float
+    ) -> None:
         analyser = self.analysers[analyser_id]
+        chambers = [c for c in self.cfg.chambers if c.analyser == analyser_id and c.enabled]
         if analyser_id not in self.analyser_info and not self._setup_analyser(
             analyser_id, analyser
         ):
-            for chamber in self.cfg.chambers:
-                if chamber.analyser == analyser_id and chamber.enabled:
-                    result.outcomes.append(
-                        CycleOutcome(chamber.id, "skipped", f"analyser {analyser_id} not available")
-                    )
+            for chamber in chambers:
+                result.outcomes.append(
+                    CycleOutcome(chamber.id, "skipped", f"analyser {analyser_id} not available")
+                )
             return
         runner = CycleRunner(
             self.cfg,
@@ -343,49 +793,82 @@ class Daemon:
             software_version=self.version,
             stop=self.stop_event,
             analyser_info=self.analyser_info.get(analyser_id),
+            board=self.board,
+            storage_down=self.storage_down,
         )
         group_fault: str | None = None
-        for chamber in self.cfg.chambers:
-            if chamber.analyser != analyser_id or not chamber.enabled:
-                continue
+        for chamber in chambers:
             if self.stop_event.is_set():
                 return
+            if self.storage_down.is_set():
+                result.outcomes.append(
+                    CycleOutcome(chamber.id, "skipped", "the site database cannot be written")
+                )
+                continue
             if group_fault is not None:
                 # the analyser failed: its other chambers wait for the next round (their
                 # service record is not charged with the analyser's fault)
                 result.outcomes.append(CycleOutcome(chamber.id, "skipped", group_fault))
+                continue
+            # a line that did not answer in this round is not tried again before the next
+            # (the first chamber needing it in a round probes it; nobody is charged)
+            down = [
+                line
+                for line in sorted(chamber_lines(self.cfg, chamber))
+                if _failed_since(self.board.get(line), began)
+            ]
+            if down:
+                result.outcomes.append(
+                    CycleOutcome(
+                        chamber.id,
+                        "skipped",
+                        f"modbus line {down[0].split(':', 1)[1]} not answering",
+                        line_fault=down[0],
+                    )
+                )
                 continue
             if not self._in_service(chamber.id, self.clock.now()):
                 result.outcomes.append(CycleOutcome(chamber.id, "skipped", "out of service"))
                 continue
             outcome = runner.run(chamber, round_id)
             result.outcomes.append(outcome)
+            self._deferred.extend(outcome.deferred)
+            if outcome.storage_error is not None:
+                if not self.storage_down.is_set():
+                    self._storage_failed(outcome.storage_error, f"measuring {chamber.id}")
+                if outcome.uuid is not None:
+                    kept = "measured" if outcome.status == "done" else "aborted"
+                    reason = outcome.reason or ""
+                    if outcome.status != "done" and reason and not reason.startswith("storage:"):
+                        kept += f" ({brief(reason, 80)})"
+                    self.alarm(
+                        "info",
+                        "storage_abort",
+                        f"{chamber.id}: observation {kept}, kept in memory: the site database "
+                        "cannot be written; its lid commanded open; written when it can be",
+                        chamber=chamber.id,
+                        observation_uuid=outcome.uuid,
+                    )
             if outcome.group_fault:
                 group_fault = f"analyser {analyser_id} failed: {outcome.reason}"
                 self.analyser_info.pop(analyser_id, None)  # identify it again next round
-            else:
-                self._account(outcome)
-            self.store.set_health(
-                f"analyser:{analyser_id}",
-                not outcome.group_fault,
-                outcome.reason if outcome.group_fault else "ok",
-                self.clock.now(),
-            )
-            hardware_fault = (outcome.reason or "").startswith("hardware:")
-            if outcome.status == "done" or hardware_fault:
-                for line in _modbus_lines(chamber):
-                    self.store.set_health(
-                        f"modbus:{line}",
-                        not hardware_fault,
-                        outcome.reason if hardware_fault else "ok",
-                        self.clock.now(),
-                    )
+            elif outcome.line_fault is None and not (outcome.reason or "").startswith("storage:"):
+                self._account(outcome)  # the chamber's own result (its write may wait)
+            self._persist_health()
 
     def run_round(self, scheduled_at: dt.datetime) -> RoundResult | None:
         """One round: every analyser group in parallel, its chambers in sequence."""
         if not self._started:
             self.startup()
-        round_id = self.store.start_round(scheduled_at, self.clock.now())
+        if self.storage_down.is_set() and not self.recover_storage(force=True):
+            self._skip_round(scheduled_at)  # nothing measured that could not be recorded
+            return None
+        try:
+            round_id = self.store.start_round(scheduled_at, self.clock.now())
+        except StorageError as exc:
+            self._storage_failed(exc, "starting a round")
+            self._skip_round(scheduled_at)
+            return None
         if round_id is None:
             log.info("round of %s already ran: skipped", iso(scheduled_at))
             return None
@@ -397,6 +880,7 @@ class Daemon:
 
     def _round(self, scheduled_at: dt.datetime, round_id: int) -> RoundResult:
         result = RoundResult(scheduled_at)
+        began = self.clock.monotonic()
         groups = [
             a
             for a in self.analysers
@@ -413,9 +897,14 @@ class Daemon:
                 if barrier is not None:
                     barrier.wait()
                 try:
-                    self._group(analyser_id, round_id, result)
-                except Stopped:
-                    pass
+                    self._group(analyser_id, round_id, result, began)
+                except Stopped as stop:
+                    if stop.deferred:  # the interrupted observation could not be completed
+                        self._deferred.extend(stop.deferred)
+                        self._storage_failed(
+                            StorageError(f"{self.store.path}: an observation's end not written"),
+                            "stopping",
+                        )
                 except BaseException as exc:  # reported, then the safe state
                     errors.append(exc)
 
@@ -430,16 +919,36 @@ class Daemon:
         if errors:
             self.safe_state("unhandled error in a round")
             for exc in errors:
-                self.alarm("critical", "round_error", f"unhandled error in the round: {exc!r}")
+                log.error("unhandled error in the round", exc_info=exc)
+                self.alarm(
+                    "critical",
+                    "round_error",
+                    f"unhandled error in the round: {type(exc).__name__}: {brief(exc)}; "
+                    "all lids commanded open",
+                    data={"detail": repr(exc)[:_DETAIL_CHARS]},
+                )
         done = sum(o.status == "done" for o in result.outcomes)
-        self.store.finish_round(round_id, self.clock.now(), done, result.failures + len(errors))
+        failures = result.failures + len(errors)
+        finished = self.clock.now()
+        self._guard(
+            "finishing the round",
+            lambda: self.store.finish_round(round_id, finished, done, failures),
+        )
         keep = self.cfg.storage.keep_samples_days
-        if keep is not None:
-            pruned = self.store.prune_samples(self.clock.now() - dt.timedelta(days=keep))
-            if pruned:
-                log.info("pruned %d samples older than %d days (already uploaded)", pruned, keep)
+        if keep is not None and not self.storage_down.is_set():
+            try:
+                pruned = self.store.prune_samples(self.clock.now() - dt.timedelta(days=keep))
+            except StorageError as exc:
+                self._storage_failed(exc, "pruning old samples")
+            else:
+                if pruned:
+                    log.info(
+                        "pruned %d samples older than %d days (already uploaded)", pruned, keep
+                    )
         self.rounds.append(result)
-        self._maybe_sync()
+        self._persist_health()
+        if not self.storage_down.is_set():
+            self._maybe_sync()
         return result
 
     def _maybe_sync(self) -> None:
@@ -469,14 +978,18 @@ class Daemon:
                     clock=self.clock,
                     max_batches=_SYNC_BATCHES_PER_ROUND,
                 )
+        except StorageError as exc:  # the site side: the outbox could not be updated
+            self._storage_failed(exc, "uploading")
+            return
         except (SyncError, ConfigError) as exc:
-            self.store.set_health("sync", False, str(exc), now)
+            self.board.fault("sync", exc)
             if self._sync_backoff_min is None:
-                self.alarm("warning", "sync_failed", f"upload failed: {exc}; will retry")
+                self.alarm("warning", "sync_failed", f"upload failed: {brief(exc)}; will retry")
             self._sync_backoff_min = min(
                 2 * (self._sync_backoff_min or sync.interval_min / 2), 24 * 60
             )
             self._next_sync = now + dt.timedelta(minutes=self._sync_backoff_min)
+            self._persist_health()
             return
         if self._sync_backoff_min is not None:
             self.alarm("info", "sync_restored", "upload works again")
@@ -486,7 +999,8 @@ class Daemon:
             f"sent {summary.sent}, unchanged {summary.unchanged}, revised {summary.revised}, "
             f"conflicts {summary.conflicts}, remaining {summary.remaining}"
         )
-        self.store.set_health("sync", True, detail, now)
+        self.board.good("sync", detail)
+        self._persist_health()
         if summary.conflicts:
             self.alarm(
                 "warning",
@@ -511,6 +1025,7 @@ class Daemon:
                     misfire_grace_s=self.cfg.schedule.misfire_grace_s,
                     stop=self.stop_event,
                     since=self.started_at,
+                    idle=self.idle,
                 )
             else:
                 runner = ClockRunner(
@@ -520,11 +1035,17 @@ class Daemon:
                     missed=self.missed,
                     misfire_grace_s=self.cfg.schedule.misfire_grace_s,
                     stop=self.stop_event,
+                    idle=self.idle,
                 )
             runner.run(until=until, since=self.started_at)
         except BaseException as exc:
             if not isinstance(exc, (KeyboardInterrupt, SystemExit)):
-                self.alarm("critical", "daemon_error", f"unhandled error: {exc!r}")
+                self.alarm(
+                    "critical",
+                    "daemon_error",
+                    f"unhandled error: {type(exc).__name__}: {brief(exc)}",
+                    data={"detail": repr(exc)[:_DETAIL_CHARS]},
+                )
             self.safe_state("unhandled error")
             raise
 
@@ -532,10 +1053,30 @@ class Daemon:
 _SYNC_BATCHES_PER_ROUND = 20
 
 
-def _modbus_lines(chamber: Any) -> set[str]:
-    """The Modbus lines (``[[modbus]]`` ids) a chamber's lid, switches and valve are on."""
-    refs = (chamber.lid, chamber.closed_switch, chamber.open_switch, chamber.valve)
-    return {ref.device for ref in refs if ref is not None}
+def _failed_since(entry: DeviceHealth | None, began_mono: float) -> bool:
+    """The entry is a fault whose last error came after ``began_mono`` (this round)."""
+    return entry is not None and entry.ok is False and entry.last_error_mono >= began_mono
+
+
+def _without_path(exc: BaseException, path: str) -> str:
+    """A store error's message without the database path it starts with."""
+    return str(exc).removeprefix(f"{path}: ")
+
+
+def _when(at: dt.datetime | None) -> str:
+    return "?" if at is None else iso(at)
+
+
+def _health_row(entry: DeviceHealth, now: dt.datetime) -> dict[str, Any]:
+    return {
+        "component": entry.component,
+        "ok": bool(entry.ok),
+        "detail": entry.detail if entry.ok else (entry.last_error or entry.detail),
+        "last_good_at": entry.last_good_at,
+        "last_error": entry.last_error,
+        "last_error_at": entry.last_error_at,
+        "updated_at": now,
+    }
 
 
 class _nullcontext:

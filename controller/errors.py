@@ -89,7 +89,13 @@ class FitError(ChamberError, ArithmeticError):
 
 
 class HardwareError(ChamberError, OSError):
-    """A device did not respond as commanded."""
+    """A device did not respond as commanded.
+
+    ``device`` names the part that failed as the daemon's health table does
+    (``modbus:<line>``), when the adapter knows it (None otherwise).
+    """
+
+    device: str | None = None
 
 
 class HardwareTimeoutError(HardwareError, TimeoutError):

@@ -13,12 +13,15 @@ an :class:`apscheduler.triggers.interval.IntervalTrigger` anchored at local midn
     The same rules on the injected clock (simulations, the demo, virtual-time tests),
     using the trigger's pure ``get_next_fire_time(prev, now)``.
 
-Either calls ``run_round(scheduled_at)`` and ``missed(scheduled_at)``.
+Either calls ``run_round(scheduled_at)`` and ``missed(scheduled_at)``, and, while waiting
+for the next slot, ``idle()`` about every second (ClockRunner) or every 10 s (APScheduler):
+the daemon retries writing to a site database that could not be written.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
 import threading
 import zoneinfo
@@ -40,6 +43,17 @@ log = logging.getLogger(__name__)
 
 RoundFn = Callable[[dt.datetime], None]
 MissedFn = Callable[[dt.datetime], None]
+IdleFn = Callable[[], None]
+_IDLE_EVERY_S = 10
+
+
+def _call_idle(idle: IdleFn | None) -> None:
+    if idle is None:
+        return
+    try:
+        idle()
+    except Exception:  # never stops the schedule
+        log.exception("idle task failed")
 
 
 def make_trigger(schedule: ScheduleSection, time_zone: str, *, around: dt.datetime) -> BaseTrigger:
@@ -77,6 +91,7 @@ class ClockRunner:
         missed: MissedFn,
         misfire_grace_s: float,
         stop: threading.Event,
+        idle: IdleFn | None = None,
     ) -> None:
         self.trigger = trigger
         self.clock = clock
@@ -84,12 +99,14 @@ class ClockRunner:
         self.missed = missed
         self.grace = dt.timedelta(seconds=misfire_grace_s)
         self.stop = stop
+        self.idle = idle
 
     def _sleep_until(self, when: dt.datetime) -> bool:
         while not self.stop.is_set():
             remaining = (when - self.clock.now()).total_seconds()
             if remaining <= 0:
                 return True
+            _call_idle(self.idle)
             self.clock.sleep(min(remaining, 1.0))
         return False
 
@@ -140,6 +157,7 @@ class APSchedulerRunner:
         misfire_grace_s: float,
         stop: threading.Event,
         since: dt.datetime | None = None,
+        idle: IdleFn | None = None,
     ) -> None:
         self.clock = clock
         self.stop = stop
@@ -165,6 +183,16 @@ class APSchedulerRunner:
             # meanwhile is run within the grace or reported as missed, never skipped silently
             next_run_time=trigger.get_next_fire_time(None, since or clock.now()),
         )
+        if idle is not None:  # shares the one worker thread: never runs during a round
+            self.scheduler.add_job(
+                functools.partial(_call_idle, idle),
+                IntervalTrigger(seconds=_IDLE_EVERY_S),
+                id="idle",
+                name="idle tasks",
+                coalesce=True,
+                max_instances=1,
+                misfire_grace_time=_IDLE_EVERY_S,
+            )
         self.scheduler.add_listener(self._listen, EVENT_JOB_MISSED | EVENT_JOB_ERROR)
         self._current: dt.datetime | None = None
 
@@ -183,6 +211,8 @@ class APSchedulerRunner:
         return (latest or now).astimezone(dt.UTC)
 
     def _listen(self, event: JobExecutionEvent) -> None:
+        if event.job_id != "round":
+            return
         if event.code == EVENT_JOB_MISSED:
             self.missed(event.scheduled_run_time.astimezone(dt.UTC))
         elif event.exception is not None:

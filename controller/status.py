@@ -1,4 +1,12 @@
-"""``chamberd status``: what an operator checks, read from the site database."""
+"""``chamberd status``: what an operator checks, read from the site database.
+
+Nothing is written: the database is opened read-only (see
+:meth:`~chamberd.controller.store.SiteStore.open_readonly`), so status works beside a
+running daemon, on a full disk and on a read-only copy. The health of each device comes
+from the ``health`` table and, when newer, from the daemon's live health file beside the
+database (``<database>.health``), which the daemon keeps current even while the database
+cannot be written; the storage itself is also judged from the free space.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from .config import SiteConfig
+from .health import LiveHealthFile
 from .store import SiteStore, parse_iso
 
 __all__ = ["format_status", "site_status"]
+
+_LOW_DISK_MB = 1.0  # below this the database cannot grow: reported as a storage fault
 
 
 def site_status(cfg: SiteConfig, store: SiteStore, now: dt.datetime) -> dict[str, Any]:
@@ -47,9 +58,7 @@ def site_status(cfg: SiteConfig, store: SiteStore, now: dt.datetime) -> dict[str
                 "last_flux": flux[0] if flux else None,
             }
         )
-    health = store.query(
-        "SELECT component, ok, detail, last_ok_at, updated_at FROM health ORDER BY component"
-    )
+    health = _health(store, now)
     warnings = store.query(
         "SELECT at, level, kind, chamber, message FROM events WHERE level != 'info' "
         "ORDER BY id DESC LIMIT 10"
@@ -60,17 +69,76 @@ def site_status(cfg: SiteConfig, store: SiteStore, now: dt.datetime) -> dict[str
     )
     folder = Path(store.path).resolve().parent
     usage = shutil.disk_usage(folder)
+    free_mb = usage.free / 2**20
+    if free_mb < _LOW_DISK_MB:
+        storage = next((h for h in health if h["component"] == "storage"), None)
+        if storage is None:
+            storage = {"component": "storage", "last_good_at": None, "source": "disk"}
+            health.append(storage)
+            health.sort(key=lambda h: h["component"])
+        if storage["ok"] is not False:
+            storage.update(
+                ok=False,
+                detail=f"disk full: {free_mb:.1f} MB free in {folder}",
+                last_error=f"disk full: {free_mb:.1f} MB free in {folder}",
+                last_error_at=now.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            )
+    live = LiveHealthFile.read(f"{store.path}.health") or {}
     return {
         "site": cfg.site.id,
         "database": str(Path(store.path).resolve()),
         "now": now.astimezone(dt.UTC).isoformat(),
         "chambers": chambers,
-        "health": [{**h, "ok": bool(h["ok"])} for h in health],
+        "health": health,
         "recent_warnings": warnings,
         "last_successful_round": last_round[0] if last_round else None,
-        "disk_free_mb": round(usage.free / 2**20, 1),
+        "disk_free_mb": round(free_mb, 1),
         "disk_free_fraction": round(usage.free / usage.total, 3) if usage.total else None,
+        "consistent": getattr(store, "consistent", True),
+        "pending_events": live.get("pending_events", 0) if live else 0,
+        "recent_pending_events": live.get("recent_pending_events", []) if live else [],
     }
+
+
+_COLUMNS = ("component", "ok", "detail", "last_good_at", "last_error", "last_error_at")
+
+
+def _health(store: SiteStore, now: dt.datetime) -> list[dict[str, Any]]:
+    """Per device: ok, what it is or what failed, its last good reading, its last error.
+
+    The database's rows, replaced by the live health file's entries when those are newer
+    (the daemon could not write them to the database, or has not yet)."""
+    rows = store.query("SELECT * FROM health ORDER BY component")
+    out: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        out[row["component"]] = {
+            "component": row["component"],
+            "ok": bool(row["ok"]),
+            "detail": row.get("detail"),
+            "last_good_at": row.get("last_ok_at"),
+            "last_error": row.get("last_error"),
+            "last_error_at": row.get("last_error_at"),
+            "updated_at": row.get("updated_at"),
+            "source": "database",
+        }
+    live = LiveHealthFile.read(f"{store.path}.health")
+    if live and isinstance(live.get("health"), list):
+        written = str(live.get("written_at") or "")
+        for entry in live["health"]:
+            if not isinstance(entry, dict) or entry.get("ok") is None:
+                continue
+            name = str(entry.get("component"))
+            known = out.get(name)
+            if known is not None and str(known.get("updated_at") or "") >= written:
+                continue
+            out[name] = {
+                **{k: entry.get(k) for k in _COLUMNS},
+                "ok": bool(entry.get("ok")),
+                "detail": entry.get("detail") if entry.get("ok") else entry.get("last_error"),
+                "updated_at": written,
+                "source": "live",
+            }
+    return [out[k] for k in sorted(out)]
 
 
 def format_status(status: dict[str, Any]) -> str:
@@ -84,7 +152,9 @@ def format_status(status: dict[str, Any]) -> str:
             else "none yet"
         )
     )
-    lines.append(f"disk free: {status['disk_free_mb']:.0f} MB")
+    lines.append(f"disk free: {status['disk_free_mb']:.1f} MB")
+    if not status.get("consistent", True):
+        lines.append("(read without locking: SQLite could not create its -shm file)")
     lines.append("")
     head = f"{'chamber':<8} {'service':<12} {'last observation':<28} {'status':<8} {'flux':>8}"
     lines.append(head + " model  flags")
@@ -103,10 +173,22 @@ def format_status(status: dict[str, Any]) -> str:
             lines.append(f"{'':<8} last reason: {obs['reason']}")
     lines.append("")
     lines.append("health:")
+    lines.append(f"  {'device':<22} {'state':<6} {'last good reading':<28} last error")
     for h in status["health"]:
+        error = ""
+        if h.get("last_error"):
+            error = f"{h.get('last_error_at') or ''} {h['last_error']}".strip()
+        detail = "" if not h["ok"] or not h.get("detail") else f"  ({h['detail']})"
         lines.append(
-            f"  {h['component']:<24} {'ok' if h['ok'] else 'FAULT':<6} {h['detail'] or ''}"
+            f"  {h['component']:<22} {'ok' if h['ok'] else 'FAULT':<6} "
+            f"{h.get('last_good_at') or '-':<28} {error or '-'}{detail}"
         )
+    if status.get("pending_events"):
+        lines.append(
+            f"{status['pending_events']} event(s) waiting in the daemon's memory to be recorded:"
+        )
+        for w in status.get("recent_pending_events", []):
+            lines.append(f"  {w['at']} {w['level']:<8} {w['kind']}: {w['message']}")
     if status["recent_warnings"]:
         lines.append("recent warnings:")
         for w in status["recent_warnings"]:

@@ -16,7 +16,8 @@ operator interface (their own SQL keeps working):
                       ``selected`` marks the model reported
 ``events``            faults, restarts, missed rounds, operator notes, alarms
 ``rounds``            every scheduled round: when it ran and how it ended
-``health``            the last state of each analyser and Modbus line
+``health``            per device (analyser, Modbus line, aux sensors, storage, sync): OK or
+                      not, its last good reading (``last_ok_at``), its last error
 ``outbox``            observations waiting to be sent to the central database
 ``calibrations``      calibration records (filled by the calibration procedures)
 ``meta``              schema version, site id
@@ -122,7 +123,7 @@ CREATE TABLE IF NOT EXISTS rounds (
 );
 CREATE TABLE IF NOT EXISTS health (
     component TEXT PRIMARY KEY, ok INTEGER NOT NULL, detail TEXT,
-    last_ok_at TEXT, updated_at TEXT NOT NULL
+    last_ok_at TEXT, updated_at TEXT NOT NULL, last_error TEXT, last_error_at TEXT
 );
 CREATE TABLE IF NOT EXISTS outbox (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -178,26 +179,87 @@ def parse_iso(text: str) -> dt.datetime:
     return dt.datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=dt.UTC)
 
 
-class SiteStore:
-    """The site database. Thread-safe: one connection guarded by a lock."""
+class _WrongDatabase(StorageError):
+    """The file is another site's database, or a newer chamberd's: waiting will not help."""
 
-    def __init__(self, path: str | Path, *, site_id: str) -> None:
+
+class SiteStore:
+    """The site database. Thread-safe: one connection guarded by a lock.
+
+    With ``lazy=True`` (the daemon) a database that cannot be opened now (a full disk: SQLite
+    must create its ``-shm`` and ``-wal`` files) is not an error yet: every use raises
+    :class:`StorageError` and tries to open it again, so the daemon can put the site in the
+    safe state, alarm, and carry on until it can. Another site's database is an error at
+    once either way.
+    """
+
+    def __init__(self, path: str | Path, *, site_id: str, lazy: bool = False) -> None:
         self.path = str(path)
         self.site_id = site_id
-        try:
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(
-                self.path, check_same_thread=False, timeout=30.0, isolation_level=None
-            )
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=FULL")
-            conn.execute("PRAGMA foreign_keys=ON")
-            self.db = sqlite_utils.Database(conn)
-            conn.executescript("BEGIN IMMEDIATE;\n" + _SCHEMA + "\nCOMMIT;")
-            self._check_meta()
-        except sqlite3.DatabaseError as exc:
-            raise StorageError(f"{self.path}: cannot open the site database: {exc}") from exc
         self._lock = threading.RLock()
+        self.readonly = False
+        self.consistent = True
+        self._migrated = False
+        self._db: sqlite_utils.Database | None = None
+        try:
+            self._open()
+        except _WrongDatabase:
+            raise
+        except StorageError:
+            if not lazy:
+                raise
+
+    def _open(self) -> None:
+        with self._lock:
+            if self._db is not None:
+                return
+            conn = None
+            try:
+                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+                conn = sqlite3.connect(
+                    self.path, check_same_thread=False, timeout=30.0, isolation_level=None
+                )
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=FULL")
+                conn.execute("PRAGMA foreign_keys=ON")
+                self._db = sqlite_utils.Database(conn)
+                conn.executescript("BEGIN IMMEDIATE;\n" + _SCHEMA + "\nCOMMIT;")
+                self._check_meta()
+            except (sqlite3.DatabaseError, OSError) as exc:
+                self._abandon(conn)
+                raise StorageError(f"{self.path}: cannot open the site database: {exc}") from exc
+            except StorageError:
+                self._abandon(conn)
+                raise
+            with contextlib.suppress(StorageError):  # a full disk: at the first health write
+                self._migrate()
+
+    def _abandon(self, conn: sqlite3.Connection | None) -> None:
+        self._db = None
+        if conn is not None:
+            with contextlib.suppress(sqlite3.Error):
+                conn.close()
+
+    @property
+    def db(self) -> sqlite_utils.Database:
+        """The open database (opened now if it could not be before; StorageError if not)."""
+        if self._db is None:
+            self._open()
+        assert self._db is not None
+        return self._db
+
+    def _migrate(self) -> None:
+        """Columns added since schema version 1 was first released (all nullable)."""
+        if self._migrated:
+            return
+        with self._lock:
+            have = {r[1] for r in self.db.conn.execute("PRAGMA table_info(health)")}
+            missing = [c for c in ("last_error", "last_error_at") if c not in have]
+            if missing:
+                with self._tx() as conn:
+                    for column in missing:
+                        conn.execute(f"ALTER TABLE health ADD COLUMN {column} TEXT")
+            self._migrated = True
 
     # --- plumbing -------------------------------------------------------------------------
 
@@ -234,11 +296,11 @@ class SiteStore:
                 )
             return
         if rows.get("site") != self.site_id:
-            raise StorageError(
+            raise _WrongDatabase(
                 f"{self.path}: belongs to site {rows.get('site')!r}, not {self.site_id!r}"
             )
         if int(rows.get("schema_version", "0")) > SCHEMA_VERSION:
-            raise StorageError(
+            raise _WrongDatabase(
                 f"{self.path}: schema version {rows['schema_version']} is newer than this "
                 f"chamberd ({SCHEMA_VERSION})"
             )
@@ -256,9 +318,49 @@ class SiteStore:
             raise StorageError(f"{path}: not a chamberd site database (no site id)")
         return cls(path, site_id=site)
 
+    @classmethod
+    def open_readonly(cls, path: str | Path) -> SiteStore:
+        """Open a site database for reading only: nothing is written (not even the schema),
+        so it works beside a running daemon, on a read-only mount, and on a full disk (where
+        SQLite cannot create the ``-shm`` file a WAL reader needs, the file is read as it
+        is on disk, without locking: ``consistent`` is then False)."""
+        store = cls.__new__(cls)
+        store.path = str(path)
+        store._lock = threading.RLock()
+        store.readonly = True
+        store._migrated = True
+        store.consistent = True
+        resolved = Path(path).resolve()
+        conn = None
+        site = None
+        for suffix in ("?mode=ro", "?mode=ro&immutable=1"):
+            try:
+                conn = sqlite3.connect(
+                    f"file:{resolved}{suffix}", uri=True, check_same_thread=False
+                )
+                site = dict(conn.execute("SELECT key, value FROM meta").fetchall()).get("site")
+                break
+            except sqlite3.DatabaseError as exc:
+                error: sqlite3.DatabaseError = exc
+                if conn is not None:
+                    conn.close()
+                conn = None
+                store.consistent = False
+        if conn is None:
+            raise StorageError(f"{path}: not a chamberd site database: {error}") from error
+        if site is None:
+            conn.close()
+            raise StorageError(f"{path}: not a chamberd site database (no site id)")
+        store.site_id = site
+        store._db = sqlite_utils.Database(conn)
+        return store
+
     def close(self) -> None:
-        with contextlib.suppress(sqlite3.Error):
-            self.db.conn.close()
+        with self._lock:
+            db, self._db = self._db, None
+        if db is not None:
+            with contextlib.suppress(sqlite3.Error):
+                db.conn.close()
 
     def query(
         self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()
@@ -411,6 +513,28 @@ class SiteStore:
             )
             return int(cursor.lastrowid or 0)
 
+    def record_events(self, events: Sequence[Mapping[str, Any]]) -> None:
+        """Several events in one transaction (those kept while the database was full)."""
+        if not events:
+            return
+        with self.transaction() as conn:
+            conn.executemany(
+                "INSERT INTO events (at, level, kind, chamber, observation_uuid, message, data) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (
+                        iso(e["at"]),
+                        e["level"],
+                        e["kind"],
+                        e.get("chamber"),
+                        e.get("observation_uuid"),
+                        e["message"],
+                        json.dumps(e["data"], default=str) if e.get("data") else None,
+                    )
+                    for e in events
+                ],
+            )
+
     def start_round(self, scheduled_at: dt.datetime, started_at: dt.datetime) -> int | None:
         """Insert a running round; None when this slot already ran (never run a slot twice)."""
         with self.transaction() as conn:
@@ -460,13 +584,51 @@ class SiteStore:
         return rows[0] if rows else None
 
     def set_health(self, component: str, ok: bool, detail: str, at: dt.datetime) -> None:
+        self.write_health(
+            [
+                {
+                    "component": component,
+                    "ok": ok,
+                    "detail": detail,
+                    "last_good_at": at if ok else None,
+                    "last_error": None if ok else detail,
+                    "last_error_at": None if ok else at,
+                    "updated_at": at,
+                }
+            ]
+        )
+
+    def write_health(self, entries: Sequence[Mapping[str, Any]]) -> None:
+        """Upsert health rows (``component``, ``ok`` (None: not used yet, stored as 0),
+        ``detail``, ``last_good_at``, ``last_error``, ``last_error_at``, ``updated_at``),
+        in one transaction. A time left None keeps the stored one."""
+        if not entries:
+            return
+        self._migrate()
+
+        def stamp(value: dt.datetime | None) -> str | None:
+            return None if value is None else iso(value)
+
         with self.transaction() as conn:
-            conn.execute(
-                "INSERT INTO health (component, ok, detail, last_ok_at, updated_at) VALUES "
-                "(?, ?, ?, ?, ?) ON CONFLICT(component) DO UPDATE SET ok = excluded.ok, "
-                "detail = excluded.detail, updated_at = excluded.updated_at, "
-                "last_ok_at = COALESCE(excluded.last_ok_at, health.last_ok_at)",
-                (component, int(ok), detail, iso(at) if ok else None, iso(at)),
+            conn.executemany(
+                "INSERT INTO health (component, ok, detail, last_ok_at, updated_at, last_error, "
+                "last_error_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(component) DO UPDATE SET "
+                "ok = excluded.ok, detail = excluded.detail, updated_at = excluded.updated_at, "
+                "last_ok_at = COALESCE(excluded.last_ok_at, health.last_ok_at), "
+                "last_error = COALESCE(excluded.last_error, health.last_error), "
+                "last_error_at = COALESCE(excluded.last_error_at, health.last_error_at)",
+                [
+                    (
+                        e["component"],
+                        int(bool(e["ok"])),
+                        e.get("detail") or "",
+                        stamp(e.get("last_good_at")),
+                        iso(e["updated_at"]),
+                        e.get("last_error"),
+                        stamp(e.get("last_error_at")),
+                    )
+                    for e in entries
+                ],
             )
 
     def integrity_check(self) -> str:

@@ -141,34 +141,39 @@ class ModbusLink:
     def last_frames(self) -> str:
         return " | ".join(self.frames) if self.frames else "(nothing exchanged)"
 
+    def _lost(self, cls: type[HardwareError], message: str) -> HardwareError:
+        """The line did not answer: the error names it (``modbus:<id>``) for the health."""
+        error = cls(f"{message}; last frames: {self.last_frames()}")
+        error.device = f"modbus:{self.cfg.id}"
+        return error
+
     def _call(self, what: str, device_id: int, fn: Callable[[], Any]) -> Any:
         label = f"{self.where} device {device_id}: {what}"
         with self._lock:
             try:
                 if not self.client.connected and not self.client.connect():
-                    raise HardwareError(
-                        f"{label}: cannot connect; last frames: {self.last_frames()}"
-                    )
+                    raise self._lost(HardwareError, f"{label}: cannot connect")
                 response = fn()
+            except HardwareError:
+                raise
             except ModbusIOException as exc:
-                raise HardwareTimeoutError(
-                    f"{label}: no valid reply ({exc}); last frames: {self.last_frames()}"
-                ) from exc
+                raise self._lost(HardwareTimeoutError, f"{label}: no valid reply ({exc})") from exc
             except ConnectionException as exc:
                 self.client.close()
                 # pymodbus reports a device that stays silent after its retries as a
                 # connection error: a timeout, as far as the caller is concerned
-                raise HardwareTimeoutError(
+                raise self._lost(
+                    HardwareTimeoutError,
                     f"{label}: no valid reply within {self.cfg.timeout_s:g} s "
-                    f"({self.cfg.retries + 1} attempts) or connection lost ({exc}); "
-                    f"last frames: {self.last_frames()}"
+                    f"({self.cfg.retries + 1} attempts) or connection lost ({exc})",
                 ) from exc
             except ModbusException as exc:
-                raise HardwareError(f"{label}: {exc}; last frames: {self.last_frames()}") from exc
+                raise self._lost(HardwareError, f"{label}: {exc}") from exc
             except OSError as exc:
                 self.client.close()
-                raise HardwareError(f"{label}: {exc}; last frames: {self.last_frames()}") from exc
+                raise self._lost(HardwareError, f"{label}: {exc}") from exc
         if response.isError():
+            # the device answered (the line works) and refused the request
             code = getattr(response, "exception_code", None)
             raise ProtocolError(
                 f"{label}: exception response (code {code}); last frames: {self.last_frames()}"
@@ -455,7 +460,10 @@ class ModbusSimServer:
         )
 
     def start(self, timeout_s: float = 5.0) -> tuple[str, int]:
-        """Start serving in a background thread; returns (host, port)."""
+        """Start serving in a background thread; returns (host, port).
+
+        After :meth:`stop`, starting again serves on the same port (a gateway that was
+        switched off and on: its clients reconnect to the address they know)."""
         ready = threading.Event()
         errors: list[BaseException] = []
 
@@ -469,7 +477,7 @@ class ModbusSimServer:
                 self._server = ModbusTcpServer(
                     [self._device(s) for s in self.devices],
                     framer=framer,
-                    address=(self.host, 0),
+                    address=(self.host, self.port),
                     trace_packet=self._trace,
                 )
                 task = asyncio.ensure_future(self._server.serve_forever())
@@ -502,6 +510,10 @@ class ModbusSimServer:
             self.stop()
             raise HardwareError(f"simulated Modbus server did not start: {errors or 'timeout'}")
         return self.host, self.port
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None
 
     def stop(self, timeout_s: float = 5.0) -> None:
         loop, server = self._loop, self._server

@@ -10,6 +10,13 @@ here into :class:`~chamberd.controller.errors.HardwareError`.
 A link made with ``stamped=True`` (streaming analysers) reads in a background thread and
 stamps every line with the clock when its last byte arrived, so a sample's time does not
 depend on how busy the reading thread was (a database write, a fit, another group).
+
+A network link (``socket://``, ``rfc2217://``) can die without an error: a serial device
+server that reboots or loses power leaves the client's TCP connection open and silent. The
+reader of a streaming link therefore learns the stream's interval and, when nothing has
+arrived for three intervals (at least ``idle_reopen_s[0]``), reopens the port, backing off
+(doubling up to ``idle_reopen_s[1]``) while nothing comes: the link is back well before a
+cycle's silence limit, and the first closure after the device returns measures.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ import collections
 import contextlib
 import datetime as dt
 import logging
+import statistics
 import threading
 
 import serial
@@ -59,6 +67,7 @@ class SerialLink:
         backoff_s: tuple[float, float] = (0.1, 5.0),
         stamped: bool = False,
         max_queued: int = 4096,
+        idle_reopen_s: tuple[float, float] | None = (2.0, 60.0),
     ) -> None:
         self.url = url
         self.baudrate = baudrate
@@ -80,6 +89,14 @@ class SerialLink:
         self._arrived = threading.Condition()
         self._reader: threading.Thread | None = None
         self._stop = threading.Event()
+        # idle detection (stamped network links): the stream's gaps, the last arrival
+        network = url.split("://", 1)[0].lower() in ("socket", "rfc2217")
+        self.idle_reopen_s = idle_reopen_s if network else None
+        self._gaps: collections.deque[float] = collections.deque(maxlen=16)
+        self._last_arrival: float | None = None
+        self._opened_at = 0.0
+        self._idle_reopens = 0
+        self.reopens = 0  # times the port was reopened after a drop or a silent stretch
 
     # --- connection -----------------------------------------------------------------------
 
@@ -108,6 +125,7 @@ class SerialLink:
                 raise self._fail(f"cannot open: {exc}") from exc
             self._failures = 0
             self._buffer.clear()
+            self._opened_at = self.clock.monotonic()
             log.debug("%s: opened", self._where())
 
     def close(self) -> None:
@@ -126,6 +144,7 @@ class SerialLink:
         with self._lock:
             port, self._port = self._port, None
             self._buffer.clear()
+            self._last_arrival = None  # the next gap counts from the reopening
         if port is not None:
             with contextlib.suppress(serial.SerialException, OSError):  # closing a dead port
                 port.close()
@@ -136,13 +155,18 @@ class SerialLink:
 
     def _drop(self, exc: BaseException) -> None:
         log.warning("%s: link lost (%s); will reopen", self._where(), exc)
+        self.reopens += 1
         self._close_port()
         self._failures += 1
         delay = min(self.backoff_s[0] * 2 ** (self._failures - 1), self.backoff_s[1])
         self._next_attempt = self.clock.monotonic() + delay
 
-    def _ensure_open(self, deadline: float) -> bool:
-        """Try to (re)open before ``deadline``, respecting the backoff; True when open."""
+    def _ensure_open(self, deadline: float, *, now_first: bool = False) -> bool:
+        """Try to (re)open before ``deadline``, respecting the backoff (``now_first``: one
+        attempt at once first, for a command the caller is waiting on); True when open."""
+        if now_first and self._port is None:
+            with contextlib.suppress(HardwareError):
+                self.open()
         while self._port is None:
             now = self.clock.monotonic()
             if now >= deadline:
@@ -163,7 +187,7 @@ class SerialLink:
         data = text.encode("ascii", errors="replace") + self.eol
         with self._lock:
             for attempt in range(2):
-                if not self._ensure_open(self.clock.monotonic() + 2.0):
+                if not self._ensure_open(self.clock.monotonic() + 2.0, now_first=True):
                     raise self._fail("port not available for writing")
                 assert self._port is not None
                 try:
@@ -220,8 +244,40 @@ class SerialLink:
                 self._arrived.wait(min(1.0, max(0.001, remaining / speed)))
             return self._lines.popleft()
 
+    def _idle_limit(self) -> float | None:
+        """Seconds without a byte after which the port is reopened (None: never)."""
+        if self.idle_reopen_s is None or len(self._gaps) < 3:
+            return None
+        low, high = self.idle_reopen_s
+        limit = max(3.0 * statistics.median(self._gaps), low)
+        return min(limit * 2**self._idle_reopens, max(high, limit))
+
+    def _check_idle(self, port: serial.SerialBase) -> None:
+        limit = self._idle_limit()
+        if limit is None:
+            return
+        now = self.clock.monotonic()
+        since = max(self._last_arrival or self._opened_at, self._opened_at)
+        if now - since < limit:
+            return
+        with self._lock:
+            if self._port is not port:
+                return
+            log.info(
+                "%s: nothing received for %.1f s; reopening the port (a dropped network "
+                "connection gives no error)",
+                self._where(),
+                now - since,
+            )
+            self._idle_reopens += 1
+            self.reopens += 1
+            self._close_port()
+
     def _read_forever(self) -> None:
         stop = self._stop
+        speed = float(getattr(self.clock, "speed", 1.0))  # site seconds per real second
+        # wake at least twice a (site) second, to notice a silent stream in time
+        wait_s = min(1.0, max(0.02, 0.5 / speed))
         while not stop.is_set():
             with self._lock:
                 if not self._ensure_open(self.clock.monotonic() + 0.5):
@@ -229,11 +285,11 @@ class SerialLink:
                 port = self._port
             assert port is not None
             try:
-                # block (up to 1 s) for the first byte, then take whatever has arrived
+                # block (briefly) for the first byte, then take whatever has arrived
                 # without waiting: one wake-up per burst, and a line is stamped as soon as
                 # its last byte is read (socket:// reports in_waiting as 0 or 1, so asking
                 # it for the count would read byte by byte)
-                port.timeout = 1.0
+                port.timeout = wait_s
                 chunk = port.read(1)
                 if chunk:
                     port.timeout = 0
@@ -244,8 +300,13 @@ class SerialLink:
                         self._drop(exc)
                 continue
             if not chunk:
+                self._check_idle(port)
                 continue
             now, mono = self.clock.now(), self.clock.monotonic()
+            if self._last_arrival is not None and self._idle_reopens == 0:
+                self._gaps.append(mono - self._last_arrival)
+            self._last_arrival = mono
+            self._idle_reopens = 0
             with self._lock:
                 self._take(chunk)
                 lines = []

@@ -179,6 +179,11 @@ class AnalyserServer:
     """Serves one simulated analyser over a pty (``transport="pty"``) or TCP on 127.0.0.1.
 
     ``url`` is what a driver opens: the pty's slave device, or ``socket://127.0.0.1:PORT``.
+
+    Over TCP the serial device server can be switched off and on (:meth:`power_off`,
+    :meth:`power_on`); switched off it refuses connections and either closes the open one
+    or, as a device server that lost power does, leaves it open and silent (the client's
+    end sees no error at all).
     """
 
     def __init__(
@@ -206,6 +211,10 @@ class AnalyserServer:
         self._master: int | None = None
         self._slave: int | None = None
         self._rng = random.Random(f"{site.seed}:{analyser}")
+        self._port = 0
+        self._abandoned: list[socket.socket] = []  # half-open connections, never served
+        self._power: list[tuple[bool, bool]] = []  # (on, half_open) requests for the loop
+        self._applied = threading.Condition()
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -215,20 +224,64 @@ class AnalyserServer:
             tty.setraw(self._slave)
             self.url = os.ttyname(self._slave)
         else:
-            self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            self._listener.bind(("127.0.0.1", 0))
-            self._listener.listen(4)
-            self.url = f"socket://127.0.0.1:{self._listener.getsockname()[1]}"
+            self._listener = self._listen()
+            self.url = f"socket://127.0.0.1:{self._port}"
         self._thread = threading.Thread(target=self._run, name=f"sim-{self.analyser}", daemon=True)
         self._thread.start()
         return self.url
+
+    def _listen(self) -> socket.socket:
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self._port))
+        listener.listen(4)
+        self._port = listener.getsockname()[1]
+        return listener
+
+    def power_off(self, *, half_open: bool = False, timeout_s: float = 5.0) -> None:
+        """The device server goes off: new connections refused; the open connection
+        closed, or (``half_open``) left open and never served again."""
+        self._request(False, half_open, timeout_s)
+
+    def power_on(self, timeout_s: float = 5.0) -> None:
+        """The device server is back, on the same port."""
+        self._request(True, False, timeout_s)
+
+    def _request(self, on: bool, half_open: bool, timeout_s: float) -> None:
+        if self.transport != "tcp":
+            raise ValueError("only a TCP device server can be switched off and on")
+        with self._applied:
+            self._power.append((on, half_open))
+            self._applied.wait_for(lambda: not self._power, timeout_s)
+
+    def _apply_power(self) -> None:
+        with self._applied:
+            requests, self._power = self._power, []
+            for on, half_open in requests:
+                if on and self._listener is None:
+                    self._listener = self._listen()
+                elif not on:
+                    if self._listener is not None:
+                        with contextlib.suppress(OSError):
+                            self._listener.close()
+                        self._listener = None
+                    if self._conn is not None:
+                        if half_open:
+                            self._abandoned.append(self._conn)
+                            self._conn = None
+                        else:
+                            self._close_conn()
+            self._applied.notify_all()
 
     def stop(self, timeout_s: float = 5.0) -> None:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout_s)
             self._thread = None
+        for conn in self._abandoned:
+            with contextlib.suppress(OSError):
+                conn.close()
+        self._abandoned.clear()
         for closer in (self._conn, self._listener):
             if closer is not None:
                 with contextlib.suppress(OSError):
@@ -277,6 +330,8 @@ class AnalyserServer:
         speed = float(getattr(self.clock, "speed", 1.0))
         next_emit = self.clock.monotonic()
         while not self._stop.is_set():
+            if self._power:
+                self._apply_power()
             readable = []
             if self._listener is not None:
                 if self.analyser in self.site.faults.link_down:
@@ -296,7 +351,7 @@ class AnalyserServer:
                     break
                 continue
             for source in ready:
-                if source is self._listener:
+                if source is self._listener and self._listener is not None:
                     conn, _ = self._listener.accept()
                     if self.analyser in self.site.faults.link_down:
                         conn.close()

@@ -89,6 +89,17 @@ class SimHardware:
                 line["port"] = None
         return SiteConfig.model_validate(data)
 
+    def line_down(self, line: str) -> None:
+        """Switch Modbus line ``line`` off (its gateway or relay board loses power): its
+        server stops, open connections are closed and new ones refused."""
+        self.modbus[line].stop()
+
+    def line_up(self, line: str) -> None:
+        """Switch Modbus line ``line`` on again, on the address its clients know."""
+        server = self.modbus[line]
+        if not server.running:
+            server.start()
+
     def stop(self) -> None:
         for server in self.analysers.values():
             server.stop()
