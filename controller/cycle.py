@@ -46,7 +46,7 @@ from .errors import (
     StorageError,
 )
 from .hardware import AuxReading, AuxSensors, ChamberActuators, GasAnalyser, LidState
-from .health import HealthBoard, brief, line_of, open_lids
+from .health import DETAIL_CHARS, HealthBoard, brief, line_of, open_lids, refusals
 from .store import SiteStore, iso
 
 __all__ = ["PROCESSING_VERSION", "CycleOutcome", "CycleRunner", "Stopped"]
@@ -554,15 +554,14 @@ class CycleRunner:
         """The group's safe state; a refusal (not a silent line: that is the line's one
         alarm) is a critical alarm. Returns the failures."""
         failures = self.safe_state()
-        refused = [(c, what, exc) for c, what, exc in failures if line_of(exc) is None]
-        if refused:
+        refused = refusals(failures)
+        if refused is not None:
             self.alarm(
                 "critical",
                 "safe_state_failed",
-                f"{chamber.id}: safe state incomplete: "
-                + "; ".join(f"{c}: {what}: {brief(exc, 120)}" for c, what, exc in refused),
+                f"{chamber.id}: safe state incomplete: {refused[0]}",
                 chamber=chamber.id,
-                data={"detail": "; ".join(f"{c}: {exc}" for c, _, exc in refused)[:4000]},
+                data={"detail": refused[1]},
             )
         return failures
 
@@ -599,7 +598,7 @@ class CycleRunner:
             f"{chamber.id}: observation aborted: {reason}",
             chamber=chamber.id,
             observation_uuid=uuid,
-            data={"detail": str(error)[:4000]} if error is not None else None,
+            data={"detail": str(error)[:DETAIL_CHARS]} if error is not None else None,
         )
         return outcome
 

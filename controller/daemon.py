@@ -47,14 +47,15 @@ from .cycle import CycleOutcome, CycleRunner, Stopped
 from .errors import ConfigError, HardwareError, ProtocolError, StorageError, SyncError
 from .hardware import AuxSensors, ChamberActuators, GasAnalyser
 from .health import (
+    DETAIL_CHARS,
     DeviceHealth,
     HealthBoard,
     LiveHealthFile,
     TrackedActuators,
     brief,
     chamber_lines,
-    line_of,
     open_lids,
+    refusals,
 )
 from .schedule import APSchedulerRunner, ClockRunner, make_trigger, slots_between
 from .store import SiteStore, iso, parse_iso
@@ -72,7 +73,6 @@ _LEVELS = {
 _MAX_MISSED_EVENTS = 500
 _MAX_PENDING_EVENTS = 2000  # events kept in memory while the database cannot be written
 _MESSAGE_CHARS = 300  # an event's message: one line; the full text goes to data["detail"]
-_DETAIL_CHARS = 4000
 _STORAGE_RETRY_S = (10.0, 300.0)  # back-off of the attempts to write again
 _LID_RETRY_S = (10.0, 300.0)  # back-off of the attempts to open a lid on a dead line
 
@@ -93,7 +93,7 @@ def bounded(message: str, data: Mapping[str, Any] | None) -> tuple[str, dict[str
     short = brief(full, _MESSAGE_CHARS)
     out = dict(data or {})
     if short != full and "detail" not in out:
-        out["detail"] = full[:_DETAIL_CHARS]
+        out["detail"] = full[:DETAIL_CHARS]
     return short, out
 
 
@@ -433,7 +433,7 @@ class Daemon:
                 f"site database {self.store.path} cannot be written ({cause}) "
                 f"while {doing}; all lids commanded open{'' if complete else ' (incomplete)'}; "
                 "measuring paused until it can be written; events kept in memory",
-                data={"error": str(exc)[:_DETAIL_CHARS], "while": doing},
+                data={"error": str(exc)[:DETAIL_CHARS], "while": doing},
             )
         self._write_live()
 
@@ -559,14 +559,13 @@ class Daemon:
                 self.actuators.set_pump(False)
         except (HardwareError, ProtocolError) as exc:
             failures.append(("pump", "switch pump", exc))
-        refused = [(c, what, exc) for c, what, exc in failures if line_of(exc) is None]
-        if refused:
+        refused = refusals(failures)
+        if refused is not None:
             self.alarm(
                 "critical",
                 "safe_state_failed",
-                f"safe state ({reason}) incomplete: "
-                + "; ".join(f"{c}: {what}: {brief(exc, 120)}" for c, what, exc in refused),
-                data={"detail": "; ".join(f"{c}: {exc}" for c, _, exc in refused)[:_DETAIL_CHARS]},
+                f"safe state ({reason}) incomplete: {refused[0]}",
+                data={"detail": refused[1]},
             )
         for _, _, exc in failures:
             log.warning("safe state (%s): %s", reason, brief(exc))
@@ -639,7 +638,7 @@ class Daemon:
                     "analyser_setup",
                     f"analyser {analyser_id}: cannot be set up ({brief(exc)}); "
                     "its chambers are skipped until it answers",
-                    data={"detail": str(exc)[:_DETAIL_CHARS]},
+                    data={"detail": str(exc)[:DETAIL_CHARS]},
                 )
             else:
                 log.info("analyser %s still cannot be set up: %s", analyser_id, brief(exc))
@@ -925,7 +924,7 @@ class Daemon:
                     "round_error",
                     f"unhandled error in the round: {type(exc).__name__}: {brief(exc)}; "
                     "all lids commanded open",
-                    data={"detail": repr(exc)[:_DETAIL_CHARS]},
+                    data={"detail": repr(exc)[:DETAIL_CHARS]},
                 )
         done = sum(o.status == "done" for o in result.outcomes)
         failures = result.failures + len(errors)
@@ -1044,7 +1043,7 @@ class Daemon:
                     "critical",
                     "daemon_error",
                     f"unhandled error: {type(exc).__name__}: {brief(exc)}",
-                    data={"detail": repr(exc)[:_DETAIL_CHARS]},
+                    data={"detail": repr(exc)[:DETAIL_CHARS]},
                 )
             self.safe_state("unhandled error")
             raise

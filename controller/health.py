@@ -46,11 +46,14 @@ __all__ = [
     "chamber_lines",
     "line_of",
     "open_lids",
+    "refusals",
 ]
 
 log = logging.getLogger(__name__)
 
 _BRIEF_CHARS = 200
+#: the longest error text kept in an event's ``data`` (the message itself stays one line)
+DETAIL_CHARS = 4000
 
 
 def brief(error: BaseException | str, limit: int = _BRIEF_CHARS) -> str:
@@ -74,6 +77,18 @@ def line_of(error: BaseException) -> str | None:
         if device is not None and device.startswith("modbus:"):
             return device
     return None
+
+
+def refusals(failures: Iterable[tuple[str, str, BaseException]]) -> tuple[str, str] | None:
+    """The safe-state failures that are refusals, as (one line, the detail for ``data``);
+    None when there are none. A line that does not answer is not a refusal here: it has
+    its own one alarm per outage."""
+    refused = [(who, what, exc) for who, what, exc in failures if line_of(exc) is None]
+    if not refused:
+        return None
+    line = "; ".join(f"{who}: {what}: {brief(exc, 120)}" for who, what, exc in refused)
+    detail = "; ".join(f"{who}: {exc}" for who, _, exc in refused)[:DETAIL_CHARS]
+    return line, detail
 
 
 def chamber_lines(cfg: SiteConfig, chamber: ChamberConfig) -> set[str]:
