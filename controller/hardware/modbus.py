@@ -33,7 +33,14 @@ from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
 from chamberd.controller.clock import Clock, SystemClock
-from chamberd.controller.config import AuxConfig, CoilRef, InputRef, ModbusConfig, SiteConfig
+from chamberd.controller.config import (
+    REGISTER_WIDTH,
+    AuxConfig,
+    CoilRef,
+    InputRef,
+    ModbusConfig,
+    SiteConfig,
+)
 from chamberd.controller.errors import HardwareError, HardwareTimeoutError, ProtocolError
 
 from .ports import AuxReading, LidState
@@ -52,7 +59,6 @@ log = logging.getLogger(__name__)
 
 REGISTER_ON = 0x0100
 REGISTER_OFF = 0x0200
-_WIDTH = {"int16": 1, "uint16": 1, "int32": 2, "uint32": 2, "float32": 2}
 _STRUCT = {"int16": ">h", "uint16": ">H", "int32": ">i", "uint32": ">I", "float32": ">f"}
 
 
@@ -64,7 +70,7 @@ def decode_registers(registers: Sequence[int], datatype: str, word_order: str) -
     >>> decode_registers([0x0000, 0x41C8], "float32", "little")
     25.0
     """
-    words = list(registers[: _WIDTH[datatype]])
+    words = list(registers[: REGISTER_WIDTH[datatype]])
     if word_order == "little":
         words.reverse()
     raw = b"".join(int(w).to_bytes(2, "big") for w in words)
@@ -80,7 +86,7 @@ def encode_value(value: float, datatype: str, word_order: str) -> list[int]:
     if datatype == "float32":
         raw = struct.pack(">f", float(value))
     else:
-        bits = 16 * _WIDTH[datatype]
+        bits = 16 * REGISTER_WIDTH[datatype]
         if datatype.startswith("int"):
             lo, hi = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
         else:
@@ -324,7 +330,7 @@ class ModbusAuxSensors:
         link = self.links[sensor.device]
         device_id = link.cfg.device_id if sensor.device_id is None else sensor.device_id
         registers = link.read_registers(
-            sensor.table, sensor.address, _WIDTH[sensor.datatype], device_id
+            sensor.table, sensor.address, REGISTER_WIDTH[sensor.datatype], device_id
         )
         raw = decode_registers(registers, sensor.datatype, sensor.word_order)
         return AuxReading(

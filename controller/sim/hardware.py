@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from chamberd.controller.clock import Clock
-from chamberd.controller.config import AuxConfig, CoilRef, InputRef, SiteConfig
+from chamberd.controller.config import REGISTER_WIDTH, AuxConfig, CoilRef, InputRef, SiteConfig
 from chamberd.controller.hardware.li8x0 import MODELS
 from chamberd.controller.hardware.modbus import (
     REGISTER_ON,
@@ -29,8 +29,6 @@ from .analyser import AnalyserServer, GMP343Device, LI8x0Device
 from .site import SimulatedSite
 
 __all__ = ["SimHardware", "start_hardware"]
-
-_REGISTER_WIDTH = {"int16": 1, "uint16": 1, "int32": 2, "uint32": 2, "float32": 2}
 
 
 @dataclass
@@ -167,7 +165,7 @@ def _spec(site: SimulatedSite, device_id: int, dmap: _DeviceMap) -> SimDeviceSpe
         return bits
 
     def extent(register: str) -> int:
-        ends = [a.address + _REGISTER_WIDTH[a.datatype] for a in dmap.aux if a.table == register]
+        ends = [a.address + REGISTER_WIDTH[a.datatype] for a in dmap.aux if a.table == register]
         if register == "holding":
             ends += [r + 1 for r in dmap.registers_out]
         return max(ends, default=0)
