@@ -146,6 +146,9 @@ def _initial(value: float | ArrayLike, t: np.ndarray, settings: FitSettings, nam
     return result
 
 
+# absurd magnitudes (a logger's 1e308) end in a refusal or a flag, never in floating-point
+# warnings on the user's terminal
+@np.errstate(all="ignore")
 def fit_closure(
     elapsed_s: ArrayLike,
     mole_fraction: ArrayLike,

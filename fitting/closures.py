@@ -427,6 +427,9 @@ def _fit_group(
         )
 
 
+# absurd magnitudes (a logger's 1e308) end in a refusal or a flag, never in floating-point
+# warnings on the user's terminal
+@np.errstate(all="ignore")
 def fit_closures(closures: Sequence[Closure]) -> list[ClosureFit | ValueError]:
     """Fit many closures; for each, what :func:`~chamberd.fitting.fit_closure` gives.
 
