@@ -210,6 +210,15 @@ def read_zip_member(
 # --- JSON --------------------------------------------------------------------------------------
 
 
+_DIGITS_ONLY = bytes(48 if 48 <= b <= 57 else 32 for b in range(256))  # digits -> "0"
+_LONG_RUN = b"0" * (_MAX_INT_DIGITS + 1)
+
+
+def _has_long_digit_run(text: str) -> bool:
+    """True when ``text`` has a run of more than :data:`_MAX_INT_DIGITS` digits (C speed)."""
+    return _LONG_RUN in text.encode("utf-8", "surrogatepass").translate(_DIGITS_ONLY)
+
+
 def _parse_int(text: str) -> int | float:
     return int(text) if len(text.lstrip("-")) <= _MAX_INT_DIGITS else float(text)
 
@@ -243,8 +252,10 @@ def load_json(text: str, *, path: str, what: str = "") -> Any:
     than raising, so it too becomes a missing value where a number is expected.
     """
     subject = f"{what} is " if what else ""
+    # the hook costs a Python call per integer: used only where an integer that long exists
+    hook = _parse_int if _has_long_digit_run(text) else None
     try:
-        doc = json.loads(text, parse_int=_parse_int)
+        doc = json.loads(text, parse_int=hook)
     except json.JSONDecodeError as exc:
         raise DataFileError(
             f"{subject}not valid JSON: {exc.msg}", path=path, line=exc.lineno
