@@ -1,0 +1,16 @@
+"""Intercomparison analysis: how well two measurement systems agree, and why not.
+
+Pure functions over arrays and DataFrames returning frozen dataclasses (no I/O in the
+statistics); the selection from the central database, the pairing, the comparison that
+composes them and the reports sit beside them:
+
+==================  ==========================================================================
+``stats``           agreement estimators: bias, RMSD, MAE, r, CCC, Bland-Altman, Deming, SMA,
+                    Passing-Bablok, OLS; the block bootstrap by day
+``temporal``        temperature response (Q10/R10, Lloyd-Taylor), diel cycle, gap-filling,
+                    sums with uncertainty, sampling-schedule emulation
+``pairing``         series selection (``SITE/SYSTEM[/CHAMBER]``) and pairing in time
+``comparison``      :func:`compare`: selection, pairing, statistics, baselines, in one result
+``report``          the self-contained HTML report built from those result objects
+==================  ==========================================================================
+"""
