@@ -360,7 +360,6 @@ def test_bland_altman_peak_flow_1_96_limits_and_agreement_function():
         # TD15, Deming.1: intercept, [L, U], slope, [L, U]
         (
             "TD15",
-            None,
             1.0,
             (
                 -0.505729735057073,
@@ -371,7 +370,6 @@ def test_bland_altman_peak_flow_1_96_limits_and_agreement_function():
         ),
         (
             "TD15",
-            None,
             1.21,
             (
                 -0.708594035342613,
@@ -382,7 +380,6 @@ def test_bland_altman_peak_flow_1_96_limits_and_agreement_function():
         ),
         (
             "TD41",
-            None,
             1.0,
             (
                 -5.04645256155241,
@@ -393,7 +390,6 @@ def test_bland_altman_peak_flow_1_96_limits_and_agreement_function():
         ),
         (
             "TD41",
-            None,
             1.21,
             (
                 -5.62594848494648,
