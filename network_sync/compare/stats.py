@@ -1038,8 +1038,8 @@ def _pair_slopes(x: np.ndarray, y: np.ndarray, i: np.ndarray, j: np.ndarray) -> 
     dy = y[j] - y[i]
     with np.errstate(divide="ignore", invalid="ignore"):
         s = dy / dx
-    ties = dx == 0
-    s[ties] = np.sign(dy[ties]) * np.inf  # sign 0 -> nan, dropped below
+        ties = dx == 0
+        s[ties] = np.sign(dy[ties]) * np.inf  # sign 0 -> nan, dropped below
     s = s[~np.isnan(s)]
     return s[s != -1.0]
 

@@ -12,9 +12,9 @@ Two designs, 200 seeds each, nominal 95 %, accepted when the observed coverage l
   Fisher z interval of r covers about 91 %: it assumes bivariate normality.)
 
 True values are computed from the model: a = T + e_a, b = 0.87 T + e_b (+ u_day), with
-T ~ Gamma(4, 1) (mean 4, variance 4; N(4, 2²) in the independent design), sd(e_a) = 0.4 and the total error sd of b
-0.87 x 0.4, so the error ratio is 0.87² and Deming, SMA and Passing-Bablok all estimate the
-slope 0.87.
+T ~ Gamma(4, 1) (mean 4, variance 4; N(4, 2²) in the independent design), sd(e_a) = 0.4
+and the total error sd of b 0.87 x 0.4, so the error ratio is 0.87² and Deming, SMA and
+Passing-Bablok all estimate the slope 0.87.
 """
 
 from __future__ import annotations
