@@ -1126,16 +1126,16 @@ def _pb_influence(x: np.ndarray, y: np.ndarray, slope: float, rng) -> np.ndarray
         ref = gen.choice(n, PB_REFERENCE_POINTS, replace=False)
     xr, ur, vr, yr = x[ref], u[ref], v[ref], y[ref]
     phi = np.empty(n)
-    step = max(1, 4_000_000 // ref.size)
+    step = max(1, 2_000_000 // ref.size)
     for start in range(0, n, step):
         sl = slice(start, min(start + step, n))
-        dx = xr[None, :] - x[sl, None]
-        sgn = np.sign(dx)
-        du = (ur[None, :] - u[sl, None]) * sgn
-        dv = (vr[None, :] - v[sl, None]) * sgn
-        hit = (du <= 0) & (dv > 0) & (sgn != 0)
-        valid = ((sgn != 0) & (dv != 0)) | ((sgn == 0) & (yr[None, :] != y[sl, None]))
-        phi[sl] = hit.sum(axis=1) / np.maximum(valid.sum(axis=1), 1)
+        xk, uk, vk = x[sl, None], u[sl, None], v[sl, None]
+        # dx > 0: S <= b  <=>  du <= 0, and S > -1  <=>  dv > 0; dx < 0 flips both
+        right = (xr > xk) & (ur <= uk) & (vr > vk)
+        left = (xr < xk) & (ur >= uk) & (vr < vk)
+        hits = np.count_nonzero(right, axis=1) + np.count_nonzero(left, axis=1)
+        same = np.count_nonzero((xr == xk) & (yr == y[sl, None]), axis=1)  # 0/0: no slope
+        phi[sl] = hits / np.maximum(ref.size - same, 1)
     return phi
 
 
