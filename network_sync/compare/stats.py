@@ -936,12 +936,13 @@ def deming(
     x_, y_, dropped = _pair(x, y, "x", "y")
     if blocks is not None:
         bl = np.asarray(blocks, dtype=object).ravel()
-        if bl.size != np.asarray(x, dtype=float).ravel().size:
-            raise ValueError("blocks must have one label per pair")
-        keep = np.isfinite(np.asarray(x, dtype=float).ravel()) & np.isfinite(
-            np.asarray(y, dtype=float).ravel()
-        )
-        bl = bl[keep]
+        xa = np.asarray(x, dtype=float).ravel()
+        ya = np.asarray(y, dtype=float).ravel()
+        if bl.size != xa.size:
+            raise ValueError(f"blocks has {bl.size} labels for {xa.size} pairs")
+        keep = np.isfinite(xa) & np.isfinite(ya) & pd.notna(bl)
+        bl, x_, y_ = bl[keep], xa[keep], ya[keep]
+        dropped = int(keep.size - keep.sum())
     _require(x_.size, dropped, "deming")
     lam = float(error_ratio)
     if not (math.isfinite(lam) and lam > 0):
@@ -1946,6 +1947,8 @@ def breakdown(
         y = sub[b].to_numpy(dtype=float)
         keep = np.isfinite(x) & np.isfinite(y)
         codes_src = sub[blocks].to_numpy(dtype=object) if blocks else None
+        if codes_src is not None:
+            keep &= pd.notna(codes_src)  # a pair without a date cannot be resampled by day
         x, y = x[keep], y[keep]
         row: dict[str, Any] = {by: label, "n_pairs": int(x.size)}
         if x.size < max(min_pairs, MIN_PAIRS):
