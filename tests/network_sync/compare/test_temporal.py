@@ -181,9 +181,14 @@ def test_lloyd_taylor_exact_recovery_with_negative_fluxes_kept():
     assert fit.n == 40 and fit.n_nonpositive > 0
 
 
-def test_lloyd_taylor_excludes_temperatures_at_t0():
-    fit = tp.lloyd_taylor_fit([-50.0, 0.0, 10.0, 20.0], [0.1, 1.0, 2.0, 4.0], n_boot=0)
-    assert fit.n_out_of_range_excluded == 1 and fit.n == 3
+def test_implausible_values_are_left_out_and_counted():
+    # -50 degC is below T0 = -46.02 degC and outside the plausible -40..80 degC; 1e9 is no flux
+    t, f = [-50.0, 0.0, 10.0, 20.0, 15.0, 5.0], [0.1, 1.0, 2.0, 4.0, 1e9, 1.4]
+    fit = tp.lloyd_taylor_fit(t, f, n_boot=0)
+    assert (fit.n, fit.n_implausible_excluded, fit.n_nonfinite_excluded) == (4, 2, 0)
+    q = tp.q10_fit(t, f, n_boot=0)
+    assert (q.n, q.n_implausible_excluded) == (4, 2)
+    assert tp.TEMPERATURE_RANGE_DEGC == (-40.0, 80.0) and tp.FLUX_MAX_ABS == 1e6
 
 
 def test_lloyd_taylor_bootstrap_grid_matches_exact_refits():
