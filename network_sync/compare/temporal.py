@@ -148,9 +148,15 @@ def _arrays(temperature_degc: ArrayLike, flux: ArrayLike, blocks: ArrayLike | No
     if blocks is None:
         b = None
     else:
-        b = np.asarray(pd.Series(np.asarray(blocks, dtype=object).ravel()).astype(str))
-        if b.shape != t.shape:
-            raise ConfigError(f"blocks has {b.size} labels for {t.size} values")
+        labels = pd.Series(blocks).reset_index(drop=True) if not np.isscalar(blocks) else None
+        if labels is None or len(labels) != t.size:
+            size = 1 if labels is None else len(labels)
+            raise ConfigError(f"blocks has {size} labels for {t.size} values")
+        b, _ = pd.factorize(labels)  # integer codes; -1 where a label is missing
+        missing = b < 0
+        if missing.any():  # an observation without a label is a block of its own
+            b = b.copy()
+            b[missing] = b.max(initial=-1) + 1 + np.arange(int(missing.sum()))
     return t, y, b
 
 
@@ -167,7 +173,7 @@ def _block_matrix(labels: np.ndarray | None, n: int) -> tuple[sparse.csr_matrix,
         codes = np.arange(n)
         n_blocks = n
     else:
-        codes, uniques = pd.factorize(labels)
+        codes, uniques = pd.factorize(labels)  # compact: some codes may have been filtered
         n_blocks = len(uniques)
     matrix = sparse.csr_matrix(
         (np.ones(n), (codes, np.arange(n))), shape=(n_blocks, n), dtype=float
@@ -335,7 +341,8 @@ def q10_fit(
         The seeded generator (an int is a seed; None means seed 0, so results repeat).
     blocks : array_like, optional
         A label per observation (the local standard date): the bootstrap then resamples
-        whole blocks (days), which keeps the within-day autocorrelation.
+        whole blocks (days), which keeps the within-day autocorrelation. An observation
+        without a label (None, NaT) is a block of its own.
     ci_level : float
         Level of the percentile intervals.
 
@@ -371,7 +378,7 @@ def q10_fit(
     b = b[positive] if b is not None else None
     n = int(t.size)
     method = "OLS of ln(flux) on temperature; " + (
-        _bootstrap_label(b, len(set(b)) if b is not None else n) if n_boot else "no bootstrap"
+        _bootstrap_label(b, len(np.unique(b)) if b is not None else n) if n_boot else "no bootstrap"
     )
 
     def failed(message: str) -> Q10Fit:
@@ -629,7 +636,7 @@ def lloyd_taylor_fit(
     n = int(t.size)
     n_nonpositive = int((y <= 0).sum())
     method = "nonlinear least squares (scipy least_squares, trf); " + (
-        _bootstrap_label(b, len(set(b)) if b is not None else n) if n_boot else "no bootstrap"
+        _bootstrap_label(b, len(np.unique(b)) if b is not None else n) if n_boot else "no bootstrap"
     )
 
     def failed(message: str) -> LloydTaylorFit:
