@@ -1933,6 +1933,7 @@ class SamplingBias:
     unit, gas, method : str
     start_utc, end_utc : str
     n_boot, jitter_days : int
+    resample : str
     ci_level : float
     """
 
@@ -1958,6 +1959,7 @@ class SamplingBias:
     end_utc: str
     n_boot: int
     jitter_days: int
+    resample: str
     ci_level: float
 
     def as_dict(self) -> dict[str, Any]:
@@ -1993,6 +1995,7 @@ def emulate_sampling(
     n_boot: int = 500,
     rng: np.random.Generator | int | None = None,
     jitter_days: int | None = None,
+    resample: str = "visits",
     ci_level: float = 0.95,
 ) -> SamplingBias:
     """The sparse-sampling bias of a schedule, emulated on a continuous series.
@@ -2016,6 +2019,9 @@ def emulate_sampling(
     jitter_days : int, optional
         Days a visit may move in a resampled schedule; default half the median spacing of
         the visits (3 for weekly sampling).
+    resample : {"visits", "phase"}
+        In a resampled schedule each visit moves by its own random number of days
+        (``visits``), or all visits by the same number (``phase``: the schedule's start day).
     ci_level : float
 
     Returns
@@ -2047,6 +2053,8 @@ def emulate_sampling(
     """
     level = _check_level(ci_level)
     _, unit, _suffix, factor = _gas(gas)
+    if resample not in ("visits", "phase"):
+        raise ConfigError(f"resample {resample!r}: expected 'visits' or 'phase'")
     for column in ("time_utc", "duration_s", "flux"):
         if column not in continuous.columns:
             raise ConfigError(f"emulate_sampling: frame has no column {column!r}")
@@ -2117,7 +2125,8 @@ def emulate_sampling(
         reps = np.empty(int(n_boot))
         day_ns = 86400 * 10**9
         for k in range(int(n_boot)):
-            shift = gen.integers(-jitter, jitter + 1, size=s_ok.size) * day_ns
+            size = s_ok.size if resample == "visits" else 1
+            shift = gen.integers(-jitter, jitter + 1, size=size) * day_ns
             moved = np.sort(s_ok + shift)
             i2, ok2 = lookup(moved)
             reps[k] = sparse(moved[ok2], values[i2[ok2]]) if ok2.any() else math.nan
@@ -2168,12 +2177,14 @@ def emulate_sampling(
         gas=str(gas).lower(),
         method=(
             "continuous series subsampled at the sample times, linear interpolation between "
-            "samples (held at the ends); CI over schedules with visits moved by up to "
-            f"{jitter} days"
+            "samples (held at the ends); CI over schedules with "
+            + ("visits" if resample == "visits" else "the whole schedule")
+            + f" moved by up to {jitter} days"
         ),
         start_utc=pd.Timestamp(a, tz="UTC").isoformat(),
         end_utc=pd.Timestamp(b, tz="UTC").isoformat(),
         n_boot=int(n_boot),
         jitter_days=jitter,
+        resample=resample,
         ci_level=level,
     )
