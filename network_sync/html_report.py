@@ -65,6 +65,8 @@ img.fig { max-width: 100%; height: auto; border: 1px solid #eee; }
 section.obs { padding-top: 4px; }
 section.obs .back { font-size: 12px; }
 details > summary { cursor: pointer; margin: 6px 0; }
+pre { white-space: pre-wrap; word-break: break-all; font-size: 12px; background: #f7f7f7;
+      padding: 6px; }
 dl.prov { display: grid; grid-template-columns: max-content 1fr; gap: 2px 14px; font-size: 13px; }
 dl.prov dt { font-weight: 600; }
 dl.prov dd { margin: 0; font-family: ui-monospace, monospace; word-break: break-all; }

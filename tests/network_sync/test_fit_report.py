@@ -9,6 +9,7 @@ import io
 import math
 import re
 import sqlite3
+import warnings
 from html.parser import HTMLParser
 
 import numpy as np
@@ -156,6 +157,7 @@ def _diag(flux: float, ref: float | None, flags: tuple[str, ...] = ()) -> Observ
 
 def test_page_cap_keeps_the_largest_differences_then_flags(tmp_path):
     report = FitReport(tmp_path / "r.html", title="t", max_pages=3)
+    warnings.simplefilter("error")  # drawing warns of nothing (pytest restores the filters)
     for d in [
         _diag(1.0, 1.0),  # o1: 0
         _diag(1.5, 1.0),  # o2: 50 %
