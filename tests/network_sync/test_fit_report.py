@@ -270,3 +270,12 @@ def test_refit_report_of_a_chamberd_site_with_an_unfittable_trace(
     assert "not fitted: " in text and "not_fitted" in broken
     assert "4 observation(s) fitted, 4 with the system's own results" in text
     assert "1 observation(s) could not be fitted" in text
+
+
+def test_docstring_examples():
+    import doctest
+
+    from chamberd.network_sync import central_refit, fit_report
+
+    for module in (fit_report, central_refit):
+        assert doctest.testmod(module).failed == 0
