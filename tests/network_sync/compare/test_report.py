@@ -346,3 +346,29 @@ def test_report_renders_in_chromium(browser, dense, sparse, tmp_path):
             assert page.errors() == []
         finally:
             page.close()
+
+
+def test_values_that_cannot_be_drawn_are_left_out(dense, tmp_path):
+    """Absurd values anywhere in the result (a logger's 1e308, infinities, NaN) give a
+    report without an exception or a warning: they are not drawn."""
+    from chamberd.network_sync.compare.pairing import Pairing
+
+    pairs = dense.pairing.pairs.copy()
+    pairs.loc[pairs.index[:3], "flux_a"] = [1e308, np.inf, np.nan]
+    pairs.loc[pairs.index[3:5], "flux_b"] = [-1e308, -np.inf]
+    pairs.loc[pairs.index[:2], "dt_s"] = [np.nan, 1e300]
+    frame = dense.a.frame.copy()
+    frame.loc[frame.index[:2], "flux"] = [1e308, np.inf]
+    frame.loc[frame.index[2:4], "soil_temperature_degc"] = [np.inf, -1e308]
+    diel = dense.temporal_a.diel.copy()
+    diel.loc[diel.index[:2], "flux_mean"] = [np.inf, 1e308]
+    hostile = dataclasses.replace(
+        dense,
+        pairing=Pairing(pairs, dense.pairing.diagnostics),
+        a=dataclasses.replace(dense.a, frame=frame),
+        temporal_a=dataclasses.replace(dense.temporal_a, diel=diel),
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        text = render_report(hostile, tmp_path / "r.html").read_text(encoding="utf-8")
+    assert len(_self_contained(text).images) == 8
