@@ -42,17 +42,18 @@ Temperature response, diel cycle, sums
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from chamberd.controller.errors import ConfigError
+from chamberd.controller.errors import ChamberError, ConfigError
 from chamberd.network_sync.central import Central, redact
 
 from .pairing import (
@@ -577,6 +578,7 @@ def compare(
         raise ConfigError(
             f"{spec_a.text} and {spec_b.text}: no pairs; "
             + "; ".join(line.strip() for line in pairing.diagnostics.lines())
+            + f"; a spans {_extent(sel_a)}, b spans {_extent(sel_b)}"
         )
     pairs = _with_classes(pairing.pairs)
     pairing = Pairing(pairs, pairing.diagnostics)
@@ -585,7 +587,7 @@ def compare(
     breakdowns: dict[str, pd.DataFrame] = {}
     for k, name in enumerate(by):
         say(f"breakdown by {name}")
-        with _quiet():
+        with _quiet(), _as_message(f"the breakdown by {name}"):
             breakdowns[name] = stats.breakdown(
                 pairs,
                 BY[name],
@@ -660,6 +662,11 @@ def compare(
         temperature_difference=difference,
         sampling=sampling,
     )
+
+
+def _extent(chosen: Selection) -> str:
+    times = chosen.frame["time_utc"]
+    return f"{times.min():%Y-%m-%d %H:%M} to {times.max():%Y-%m-%d %H:%M} UTC"
 
 
 def _rng(seed: int, part: str, *extra: int) -> np.random.Generator:
@@ -750,7 +757,7 @@ def _classes(make: Callable[..., Any], values: np.ndarray, edges: Any = None) ->
 def _agreement(stats: Any, pairs: pd.DataFrame, n_boot: int, rng: np.random.Generator) -> Any:
     se_a = pairs["flux_se_a"].to_numpy(dtype=float)
     se_b = pairs["flux_se_b"].to_numpy(dtype=float)
-    with _quiet():
+    with _quiet(), _as_message("the agreement statistics"):
         return stats.agreement(
             pairs["flux_a"].to_numpy(dtype=float),
             pairs["flux_b"].to_numpy(dtype=float),
@@ -760,6 +767,17 @@ def _agreement(stats: Any, pairs: pd.DataFrame, n_boot: int, rng: np.random.Gene
             n_boot=n_boot,
             rng=rng,
         )
+
+
+@contextlib.contextmanager
+def _as_message(what: str) -> Iterator[None]:
+    """An estimator's refusal (too few pairs, a degenerate series) as a message."""
+    try:
+        yield
+    except (ArithmeticError, ValueError) as exc:
+        if isinstance(exc, ChamberError):
+            raise
+        raise ConfigError(f"{what}: {exc}") from exc
 
 
 def _quiet() -> Any:
@@ -922,7 +940,7 @@ def _baseline(
             ),
         }
     )
-    with _quiet():
+    with _quiet(), _as_message(f"the baseline of {spec.text}"):
         table = stats.breakdown(pooled, "collar_pair", a="flux_a", b="flux_b")
     table = _collar_table(table, labels)
     floor = {}
