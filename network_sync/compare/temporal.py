@@ -41,8 +41,10 @@ from scipy import optimize, signal, sparse, stats
 from chamberd.controller.errors import ConfigError, FitError
 
 __all__ = [
+    "FLUX_MAX_ABS",
     "GASES",
     "T0_K",
+    "TEMPERATURE_RANGE_DEGC",
     "T_REF_K",
     "LloydTaylorFit",
     "Q10Fit",
@@ -69,6 +71,11 @@ T0_K = 227.13  # Lloyd & Taylor (1994), eq. 11
 MOLAR_MASS_C_G_MOL = 12.011  # IUPAC conventional atomic weight of carbon
 MOLAR_MASS_N_G_MOL = 14.007  # IUPAC conventional atomic weight of nitrogen
 SECONDS_PER_DAY = 86400.0
+# Values outside these are left out as implausible (counted), never fitted: they are bad data
+# (a logger's -9999, a unit mix-up), and they would overflow the exponential models.
+TEMPERATURE_RANGE_DEGC = (-40.0, 80.0)
+FLUX_MAX_ABS = 1e6  # [flux unit]
+E0_BOUNDS_K = (-1000.0, 5000.0)  # search range of E0 (finite exp(E0 u) over the range above)
 
 # gas -> (flux unit, sum unit, column suffix, sum unit per (flux unit x s))
 GASES: dict[str, tuple[str, str, str, float]] = {
@@ -141,10 +148,23 @@ def _arrays(temperature_degc: ArrayLike, flux: ArrayLike, blocks: ArrayLike | No
     if blocks is None:
         b = None
     else:
-        b = np.asarray(pd.Series(np.asarray(blocks, dtype=object).ravel()).astype(str))
-        if b.shape != t.shape:
-            raise ConfigError(f"blocks has {b.size} labels for {t.size} values")
+        labels = pd.Series(blocks).reset_index(drop=True) if not np.isscalar(blocks) else None
+        if labels is None or len(labels) != t.size:
+            size = 1 if labels is None else len(labels)
+            raise ConfigError(f"blocks has {size} labels for {t.size} values")
+        b, _ = pd.factorize(labels)  # integer codes; -1 where a label is missing
+        missing = b < 0
+        if missing.any():  # an observation without a label is a block of its own
+            b = b.copy()
+            b[missing] = b.max(initial=-1) + 1 + np.arange(int(missing.sum()))
     return t, y, b
+
+
+def _plausible(t: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Finite values inside TEMPERATURE_RANGE_DEGC and |flux| <= FLUX_MAX_ABS."""
+    lo, hi = TEMPERATURE_RANGE_DEGC
+    with np.errstate(invalid="ignore"):
+        return (t > lo) & (t < hi) & (np.abs(y) <= FLUX_MAX_ABS)
 
 
 def _block_matrix(labels: np.ndarray | None, n: int) -> tuple[sparse.csr_matrix, int]:
@@ -153,7 +173,7 @@ def _block_matrix(labels: np.ndarray | None, n: int) -> tuple[sparse.csr_matrix,
         codes = np.arange(n)
         n_blocks = n
     else:
-        codes, uniques = pd.factorize(labels)
+        codes, uniques = pd.factorize(labels)  # compact: some codes may have been filtered
         n_blocks = len(uniques)
     matrix = sparse.csr_matrix(
         (np.ones(n), (codes, np.arange(n))), shape=(n_blocks, n), dtype=float
@@ -229,8 +249,9 @@ class Q10Fit:
         Delta-method standard errors from the OLS covariance (independent residuals).
     n : int
         Observations used.
-    n_nonpositive_excluded, n_nonfinite_excluded : int
-        Observations left out: flux <= 0 (no logarithm), or a non-finite value.
+    n_nonpositive_excluded, n_nonfinite_excluded, n_implausible_excluded : int
+        Observations left out: flux <= 0 (no logarithm), a non-finite value, or a value
+        outside ``TEMPERATURE_RANGE_DEGC`` (-40..80 degC) or above ``FLUX_MAX_ABS`` (1e6).
     temperature_min_degc, temperature_max_degc : float
         Range of the temperatures used [degC].
     r_squared_ln : float
@@ -259,6 +280,7 @@ class Q10Fit:
     n: int
     n_nonpositive_excluded: int
     n_nonfinite_excluded: int
+    n_implausible_excluded: int
     temperature_min_degc: float
     temperature_max_degc: float
     r_squared_ln: float
@@ -319,7 +341,8 @@ def q10_fit(
         The seeded generator (an int is a seed; None means seed 0, so results repeat).
     blocks : array_like, optional
         A label per observation (the local standard date): the bootstrap then resamples
-        whole blocks (days), which keeps the within-day autocorrelation.
+        whole blocks (days), which keeps the within-day autocorrelation. An observation
+        without a label (None, NaT) is a block of its own.
     ci_level : float
         Level of the percentile intervals.
 
@@ -346,20 +369,22 @@ def q10_fit(
     level = _check_level(ci_level)
     t, y, b = _arrays(temperature_degc, flux, blocks)
     finite = np.isfinite(t) & np.isfinite(y)
-    positive = finite & (y > 0)
+    plausible = finite & _plausible(t, y)
+    positive = plausible & (y > 0)
     n_nonfinite = int((~finite).sum())
-    n_nonpositive = int((finite & ~positive).sum())
+    n_implausible = int((finite & ~plausible).sum())
+    n_nonpositive = int((plausible & ~positive).sum())
     t, y = t[positive], y[positive]
     b = b[positive] if b is not None else None
     n = int(t.size)
     method = "OLS of ln(flux) on temperature; " + (
-        _bootstrap_label(b, len(set(b)) if b is not None else n) if n_boot else "no bootstrap"
+        _bootstrap_label(b, len(np.unique(b)) if b is not None else n) if n_boot else "no bootstrap"
     )
 
     def failed(message: str) -> Q10Fit:
         return Q10Fit(
             math.nan, math.nan, None, None, math.nan, math.nan, math.nan, math.nan, n,
-            n_nonpositive, n_nonfinite,
+            n_nonpositive, n_nonfinite, n_implausible,
             float(t.min()) if n else math.nan, float(t.max()) if n else math.nan,
             math.nan, math.nan, int(n_boot), 0, 0, level, False, message, method,
         )  # fmt: skip
@@ -367,7 +392,8 @@ def q10_fit(
     if n < 3 or np.ptp(t) == 0:
         return failed(
             f"too few positive fluxes at distinct temperatures ({n}; "
-            f"{n_nonpositive} non-positive and {n_nonfinite} non-finite left out)"
+            f"{n_nonpositive} non-positive, {n_nonfinite} non-finite and {n_implausible} "
+            "implausible left out)"
         )
     x = t - 10.0  # centre at the reference temperature: ln R10 is the intercept
     ly = np.log(y)
@@ -381,8 +407,10 @@ def q10_fit(
     sxx = float(((x - xm) ** 2).sum())
     var_slope = s2 / sxx
     var_int = s2 * (1.0 / n + xm * xm / sxx)
-    r10 = math.exp(intercept10)
-    q10 = math.exp(10.0 * slope)
+    with np.errstate(over="ignore"):
+        r10, q10 = (float(v) for v in np.exp([intercept10, 10.0 * slope]))
+    if not (np.isfinite(r10) and np.isfinite(q10) and np.isfinite(var_slope)):
+        return failed(f"the fit is degenerate (slope {slope:.3g} per degC)")
     r10_boot = q10_boot = np.empty(0)
     n_failed = n_blocks = 0
     if n_boot > 0:
@@ -414,6 +442,7 @@ def q10_fit(
         n=n,
         n_nonpositive_excluded=n_nonpositive,
         n_nonfinite_excluded=n_nonfinite,
+        n_implausible_excluded=n_implausible,
         temperature_min_degc=float(t.min()),
         temperature_max_degc=float(t.max()),
         r_squared_ln=1.0 - rss / tss if tss > 0 else 1.0,
@@ -476,8 +505,9 @@ class LloydTaylorFit:
         Observations used (all finite fluxes, zero and negative ones included).
     n_nonpositive : int
         Of those, fluxes <= 0 (used: the fit is on the flux scale).
-    n_nonfinite_excluded, n_out_of_range_excluded : int
-        Left out: non-finite values; temperatures at or below T0 (-46.02 degC).
+    n_nonfinite_excluded, n_implausible_excluded, n_out_of_range_excluded : int
+        Left out: non-finite values; values outside ``TEMPERATURE_RANGE_DEGC`` or above
+        ``FLUX_MAX_ABS``; temperatures at or below T0 (-46.02 degC, never inside the range).
     temperature_min_degc, temperature_max_degc : float
     rmse : float
         Root mean square residual [flux unit].
@@ -500,6 +530,7 @@ class LloydTaylorFit:
     n: int
     n_nonpositive: int
     n_nonfinite_excluded: int
+    n_implausible_excluded: int
     n_out_of_range_excluded: int
     temperature_min_degc: float
     temperature_max_degc: float
@@ -595,21 +626,23 @@ def lloyd_taylor_fit(
     level = _check_level(ci_level)
     t, y, b = _arrays(temperature_degc, flux, blocks)
     finite = np.isfinite(t) & np.isfinite(y)
-    in_range = finite & (t + KELVIN > T0_K)
+    plausible = finite & _plausible(t, y)
+    in_range = plausible & (t + KELVIN > T0_K)
     n_nonfinite = int((~finite).sum())
-    n_out = int((finite & ~in_range).sum())
+    n_implausible = int((finite & ~plausible).sum())
+    n_out = int((plausible & ~in_range).sum())
     t, y = t[in_range], y[in_range]
     b = b[in_range] if b is not None else None
     n = int(t.size)
     n_nonpositive = int((y <= 0).sum())
     method = "nonlinear least squares (scipy least_squares, trf); " + (
-        _bootstrap_label(b, len(set(b)) if b is not None else n) if n_boot else "no bootstrap"
+        _bootstrap_label(b, len(np.unique(b)) if b is not None else n) if n_boot else "no bootstrap"
     )
 
     def failed(message: str) -> LloydTaylorFit:
         return LloydTaylorFit(
             math.nan, math.nan, None, None, math.nan, math.nan, T0_K, T_REF_K, n,
-            n_nonpositive, n_nonfinite, n_out,
+            n_nonpositive, n_nonfinite, n_implausible, n_out,
             float(t.min()) if n else math.nan, float(t.max()) if n else math.nan,
             math.nan, math.nan, int(n_boot), 0, 0, level, False, message, method,
         )  # fmt: skip
@@ -618,13 +651,14 @@ def lloyd_taylor_fit(
         return failed(f"too few fluxes at distinct temperatures ({n})")
     u = _lt_u(t)
     pos = y > 0
-    if pos.sum() >= 2 and np.ptp(u[pos]) > 0:
-        e0_start, ln_r10 = np.polyfit(u[pos], np.log(y[pos]), 1)
-        r10_start = math.exp(ln_r10)
-    else:
-        e0_start, r10_start = 300.0, max(float(np.mean(y)), 1e-6)
-    if not (np.isfinite(e0_start) and -5000 < e0_start < 5000):
-        e0_start = 300.0
+    e0_start, r10_start = 300.0, max(float(np.mean(y)), 1e-6)
+    if pos.sum() >= 3 and np.ptp(u[pos]) > 0:
+        lu, ly = u[pos], np.log(y[pos])
+        sums = np.array([lu.size, lu.sum(), ly.sum(), (lu * lu).sum(), (lu * ly).sum()])
+        slope, intercept = (float(v) for v in _ols_from_sums(sums))
+        lo_e0, hi_e0 = E0_BOUNDS_K
+        if np.isfinite(slope) and lo_e0 < slope < hi_e0 and abs(intercept) < 50:
+            e0_start, r10_start = slope, math.exp(intercept)
 
     def residuals(p):
         return p[0] * np.exp(p[1] * u) - y
@@ -634,14 +668,21 @@ def lloyd_taylor_fit(
         return np.column_stack([g, p[0] * u * g])
 
     y_scale = max(float(np.abs(y).mean()), 1e-12)
-    with np.errstate(over="ignore", invalid="ignore"):
-        res = optimize.least_squares(
-            residuals, [r10_start, float(e0_start)], jac=jacobian, method="trf",
-            x_scale=[y_scale, 100.0], xtol=1e-12, ftol=1e-12, gtol=1e-12, max_nfev=1000,
-        )  # fmt: skip
+    bounds = ([-100.0 * FLUX_MAX_ABS, E0_BOUNDS_K[0]], [100.0 * FLUX_MAX_ABS, E0_BOUNDS_K[1]])
+    start = [float(np.clip(r10_start, -FLUX_MAX_ABS, FLUX_MAX_ABS)), float(e0_start)]
+    try:
+        with np.errstate(over="ignore", invalid="ignore", under="ignore"):
+            res = optimize.least_squares(
+                residuals, start, jac=jacobian, method="trf", bounds=bounds,
+                x_scale=[y_scale, 100.0], xtol=1e-12, ftol=1e-12, gtol=1e-12, max_nfev=1000,
+            )  # fmt: skip
+    except ValueError as exc:  # residuals not finite: a degenerate data set
+        return failed(f"nonlinear least squares failed: {exc}")
     r10, e0 = (float(v) for v in res.x)
     if not (res.success and np.isfinite(r10) and np.isfinite(e0)):
         return failed(f"nonlinear least squares did not converge: {res.message}")
+    if not E0_BOUNDS_K[0] < e0 < E0_BOUNDS_K[1]:
+        return failed(f"E0 ran to the edge of its search range ({e0:.0f} K)")
     resid = residuals(res.x)
     rss = float(resid @ resid)
     s2 = rss / (n - 2) if n > 2 else math.inf
@@ -669,6 +710,7 @@ def lloyd_taylor_fit(
         n=n,
         n_nonpositive=n_nonpositive,
         n_nonfinite_excluded=n_nonfinite,
+        n_implausible_excluded=n_implausible,
         n_out_of_range_excluded=n_out,
         temperature_min_degc=float(t.min()),
         temperature_max_degc=float(t.max()),
@@ -691,7 +733,8 @@ def _lt_bootstrap(u, y, b, e0, e0_se, n_boot, gen, n_grid: int = 81):
     n = u.size
     matrix, n_blocks = _block_matrix(b, n)
     half = max(8.0 * (e0_se if np.isfinite(e0_se) else 0.0), 0.25 * abs(e0), 25.0)
-    grid = np.linspace(e0 - half, e0 + half, n_grid)
+    lo_e0, hi_e0 = E0_BOUNDS_K
+    grid = np.linspace(max(e0 - half, lo_e0), min(e0 + half, hi_e0), n_grid)
     # per-block sums of y g and g g at each grid E0, and of y y
     syg = np.zeros((n_blocks, n_grid))
     sgg = np.zeros((n_blocks, n_grid))
@@ -706,7 +749,7 @@ def _lt_bootstrap(u, y, b, e0, e0_se, n_boot, gen, n_grid: int = 81):
         sgg += np.asarray(part @ (g * g))
     syy = np.asarray(matrix @ (y * y))
     r10_out, e0_out = [], []
-    lo_bracket = (e0 - 20.0 * half, e0 + 20.0 * half)
+    lo_bracket = (max(e0 - 20.0 * half, lo_e0), min(e0 + 20.0 * half, hi_e0))
     for counts in _block_counts(gen, n_blocks, n_boot):
         a = counts @ syg
         bb = counts @ sgg
@@ -1092,33 +1135,36 @@ def _ar1_run_variances(
 
 
 def _artificial_gap_errors(
-    windows: _Windows,
+    predict: Any,
     measured: np.ndarray,
     f: np.ndarray,
-    g: np.ndarray,
     run_len: np.ndarray,
     gen: np.random.Generator,
     *,
+    relative: bool,
     min_gaps: int = 5,
     target_gaps: int = 40,
     max_rounds: int = 25,
     min_measured: float = 0.3,
-) -> tuple[np.ndarray, list[dict[str, float]]]:
-    """Relative RMS error of gap sums, by gap length, from artificial gaps.
+) -> tuple[np.ndarray, list[dict[str, Any]]]:
+    """RMS error of gap sums, by gap length, from artificial gaps.
 
     Gap lengths are grouped in classes [2^k, 2^(k+1)) slots. For each class present among
     the real gaps, gaps of the class's median length are cut out of the measured data
-    (non-overlapping, at least ``min_measured`` of each measured), filled by the same
-    windows, and the error of each gap's sum over its measured slots is divided by the sum
-    of the model there.
-    Classes with fewer than ``min_gaps`` artificial gaps are interpolated on log-log axes
-    between the classes that have them; beyond the longest such class the relative level
+    (non-overlapping, at least ``min_measured`` of each measured) and filled by
+    ``predict(mask)`` (the same method, from the remaining data); the error of each gap is
+    the mean of (fill - measured) over its measured slots, divided by the mean |fill| there
+    when ``relative``. Classes with fewer than ``min_gaps`` artificial gaps are interpolated
+    on log-log axes between the classes that have them; beyond the longest such class the
     error grows as the square root of the length (a random walk), below the shortest it is
-    held. Returns the relative error for each real run and a summary per class.
+    held.
+
+    Returns, per real run, the RMS error of its mean (relative, or in flux units), and a
+    summary per class.
     """
     n = measured.size
     classes = np.floor(np.log2(np.maximum(run_len, 1))).astype(int)
-    rows: list[dict[str, float]] = []
+    rows: list[dict[str, Any]] = []
     for k in np.unique(classes):
         length = int(np.median(run_len[classes == k]))
         if length >= n // 2:
@@ -1142,16 +1188,19 @@ def _artificial_gap_errors(
             mask = measured.copy()
             for st in chosen:
                 mask[st : st + length] = False
-            fit = windows.fit(mask, f, g)
-            if fit is None:
+            pred = predict(mask)
+            if pred is None:
                 continue
-            pred = fit.r10_t * g
             for st in chosen:
                 sl = slice(st, st + length)
                 m = measured[sl]
-                model_sum = float(pred[sl][m].sum())
-                if model_sum > 0:
-                    errors.append(float((pred[sl][m] - f[sl][m]).sum()) / model_sum)
+                error = float((pred[sl][m] - f[sl][m]).mean())
+                if relative:
+                    scale = float(np.abs(pred[sl][m]).mean())
+                    if scale > 0:
+                        errors.append(error / scale)
+                else:
+                    errors.append(error)
         if errors:
             err = np.asarray(errors)
             rows.append(
@@ -1159,26 +1208,85 @@ def _artificial_gap_errors(
                     "length_slots": length,
                     "n_real_gaps": int((classes == k).sum()),
                     "n_artificial_gaps": int(err.size),
-                    "relative_rms_error": float(np.sqrt(np.mean(err**2))),
-                    "relative_mean_error": float(err.mean()),
+                    "error": "relative" if relative else "flux unit",
+                    "rms_error": float(np.sqrt(np.mean(err**2))),
+                    "mean_error": float(err.mean()),
                 }
             )
     good = [r for r in rows if r["n_artificial_gaps"] >= min_gaps]
     if not good:
         return np.zeros(run_len.size), rows
     x = np.log([r["length_slots"] for r in good])
-    y = np.log([max(r["relative_rms_error"], 1e-12) for r in good])
+    y = np.log([max(r["rms_error"], 1e-300) for r in good])
     lengths = np.log(np.maximum(run_len, 1).astype(float))
-    rel = np.exp(np.interp(lengths, x, y))
-    longer = lengths > x[-1]
-    rel[longer] = np.exp(y[-1]) * np.sqrt(np.exp(lengths[longer] - x[-1]))
-    return rel, rows
+    rms = np.exp(np.interp(lengths, x, y))
+    longer = lengths > x[-1]  # grows as a random walk beyond the longest class measured
+    rms[longer] = np.exp(y[-1]) * np.sqrt(np.exp(lengths[longer] - x[-1]))
+    return rms, rows
+
+
+def _leave_one_out_linear(centres: np.ndarray, f: np.ndarray, measured: np.ndarray):
+    """At each measured slot, the line between its measured neighbours (held at the ends)."""
+    idx = np.flatnonzero(measured)
+    out = np.full(f.size, np.nan)
+    if idx.size < 3:
+        return out
+    x, v = centres[idx], f[idx]
+    left, right = x[:-2], x[2:]
+    w = (x[1:-1] - left) / (right - left)
+    out[idx[1:-1]] = v[:-2] + w * (v[2:] - v[:-2])
+    out[idx[0]], out[idx[-1]] = v[1], v[-2]
+    return out
+
+
+def _sensitivity(
+    model: str,
+    t_fit: np.ndarray,
+    f_fit: np.ndarray,
+    t_all: np.ndarray,
+    q10: float | None,
+    e0_k: float | None,
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """The constant temperature sensitivity (step 1 of gap_fill) and g(T) at every slot."""
+    if model == "q10":
+        if q10 is None:
+            long_term = q10_fit(t_fit, f_fit, n_boot=0)
+            if not long_term.converged:
+                raise FitError(f"gap_fill: long-term Q10 fit failed: {long_term.message}")
+            value = long_term.q10
+            if not 1e-3 < value < 1e3:
+                raise FitError(f"gap_fill: the long-term Q10 of {value:.3g} is not plausible")
+        else:
+            value = float(q10)
+            if not 1e-3 < value < 1e3:
+                raise ConfigError(f"q10 {q10!r}: must lie between 0.001 and 1000")
+        g = np.power(value, (t_all - 10.0) / 10.0)
+        info: dict[str, Any] = {"q10": value}
+    else:
+        if e0_k is None:
+            long_term = lloyd_taylor_fit(t_fit, f_fit, n_boot=0)
+            if not long_term.converged:
+                raise FitError(f"gap_fill: long-term Lloyd-Taylor fit failed: {long_term.message}")
+            value = long_term.e0_k
+        else:
+            value = float(e0_k)
+            if not E0_BOUNDS_K[0] < value < E0_BOUNDS_K[1]:
+                raise ConfigError(
+                    f"e0_k {e0_k!r}: must lie between {E0_BOUNDS_K[0]:g} and {E0_BOUNDS_K[1]:g} K"
+                )
+        g = np.exp(value * _lt_u(t_all))
+        info = {"e0_k": value}
+    if not np.all(np.isfinite(g)):
+        raise FitError("gap_fill: temperature response not finite")
+    given = q10 if model == "q10" else e0_k
+    info["sensitivity_source"] = "given" if given is not None else "long-term fit"
+    return g, info
 
 
 def gap_fill(
     frame: pd.DataFrame,
     *,
-    model: str = "q10",
+    model: str = "auto",
     window_days: float = 5.0,
     interval_s: float | None = None,
     start: Any = None,
@@ -1207,8 +1315,12 @@ def gap_fill(
         (timezone-aware UTC), ``flux`` [flux unit], ``temperature`` [degC] and, optionally,
         ``flux_se`` [flux unit]. Rows with a temperature but no flux count as gaps with a
         measured temperature.
-    model : {"q10", "lloyd_taylor"}
-        Temperature response.
+    model : {"auto", "q10", "lloyd_taylor", "linear"}
+        Temperature response, or linear interpolation in time. ``auto`` (default): Q10
+        where at least half of the measured slots have a soil temperature and at least 90 %
+        of the fluxes are positive, else linear interpolation (CH4 uptake, no temperature;
+        the second best method of Gomez-Casanovas et al. 2013). ``attrs["model"]`` and
+        ``attrs["model_reason"]`` say which was used and why.
     window_days : float
         Length of the moving window centred on each day in which R10 is estimated [d].
     interval_s : float, optional
@@ -1273,24 +1385,38 @@ def gap_fill(
        interpolated temperature, not a diel cycle.
     """
     model_key = str(model).strip().lower().replace("-", "_")
-    if model_key not in ("q10", "lloyd_taylor"):
-        raise ConfigError(f"model {model!r}: expected 'q10' or 'lloyd_taylor'")
+    if model_key not in ("auto", "q10", "lloyd_taylor", "linear"):
+        raise ConfigError(f"model {model!r}: expected auto, q10, lloyd_taylor or linear")
     if fill_error not in ("artificial_gaps", "model"):
         raise ConfigError(f"fill_error {fill_error!r}: expected 'artificial_gaps' or 'model'")
     if not (np.isfinite(window_days) and window_days > 0):
         raise ConfigError(f"window_days {window_days!r}: must be > 0")
-    for column in (time, flux, temperature):
+    required = (time, flux) if model_key in ("auto", "linear") else (time, flux, temperature)
+    for column in required:
         if column not in frame.columns:
             raise ConfigError(f"gap_fill: frame has no column {column!r}")
     times = _utc_index(frame[time], time)
     y = pd.to_numeric(frame[flux], errors="coerce").to_numpy(dtype=float)
-    temp = pd.to_numeric(frame[temperature], errors="coerce").to_numpy(dtype=float)
+    temp = (
+        pd.to_numeric(frame[temperature], errors="coerce").to_numpy(dtype=float)
+        if temperature in frame.columns
+        else np.full(len(frame), np.nan)
+    )
     has_se = flux_se is not None and flux_se in frame.columns
     se = (
         pd.to_numeric(frame[flux_se], errors="coerce").to_numpy(dtype=float)
         if has_se
         else np.full(len(frame), np.nan)
     )
+    finite_y = np.isfinite(y)
+    finite_t = np.isfinite(temp)
+    lo_t, hi_t = TEMPERATURE_RANGE_DEGC
+    with np.errstate(invalid="ignore"):
+        bad_y = finite_y & (np.abs(y) > FLUX_MAX_ABS)
+        bad_t = finite_t & ~((temp > lo_t) & (temp < hi_t))
+    y = np.where(bad_y, np.nan, y)  # implausible values are missing values (counted)
+    temp = np.where(bad_t, np.nan, temp)
+    se = np.where(np.isfinite(se) & (np.abs(se) <= FLUX_MAX_ABS), np.abs(se), np.nan)
     valid_time = ~pd.isna(times)
     step = float(interval_s) if interval_s is not None else _infer_interval_s(times[valid_time])
     if not (np.isfinite(step) and step > 0):
@@ -1337,94 +1463,129 @@ def gap_fill(
     centres_ns = origin + (np.arange(n_slots) + 0.5) * step_ns
     # temperature: measured, else interpolated in time
     t_ok = np.isfinite(t_slot)
-    if not t_ok.any():
-        raise FitError(f"gap_fill: no soil temperature in column {temperature!r}")
     temperature_filled = ~t_ok
-    if temperature_filled.any():
+    if t_ok.any() and temperature_filled.any():
         t_slot = t_slot.copy()
         t_slot[temperature_filled] = np.interp(
             centres_ns[temperature_filled], centres_ns[t_ok], t_slot[t_ok]
         )
-    # 1. long-term sensitivity
-    fit_mask = measured & t_ok
-    if model_key == "q10":
-        if q10 is None:
-            long_term = q10_fit(t_slot[fit_mask], f_slot[fit_mask], n_boot=0)
-            if not long_term.converged:
-                raise FitError(f"gap_fill: long-term Q10 fit failed: {long_term.message}")
-            q10_used = long_term.q10
+    reason = "asked for"
+    if model_key == "auto":
+        with_t = int((measured & t_ok).sum())
+        positive = float(np.mean(f_slot[measured] > 0))
+        if with_t >= max(10, 0.5 * measured.sum()) and positive >= 0.9:
+            model_key, reason = "q10", "soil temperature and positive fluxes"
         else:
-            q10_used = float(q10)
-        sensitivity = {"q10": q10_used}
-        g = np.power(q10_used, (t_slot - 10.0) / 10.0)
-    else:
-        if e0_k is None:
-            long_term = lloyd_taylor_fit(t_slot[fit_mask], f_slot[fit_mask], n_boot=0)
-            if not long_term.converged:
-                raise FitError(f"gap_fill: long-term Lloyd-Taylor fit failed: {long_term.message}")
-            e0_used = long_term.e0_k
-        else:
-            e0_used = float(e0_k)
-        sensitivity = {"e0_k": e0_used}
-        g = np.exp(e0_used * _lt_u(t_slot))
-    if not np.all(np.isfinite(g)):
-        raise FitError("gap_fill: temperature response not finite (temperature at or below T0?)")
-    # 2. R10 per window centred on each day
-    slots_per_day = SECONDS_PER_DAY * 1e9 / step_ns
-    half_slots = window_days * slots_per_day / 2.0
-    day0 = origin - origin % (86400 * 10**9)
-    n_days = math.ceil((stop - day0) / (86400 * 10**9))
-    day_centres_ns = day0 + (np.arange(n_days) + 0.5) * 86400 * 10**9
-    centre_slot = (day_centres_ns - origin) / step_ns
-    lo = np.clip(np.floor(centre_slot - half_slots + 0.5), 0, n_slots).astype(np.int64)
-    hi = np.clip(np.floor(centre_slot + half_slots + 0.5), 0, n_slots).astype(np.int64)
-    needed = (
-        int(min_points)
-        if min_points is not None
-        else max(5, math.ceil(0.1 * window_days * slots_per_day))
-    )
-    windows = _Windows(lo, hi, day_centres_ns.astype(float), centres_ns, max(needed, 2))
-    base = windows.fit(measured, f_slot, g)
-    if base is None:
-        raise FitError(
-            f"gap_fill: no {window_days:g}-day window has {needed} measured slots "
-            "(lower min_points or lengthen window_days)"
+            model_key = "linear"
+            reason = (
+                f"{positive:.0%} of the fluxes positive"
+                if with_t >= max(10, 0.5 * measured.sum())
+                else f"soil temperature with {with_t} of {int(measured.sum())} fluxes"
+            )
+    sensitivity: dict[str, float] = {}
+    if model_key != "linear":
+        if not t_ok.any():
+            raise FitError(f"gap_fill: no soil temperature in column {temperature!r}")
+        g, sensitivity = _sensitivity(
+            model_key, t_slot[measured & t_ok], f_slot[measured & t_ok], t_slot, q10, e0_k
         )
-    # 3. R10 interpolated across windows without enough data and across gaps
-    r10_t = base.r10_t
-    model_flux = r10_t * g
     filled = ~measured
-    out_flux = np.where(measured, f_slot, model_flux)
-    # 4. uncertainty of a filled value: the persistent (AR(1)) part of the residual scatter,
-    # and an error of the level (R10) shared by the whole gap
-    structure = _residual_structure(np.where(measured, f_slot - model_flux, np.nan))
-    rho = structure["rho"]
-    inflation = np.sqrt(np.minimum((1.0 + rho) / (1.0 - rho), np.maximum(base.n_w, 1.0)))
-    sd_t = base.interp(base.sd_w) * math.sqrt(structure["persistent_fraction"])
-    se_r10_t = base.interp(base.se_r10_w * inflation)
-    scatter = np.where(filled, sd_t, 0.0)
+    gen = _rng(rng)
     run, run_start = _runs(filled)
     n_runs = int(run.max()) + 1 if filled.any() else 0
     in_run = run >= 0
     run_len = np.bincount(run[in_run], minlength=n_runs)
-    run_model = np.bincount(run[in_run], weights=model_flux[in_run], minlength=n_runs)
-    # the level error of each gap: the SE of the interpolated R10 at least ...
-    level_se = (g * se_r10_t)[in_run]
-    level_model = np.bincount(run[in_run], weights=level_se, minlength=n_runs) ** 2
-    # ... and what artificial gaps of the same length show beyond the AR(1) scatter
-    scatter_var = _ar1_run_variances(scatter, run, run_start, rho, n_runs)
-    calibration: list[dict[str, float]] = []
-    level_var = level_model
-    if fill_error == "artificial_gaps" and n_runs:
-        rel_sum, calibration = _artificial_gap_errors(
-            windows, measured, f_slot, g, run_len, _rng(rng)
+    calibration: list[dict[str, Any]] = []
+    needed = 0
+    n_windows = n_windows_fitted = 0
+    if model_key == "linear":
+        # linear interpolation in time across each gap (held before the first and after
+        # the last measurement); at measured slots the model is the line between the
+        # neighbours, so that the residuals show the random error
+        def predict(mask: np.ndarray) -> np.ndarray | None:
+            if mask.sum() < 2:
+                return None
+            return np.interp(centres_ns, centres_ns[mask], f_slot[mask])
+
+        line = predict(measured)
+        model_flux = np.where(measured, _leave_one_out_linear(centres_ns, f_slot, measured), line)
+        r10_t = np.full(n_slots, np.nan)
+        structure = _residual_structure(np.where(measured, f_slot - model_flux, np.nan))
+        scatter = np.zeros(n_slots)
+        sd_t = np.zeros(n_slots)
+        loo_sd = structure["white_sd"] if np.isfinite(structure["white_sd"]) else 0.0
+        level_var = (loo_sd * run_len.astype(float)) ** 2  # "model": LOO scatter, shared
+        if fill_error == "artificial_gaps" and n_runs:
+            per_slot, calibration = _artificial_gap_errors(
+                predict, measured, f_slot, run_len, gen, relative=False
+            )
+            if calibration:
+                level_var = (per_slot * run_len) ** 2
+        out_flux = np.where(measured, f_slot, line)
+        fill_model = line
+    else:
+        # 2. R10 per window centred on each day
+        slots_per_day = SECONDS_PER_DAY * 1e9 / step_ns
+        half_slots = window_days * slots_per_day / 2.0
+        day0 = origin - origin % (86400 * 10**9)
+        n_windows = math.ceil((stop - day0) / (86400 * 10**9))
+        day_centres_ns = day0 + (np.arange(n_windows) + 0.5) * 86400 * 10**9
+        centre_slot = (day_centres_ns - origin) / step_ns
+        lo = np.clip(np.floor(centre_slot - half_slots + 0.5), 0, n_slots).astype(np.int64)
+        hi = np.clip(np.floor(centre_slot + half_slots + 0.5), 0, n_slots).astype(np.int64)
+        needed = (
+            int(min_points)
+            if min_points is not None
+            else max(5, math.ceil(0.1 * window_days * slots_per_day))
         )
-        empirical = (rel_sum * run_model) ** 2 - scatter_var
-        level_var = np.maximum(level_model, empirical)
+        windows = _Windows(lo, hi, day_centres_ns.astype(float), centres_ns, max(needed, 2))
+        base = windows.fit(measured, f_slot, g)
+        if base is None:
+            raise FitError(
+                f"gap_fill: no {window_days:g}-day window has {needed} measured slots "
+                "(lower min_points or lengthen window_days)"
+            )
+        n_windows_fitted = int(base.ok_w.sum())
+        # 3. R10 interpolated across windows without enough data and across gaps
+        r10_t = base.r10_t
+        model_flux = r10_t * g
+        fill_model = model_flux
+        out_flux = np.where(measured, f_slot, model_flux)
+        # 4. uncertainty of a filled value: the persistent (AR(1)) part of the residual
+        # scatter, and an error of the level (R10) shared by the whole gap
+        structure = _residual_structure(np.where(measured, f_slot - model_flux, np.nan))
+        rho = structure["rho"]
+        inflation = np.sqrt(np.minimum((1.0 + rho) / (1.0 - rho), np.maximum(base.n_w, 1.0)))
+        sd_t = base.interp(base.sd_w) * math.sqrt(structure["persistent_fraction"])
+        se_r10_t = base.interp(base.se_r10_w * inflation)
+        scatter = np.where(filled, sd_t, 0.0)
+        # the level error of each gap: the SE of the interpolated R10 at least ...
+        level_se = (g * se_r10_t)[in_run]
+        level_var = np.bincount(run[in_run], weights=level_se, minlength=n_runs) ** 2
+        # ... and what artificial gaps of the same length show beyond the AR(1) scatter
+        if fill_error == "artificial_gaps" and n_runs:
+
+            def predict(mask: np.ndarray) -> np.ndarray | None:
+                fit = windows.fit(mask, f_slot, g)
+                return None if fit is None else fit.r10_t * g
+
+            rel, calibration = _artificial_gap_errors(
+                predict, measured, f_slot, run_len, gen, relative=True
+            )
+            run_abs = np.bincount(run[in_run], weights=np.abs(model_flux[in_run]), minlength=n_runs)
+            scatter_var = _ar1_run_variances(scatter, run, run_start, rho, n_runs)
+            level_var = np.maximum(level_var, (rel * run_abs) ** 2 - scatter_var)
+    # the level error of a gap, shared among its slots in proportion to |fill|
+    run_weight = np.bincount(run[in_run], weights=np.abs(fill_model[in_run]), minlength=n_runs)
     with np.errstate(divide="ignore", invalid="ignore"):
-        share = np.sqrt(level_var) / run_model
-    share_slot = share[np.maximum(run, 0)] if n_runs else np.zeros(n_slots)
-    fill_se_level = np.where(in_run, share_slot * model_flux, np.nan)
+        per_weight = np.where(run_weight > 0, np.sqrt(level_var) / run_weight, 0.0)
+        per_slot_flat = np.where(run_weight > 0, 0.0, np.sqrt(level_var) / np.maximum(run_len, 1))
+    if n_runs:
+        idx = np.maximum(run, 0)
+        share_slot = per_weight[idx] * np.abs(fill_model) + per_slot_flat[idx]
+    else:
+        share_slot = np.zeros(n_slots)
+    fill_se_level = np.where(in_run, share_slot, np.nan)
     fill_sd_residual = np.where(filled, sd_t, np.nan)
     fill_se = np.sqrt(fill_sd_residual**2 + fill_se_level**2)
     result = pd.DataFrame(
@@ -1449,22 +1610,24 @@ def gap_fill(
     result.attrs.update(
         {
             "method": (
-                f"moving-window {model_key} gap-filling (Gomez-Casanovas et al. 2013): "
+                "linear interpolation in time across gaps"
+                if model_key == "linear"
+                else f"moving-window {model_key} gap-filling (Gomez-Casanovas et al. 2013): "
                 f"constant sensitivity, R10 per {window_days:g}-day window, interpolated"
             ),
             "model": model_key,
+            "model_reason": reason,
             **sensitivity,
-            "sensitivity_source": "given"
-            if (q10 if model_key == "q10" else e0_k) is not None
-            else "long-term fit",
             "window_days": float(window_days),
             "min_points": needed,
             "interval_s": step,
-            "n_windows": int(n_days),
-            "n_windows_fitted": int(base.ok_w.sum()),
+            "n_windows": int(n_windows),
+            "n_windows_fitted": n_windows_fitted,
             "fill_error": fill_error,
             "artificial_gap_classes": calibration,
             "n_measured": int(measured.sum()),
+            "n_implausible_flux": int(bad_y.sum()),
+            "n_implausible_temperature": int(bad_t.sum()),
             "n_filled": int(filled.sum()),
             "zone": zone,
             **{f"residual_{k}": v for k, v in structure.items()},
@@ -1555,14 +1718,18 @@ def _prepare_sums(filled_frame: pd.DataFrame, gas: str, random_error: str) -> _S
     flux = frame["flux"].to_numpy(dtype=float)
     if not np.isfinite(flux).all():
         raise ConfigError("sums: the series has missing fluxes; gap-fill it first")
+    if (np.abs(flux) > FLUX_MAX_ABS).any():
+        raise ConfigError(f"sums: fluxes beyond +-{FLUX_MAX_ABS:g} are not plausible")
     residual = np.where(filled, np.nan, flux - frame["flux_model"].to_numpy(dtype=float))
     structure = _residual_structure(residual)
     scale = frame["duration_s"].to_numpy(dtype=float) * factor
 
     def column(name: str) -> np.ndarray:
-        if name in frame.columns:
-            return frame[name].to_numpy(dtype=float)
-        return np.full(len(frame), np.nan)
+        if name not in frame.columns:
+            return np.full(len(frame), np.nan)
+        values = np.abs(frame[name].to_numpy(dtype=float))
+        with np.errstate(invalid="ignore"):
+            return np.where(values <= FLUX_MAX_ABS, values, np.nan)
 
     se_col = column("flux_se")
     white = structure["white_sd"]
@@ -1868,6 +2035,7 @@ class SamplingBias:
     unit, gas, method : str
     start_utc, end_utc : str
     n_boot, jitter_days : int
+    resample : str
     ci_level : float
     """
 
@@ -1893,6 +2061,7 @@ class SamplingBias:
     end_utc: str
     n_boot: int
     jitter_days: int
+    resample: str
     ci_level: float
 
     def as_dict(self) -> dict[str, Any]:
@@ -1928,6 +2097,7 @@ def emulate_sampling(
     n_boot: int = 500,
     rng: np.random.Generator | int | None = None,
     jitter_days: int | None = None,
+    resample: str = "visits",
     ci_level: float = 0.95,
 ) -> SamplingBias:
     """The sparse-sampling bias of a schedule, emulated on a continuous series.
@@ -1951,6 +2121,9 @@ def emulate_sampling(
     jitter_days : int, optional
         Days a visit may move in a resampled schedule; default half the median spacing of
         the visits (3 for weekly sampling).
+    resample : {"visits", "phase"}
+        In a resampled schedule each visit moves by its own random number of days
+        (``visits``), or all visits by the same number (``phase``: the schedule's start day).
     ci_level : float
 
     Returns
@@ -1982,6 +2155,8 @@ def emulate_sampling(
     """
     level = _check_level(ci_level)
     _, unit, _suffix, factor = _gas(gas)
+    if resample not in ("visits", "phase"):
+        raise ConfigError(f"resample {resample!r}: expected 'visits' or 'phase'")
     for column in ("time_utc", "duration_s", "flux"):
         if column not in continuous.columns:
             raise ConfigError(f"emulate_sampling: frame has no column {column!r}")
@@ -1991,6 +2166,8 @@ def emulate_sampling(
     values = frame["flux"].to_numpy(dtype=float)
     if not np.isfinite(values).all():
         raise ConfigError("emulate_sampling: the continuous series has gaps; gap-fill it first")
+    if (np.abs(values) > FLUX_MAX_ABS).any():
+        raise ConfigError(f"emulate_sampling: fluxes beyond +-{FLUX_MAX_ABS:g} are not plausible")
     a = slot_start[0] if start is None else int(_utc_index([pd.Timestamp(start)], "start").asi8[0])
     b = (
         slot_start[-1] + dur_ns[-1]
@@ -2010,6 +2187,8 @@ def emulate_sampling(
         other = np.asarray(sample_flux, dtype=float).ravel()
         if other.size != samples.size:
             raise ConfigError(f"sample_flux has {other.size} values for {samples.size} times")
+        with np.errstate(invalid="ignore"):
+            other = np.where(np.abs(other) <= FLUX_MAX_ABS, other, np.nan)  # missing
     order = np.argsort(samples, kind="stable")
     samples = samples[order]
     if other is not None:
@@ -2048,7 +2227,8 @@ def emulate_sampling(
         reps = np.empty(int(n_boot))
         day_ns = 86400 * 10**9
         for k in range(int(n_boot)):
-            shift = gen.integers(-jitter, jitter + 1, size=s_ok.size) * day_ns
+            size = s_ok.size if resample == "visits" else 1
+            shift = gen.integers(-jitter, jitter + 1, size=size) * day_ns
             moved = np.sort(s_ok + shift)
             i2, ok2 = lookup(moved)
             reps[k] = sparse(moved[ok2], values[i2[ok2]]) if ok2.any() else math.nan
@@ -2099,12 +2279,14 @@ def emulate_sampling(
         gas=str(gas).lower(),
         method=(
             "continuous series subsampled at the sample times, linear interpolation between "
-            "samples (held at the ends); CI over schedules with visits moved by up to "
-            f"{jitter} days"
+            "samples (held at the ends); CI over schedules with "
+            + ("visits" if resample == "visits" else "the whole schedule")
+            + f" moved by up to {jitter} days"
         ),
         start_utc=pd.Timestamp(a, tz="UTC").isoformat(),
         end_utc=pd.Timestamp(b, tz="UTC").isoformat(),
         n_boot=int(n_boot),
         jitter_days=jitter,
+        resample=resample,
         ci_level=level,
     )

@@ -152,6 +152,28 @@ def test_q10_bootstrap_is_seeded_and_blocks_count():
     assert "q10_boot" not in a.as_dict()
 
 
+def test_fits_agree_with_scipy_reference_implementations():
+    """Q10 against scipy.stats.linregress on ln F, Lloyd-Taylor against
+    scipy.optimize.curve_fit (Levenberg-Marquardt, numerical Jacobian)."""
+    from scipy import optimize, stats
+
+    rng = np.random.default_rng(4)
+    t = rng.uniform(0, 25, 300)
+    f = tp.lloyd_taylor(t, 1.7, 320.0) * np.exp(rng.normal(0, 0.2, t.size))
+    q = tp.q10_fit(t, f, n_boot=0)
+    line = stats.linregress(t, np.log(f))
+    assert q.slope_per_degc == pytest.approx(line.slope, rel=1e-10)
+    assert q.r10 == pytest.approx(np.exp(line.intercept + 10 * line.slope), rel=1e-10)
+    assert q.r_squared_ln == pytest.approx(line.rvalue**2, rel=1e-10)
+    lt = tp.lloyd_taylor_fit(t, f, n_boot=0)
+    popt, pcov = optimize.curve_fit(
+        lambda x, r10, e0: r10 * np.exp(e0 * (1 / 56.02 - 1 / (x + 46.02))), t, f, p0=[1, 300]
+    )
+    assert lt.r10 == pytest.approx(popt[0], rel=1e-6)
+    assert lt.e0_k == pytest.approx(popt[1], rel=1e-6)
+    assert lt.e0_k_se == pytest.approx(np.sqrt(pcov[1, 1]), rel=1e-3)
+
+
 def test_lloyd_taylor_formula_by_hand():
     # T0 = 227.13 K, Tref = 283.15 K: at 20 degC, exp(E0 (1/56.02 - 1/66.02))
     e0 = 308.56
@@ -181,9 +203,14 @@ def test_lloyd_taylor_exact_recovery_with_negative_fluxes_kept():
     assert fit.n == 40 and fit.n_nonpositive > 0
 
 
-def test_lloyd_taylor_excludes_temperatures_at_t0():
-    fit = tp.lloyd_taylor_fit([-50.0, 0.0, 10.0, 20.0], [0.1, 1.0, 2.0, 4.0], n_boot=0)
-    assert fit.n_out_of_range_excluded == 1 and fit.n == 3
+def test_implausible_values_are_left_out_and_counted():
+    # -50 degC is below T0 = -46.02 degC and outside the plausible -40..80 degC; 1e9 is no flux
+    t, f = [-50.0, 0.0, 10.0, 20.0, 15.0, 5.0], [0.1, 1.0, 2.0, 4.0, 1e9, 1.4]
+    fit = tp.lloyd_taylor_fit(t, f, n_boot=0)
+    assert (fit.n, fit.n_implausible_excluded, fit.n_nonfinite_excluded) == (4, 2, 0)
+    q = tp.q10_fit(t, f, n_boot=0)
+    assert (q.n, q.n_implausible_excluded) == (4, 2)
+    assert tp.TEMPERATURE_RANGE_DEGC == (-40.0, 80.0) and tp.FLUX_MAX_ABS == 1e6
 
 
 def test_lloyd_taylor_bootstrap_grid_matches_exact_refits():
@@ -350,14 +377,55 @@ def test_gap_fill_refuses_what_it_cannot_do():
     with pytest.raises(ConfigError, match="model 'spline'"):
         tp.gap_fill(frame, model="spline")
     with pytest.raises(ConfigError, match="no column 'soil_temperature_degc'"):
-        tp.gap_fill(frame.drop(columns="soil_temperature_degc"))
+        tp.gap_fill(frame.drop(columns="soil_temperature_degc"), model="q10")
     no_t = frame.assign(soil_temperature_degc=np.nan)
     with pytest.raises(FitError, match="no soil temperature"):
-        tp.gap_fill(no_t)
+        tp.gap_fill(no_t, model="lloyd_taylor")
     with pytest.raises(FitError, match="measured slots"):
         tp.gap_fill(frame.assign(flux=np.nan))
     with pytest.raises(ConfigError, match="naive"):
         tp.gap_fill(frame.assign(begin_utc=frame["begin_utc"].dt.tz_localize(None)))
+    with pytest.raises(ConfigError, match="q10 50000"):
+        tp.gap_fill(frame, model="q10", q10=5e4)
+
+
+def test_gap_fill_auto_chooses_linear_without_temperature_or_for_uptake():
+    frame = _series(days=20)
+    frame.loc[200:260, "flux"] = np.nan
+    auto = tp.gap_fill(frame)
+    assert auto.attrs["model"] == "q10"
+    no_t = tp.gap_fill(frame.drop(columns="soil_temperature_degc"))
+    assert no_t.attrs["model"] == "linear" and "soil temperature" in no_t.attrs["model_reason"]
+    # CH4 uptake: negative fluxes, a straight line across the gap
+    uptake = frame.assign(flux=-1.0 - np.arange(len(frame)) * 1e-3)
+    truth = uptake["flux"].to_numpy().copy()
+    uptake.loc[200:260, "flux"] = np.nan
+    out = tp.gap_fill(uptake)
+    assert (
+        out.attrs["model"] == "linear" and "0% of the fluxes positive" in out.attrs["model_reason"]
+    )
+    np.testing.assert_allclose(out["flux"], truth, rtol=1e-9)
+    assert out.loc[out["filled"], "fill_se"].notna().all()
+    daily = tp.sums(out, "ch4", "day")
+    assert daily["sum_mg_c_m2"].lt(0).all() and np.isfinite(daily["total_se_mg_c_m2"]).all()
+
+
+def test_linear_gap_fill_uncertainty_from_artificial_gaps():
+    rng = np.random.default_rng(8)
+    frame = _series(days=60)
+    frame["flux"] = -2.0 + 0.3 * rng.normal(size=len(frame))  # white noise around -2
+    gaps = np.zeros(len(frame), bool)
+    for start in range(100, 2800, 300):
+        gaps[start : start + 24] = True
+    frame.loc[gaps, "flux"] = np.nan
+    out = tp.gap_fill(frame, model="linear")
+    classes = out.attrs["artificial_gap_classes"]
+    assert classes and classes[0]["error"] == "flux unit"
+    # the error of the mean of 24 filled values is about that of the line between two
+    # noisy end points: 0.3 / sqrt(2) ... 0.3, never near the per-value noise 0.3 / sqrt(24)
+    assert 0.15 < classes[0]["rms_error"] < 0.45
+    level = out.loc[out["filled"], "fill_se_level"]
+    assert level.notna().all() and (level > 0).all()
 
 
 def test_sums_refuse_a_series_with_gaps():
@@ -454,6 +522,10 @@ def test_sparse_sampling_bias_with_a_seasonal_cycle_is_close_to_analytic():
     lo, hi = r.relative_bias_ci
     assert lo <= r.relative_bias <= hi
     assert hi - lo < 0.05
+    phase = tp.emulate_sampling(c, s, n_boot=200, rng=3, resample="phase")
+    assert phase.resample == "phase" and phase.relative_bias == r.relative_bias
+    with pytest.raises(ConfigError, match="resample 'days'"):
+        tp.emulate_sampling(c, s, n_boot=10, resample="days")
 
 
 def test_method_bias_is_separated_from_sampling_bias():
