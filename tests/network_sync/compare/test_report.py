@@ -81,10 +81,15 @@ def _campaign(url: str, *, days: int, sparse: bool, seed: int = 3) -> None:
 
 
 @pytest.fixture(scope="module")
-def dense(tmp_path_factory):
+def dense_url(tmp_path_factory):
     url = f"sqlite:///{tmp_path_factory.mktemp('dense') / 'c.db'}"
     _campaign(url, days=6, sparse=False)
-    with Central.connect(url, mode="read") as c:
+    return url
+
+
+@pytest.fixture(scope="module")
+def dense(dense_url):
+    with Central.connect(dense_url, mode="read") as c:
         return compare(c, "XLG/auto/C1", "XLG/survey/S1", n_boot=100, by=("hour", "flux"))
 
 
@@ -317,6 +322,20 @@ def test_a_comparison_without_its_optional_parts(tmp_path):
     # the dt histogram; no diel cycle and no sums
     assert len(page.images) == 6
     assert "Q10 (ln F" not in text and "Period sums" not in text
+
+
+def test_chamberd_compare_writes_the_report(dense_url, tmp_path, capsys):
+    from chamberd.controller.cli import main
+
+    path = tmp_path / "report.html"
+    argv = ["compare", "--target", dense_url, "--a", "XLG/auto/C1", "--b", "XLG/survey/S1"]
+    assert main([*argv, "--boot", "50", "--by", "month", "-q", "-o", str(path)]) == 0
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err
+    text = path.read_text(encoding="utf-8")
+    page = _self_contained(text)
+    assert page.ids >= SECTIONS and len(page.images) == 8
+    assert "<h3>by month</h3>" in text and "50 resamples" in text
 
 
 # --- in a real browser ------------------------------------------------------------------------
