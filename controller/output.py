@@ -39,6 +39,16 @@ def _format_value(value: Any) -> str:
     return str(value)
 
 
+def _mode_for(target: str) -> int:
+    """The permission bits a file written at ``target`` should get."""
+    try:
+        return stat.S_IMODE(os.stat(target).st_mode)
+    except FileNotFoundError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
+
+
 def _replaceable(target: str) -> bool:
     """True when ``target`` may be replaced by a rename: missing, or a regular file."""
     try:
@@ -76,6 +86,9 @@ def _open_file(path: str, newline: str | None) -> Iterator[IO[str]]:
     folder = os.path.dirname(target)
     fd, tmp = tempfile.mkstemp(prefix=".chamberd-", suffix=".tmp", dir=folder)
     try:
+        # mkstemp makes the file private (0600): give it the mode the replaced file had, or
+        # what the umask gives a new file, as a plain open() would
+        os.chmod(tmp, _mode_for(target))
         with os.fdopen(fd, "w", newline=newline, encoding="utf-8") as handle:
             yield handle
             handle.flush()

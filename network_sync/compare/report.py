@@ -234,7 +234,7 @@ def _summary(c: Any, flat: dict[str, Any], unit: str, title: str) -> str:
 
         floors.append(
             f"<li>{esc(baseline.label)}, {len(baseline.pairs)} collar pair(s): median (range) "
-            f"{esc(show('bias'))}, {esc(show('rmsd'))}, {esc(show('ccc'))}</li>"
+            f"{esc(show('abs_bias'))}, {esc(show('rmsd'))}, {esc(show('ccc'))}</li>"
         )
     floor_html = (
         "<p>Within-system floor (between collars of each system, same period):</p><ul>"

@@ -966,13 +966,14 @@ def _sma_ci(m: dict[str, float], n: int, alpha: float):
     if n <= 2 or not (math.isfinite(b) and math.isfinite(r)):
         return None, None
     f = float(sps.f.ppf(1.0 - alpha, 1, n - 2))
-    big_b = (1.0 - r * r) * f / (n - 2)
+    # |r| can round to just over 1 on exactly proportional data
+    big_b = max(1.0 - r * r, 0.0) * f / (n - 2)
     lo = b * (math.sqrt(big_b + 1.0) - math.sqrt(big_b))
     hi = b * (math.sqrt(big_b + 1.0) + math.sqrt(big_b))
     # intercept: var = s_res² / n + mean_x² var(b), var(b) = b² (1 - r²) / (n - 2)
     sxx, syy, sxy = m["sxx"] * n, m["syy"] * n, m["sxy"] * n
     s_res = (syy - 2.0 * b * sxy + b * b * sxx) / (n - 2)
-    var_b = b * b * (1.0 - r * r) / (n - 2)
+    var_b = b * b * max(1.0 - r * r, 0.0) / (n - 2)
     se_a = math.sqrt(max(s_res / n + m["mean_a"] ** 2 * var_b, 0.0))
     t = _t(alpha, n - 2)
     a = m["sma_intercept"]

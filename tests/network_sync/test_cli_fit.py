@@ -212,3 +212,20 @@ def test_output_to_a_fifo_or_through_a_link_is_written_in_place(salt_81x, tmp_pa
     assert main(["fit", "-q", str(salt_81x), "-o", str(link)]) == 3
     assert link.is_symlink() and target.read_text().startswith("source_file,")
     assert _no_temp_files(tmp_path)
+
+
+def test_output_gets_the_mode_of_a_plain_write(salt_81x, tmp_path):
+    """The atomic write does not make the output private: a new file gets what the umask
+    gives, a replaced file keeps its mode."""
+    import os
+
+    out = tmp_path / "new.csv"
+    previous = os.umask(0o022)
+    try:
+        main(["fit", "-q", str(salt_81x), "-o", str(out)])
+    finally:
+        os.umask(previous)
+    assert oct(out.stat().st_mode & 0o777) == "0o644"
+    out.chmod(0o640)
+    main(["fit", "-q", str(salt_81x), "-o", str(out)])
+    assert oct(out.stat().st_mode & 0o777) == "0o640"

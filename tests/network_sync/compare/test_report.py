@@ -170,6 +170,8 @@ def test_report_has_every_section_and_figure(dense, tmp_path):
     assert "each side&#x27;s own processing, and both sides refitted centrally" in text
     assert "central-exponential-db20s" in text
     assert "XLG/auto, 1 collar pair(s)" in text  # the floor beside the headline
+    floor = re.search(r"XLG/auto, 1 collar pair\(s\): median \(range\) abs_bias (\S+)", text)
+    assert floor and floor.group(1) != "-", "the floor's numbers are shown"
     assert "<h3>by hour</h3>" in text and "<h3>by flux</h3>" in text
     assert "Not emulated" in text  # both sides half-hourly: no sparse-sampling emulation
     assert "FROM observations o JOIN fluxes f" in text  # the queries, in the provenance

@@ -352,3 +352,17 @@ def test_missing_block_labels_are_dropped_everywhere():
     assert out["n_pairs"].sum() == a.size - 2
     with pytest.raises(ValueError, match="blocks has 2 labels for"):
         stats.deming(a, b, blocks=[1, 2])
+
+
+def test_exactly_proportional_data_gives_degenerate_intervals_not_errors():
+    """|r| rounds to just over 1 on exactly proportional data: SMA's interval collapses onto
+    the slope instead of failing (math domain error)."""
+    import numpy as np
+
+    from chamberd.network_sync.compare import stats
+
+    x = np.linspace(1.0, 10.0, 50)
+    fit = stats.sma(x, 0.87 * x)
+    assert fit.slope == pytest.approx(0.87) and fit.slope_ci[0] == pytest.approx(0.87)
+    result = stats.agreement(x, 0.87 * x, n_boot=50, rng=np.random.default_rng(3)).as_dict()
+    assert result["sma_slope"] == pytest.approx(0.87)
