@@ -193,11 +193,7 @@ def _standard_time(times: pd.Series, zone: str) -> pd.Series:
 
 def _to_csv(frame: pd.DataFrame, path: str | Path, **options: Any) -> None:
     """``frame`` as CSV with every number written by :func:`format_float`."""
-    out = frame.copy()
-    for column in out.columns:
-        if pd.api.types.is_float_dtype(out[column]):
-            out[column] = out[column].map(format_float).replace("", None)
-    out.to_csv(path, index=False, **options)
+    frame.to_csv(path, index=False, float_format=format_float, **options)
 
 
 def _wide(frame: pd.DataFrame) -> pd.DataFrame:
