@@ -254,3 +254,39 @@ def test_format_float(value, text):
     assert format_float(value) == text
     if text:
         assert float(text) == pytest.approx(value, rel=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (("CSR_LATITUDE: 34.79", "CSR_LATITUDE: north"), "CSR_LATITUDE 'north' is not a number"),
+        (("CSR_LONGITUDE: 135.841", "CSR_LONGITUDE: 235.841"), "CSR_LONGITUDE '235.841' is not in"),
+        (("CSR_IGBP: Deciduous", "CSR_IGBP: Dec\x00iduous"), "CSR_IGBP 'Dec\\x00iduous"),
+    ],
+)
+def test_a_bad_description_value_is_refused_naming_its_key(
+    central_url, reference_data, tmp_path, edit, message
+):
+    folder = _subset(reference_data / "cosore" / SETS["ataka"], tmp_path / "a", 500)
+    text = (folder / "DESCRIPTION.txt").read_text()
+    assert edit[0] in text
+    (folder / "DESCRIPTION.txt").write_text(text.replace(*edit))
+    with Central.connect(central_url) as central:
+        central.migrate()
+        outcome = import_paths(
+            central, [folder], site_id="YMS", system_id="ataka", fmt="cosore"
+        ).files[0]
+        assert outcome.status == "rejected"
+        assert "DESCRIPTION.txt" in outcome.reasons[0] and message in outcome.reasons[0]
+        assert not central.query("SELECT 1 FROM sites")
+
+
+def test_an_older_schema_is_told_to_upgrade(tmp_path, reference_data):
+    from chamberd.controller.errors import ConfigError
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    folder = _subset(reference_data / "cosore" / SETS["ataka"], tmp_path / "a", 500)
+    with Central.connect(url) as central:
+        central.migrate(upto=3)
+        with pytest.raises(ConfigError, match="schema version 3 is older.*central init"):
+            import_paths(central, [folder], site_id="YMS", system_id="ataka", fmt="cosore")
