@@ -13,4 +13,60 @@ composes them and the reports sit beside them:
 ``comparison``      :func:`compare`: selection, pairing, statistics, baselines, in one result
 ``report``          the self-contained HTML report built from those result objects
 ==================  ==========================================================================
+
+The names most analyses need are importable from here::
+
+    from chamberd.network_sync.compare import compare, select, pair, parse_spec
 """
+
+from .comparison import (
+    BY,
+    Baseline,
+    Comparison,
+    ProcessingPart,
+    Provenance,
+    SamplingEmulation,
+    Settings,
+    SideTemporal,
+    baselines,
+    compare,
+    plain,
+)
+from .pairing import (
+    Pairing,
+    PairingDiagnostics,
+    Selection,
+    SeriesSpec,
+    Unpaired,
+    pair,
+    parse_spec,
+    processing_versions,
+    select,
+    selection,
+    standard_offset_s,
+)
+
+__all__ = [
+    "BY",
+    "Baseline",
+    "Comparison",
+    "Pairing",
+    "PairingDiagnostics",
+    "ProcessingPart",
+    "Provenance",
+    "SamplingEmulation",
+    "Selection",
+    "SeriesSpec",
+    "Settings",
+    "SideTemporal",
+    "Unpaired",
+    "baselines",
+    "compare",
+    "pair",
+    "parse_spec",
+    "plain",
+    "processing_versions",
+    "select",
+    "selection",
+    "standard_offset_s",
+]

@@ -1,0 +1,1232 @@
+"""How well two series agree, and why not: :func:`compare` composes the whole analysis.
+
+:func:`compare` selects the two series (:mod:`.pairing`), pairs them, computes every
+agreement statistic with block-bootstrap confidence intervals by local standard day
+(:func:`.stats.agreement`), the breakdowns asked for (:func:`.stats.breakdown`), the
+within-system between-collar baseline of each system over the same period
+(:func:`baselines`), the processing part of the disagreement, and each side's temperature
+response, diel cycle and gap-filled sums (:mod:`.temporal`). The result is one frozen
+:class:`Comparison`: ``chamberd compare`` prints its table (:meth:`Comparison.lines`),
+``--json`` its :meth:`Comparison.as_dict`, and the HTML report is drawn from it alone.
+
+Rules (docs/analyst.md repeats them for analysts):
+
+Seeds
+    One ``seed`` makes the whole result reproducible; each part draws from its own stream
+    (``numpy.random.SeedSequence([seed, part])``), so adding a breakdown or a baseline does
+    not change the main confidence intervals.
+Within-system baseline (the floor)
+    For every system of the comparison (one, when both sides are collars of one system):
+    each pair of its collars (i < j) is compared like the main comparison (same
+    processing, pairing method and tolerance, one to one), over the span of the main
+    comparison's pairs. Per collar pair: n, bias, RMSD, MAE, r, CCC (point estimates,
+    :func:`.stats.breakdown`); the floor is their median, minimum and maximum over the
+    collar pairs. Collar-to-collar is the right floor for a comparison of single collars;
+    a mean of many collars varies less, which the report says beside it.
+Processing part of the disagreement
+    When both sides have raw traces (samples) in the compared period, the comparison is
+    repeated on each side's own processing and on one common central refit: the version
+    given (``common_processing``), else the central version (``central-*``) both sides have
+    with the most observations. Nothing is refitted here (the database is read-only to an
+    analyst): without a common central version the result says which command makes one
+    (``chamberd refit --target URL --method exponential --dead-band 20``).
+Temperature response, diel cycle, sums
+    Per side, from its own series (:mod:`.temporal`): Q10/R10 and Lloyd-Taylor on the
+    soil temperature that side recorded, the diel cycle by hour of local standard time,
+    the gap-filled series and its daily, monthly and period sums. When one side samples at
+    least four times less often than the other, its schedule is emulated on the denser side
+    (:func:`.temporal.emulate_sampling`): the bias of sparse sampling, apart from the bias
+    of the method.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from chamberd.controller.errors import ConfigError
+from chamberd.network_sync.central import Central, redact
+
+from .pairing import (
+    Pairing,
+    PairingDiagnostics,
+    Selection,
+    SeriesSpec,
+    has_raw_traces,
+    pair,
+    parse_spec,
+    processing_versions,
+    selection,
+)
+
+__all__ = [
+    "BASELINE_STATISTICS",
+    "BY",
+    "Baseline",
+    "Comparison",
+    "ProcessingPart",
+    "Provenance",
+    "SamplingEmulation",
+    "Settings",
+    "SideTemporal",
+    "baselines",
+    "compare",
+    "plain",
+]
+
+#: breakdown names (``--by``) and the class column each one adds to the pairs
+BY = {
+    "month": "month",
+    "hour": "hour",
+    "flux": "flux_class",
+    "temperature": "temperature_class",
+    "moisture": "moisture_class",
+}
+#: statistics of a collar pair kept in a baseline (columns of :attr:`Baseline.pairs`)
+BASELINE_STATISTICS = ("n_pairs", "bias", "rmsd", "mae", "r", "ccc")
+#: parts drawing from their own random stream (SeedSequence([seed, part]))
+_STREAM = {
+    "agreement": 0,
+    "own": 1,
+    "common": 2,
+    "temporal_a": 3,
+    "temporal_b": 4,
+    "sampling": 5,
+    "breakdown": 6,
+    "baseline": 7,
+}
+_SPARSE_RATIO = 4.0  # a side sampling this many times less often is emulated
+_REFIT_HINT = "chamberd refit --target URL --method exponential --dead-band 20"
+
+Progress = Callable[[str], None]
+
+
+# --- the result -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What was asked for (the arguments of :func:`compare`, normalised)."""
+
+    gas: str
+    start_utc: str | None
+    end_utc: str | None
+    a_processing: str | None
+    b_processing: str | None
+    common_processing: str | None
+    tolerance_s: float
+    method: str
+    block: str | None
+    completeness: float
+    by: tuple[str, ...]
+    n_boot: int
+    seed: int
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """Where the numbers come from: software, database (password redacted), queries."""
+
+    software_version: str
+    database: str
+    backend: str
+    query_a: str
+    query_b: str
+    processing_a: dict[str, int]
+    processing_b: dict[str, int]
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """The between-collar agreement of one system over the compared period (the floor).
+
+    ``pairs``: one row per collar pair (``collar_a``, ``collar_b`` and
+    :data:`BASELINE_STATISTICS`); ``floor``: per statistic, the ``median``, ``min`` and
+    ``max`` over the collar pairs; ``diagnostics``: the pairing of each collar pair, in the
+    order of ``pairs``; ``note``: why there is none, or how it was made.
+    """
+
+    site: str
+    system: str
+    collars: tuple[str, ...]
+    processing: str | None
+    start_utc: str | None
+    end_utc: str | None
+    pairs: pd.DataFrame = field(repr=False)
+    floor: dict[str, dict[str, float | None]]
+    diagnostics: tuple[PairingDiagnostics, ...] = field(repr=False)
+    note: str
+
+    @property
+    def label(self) -> str:
+        return f"{self.site}/{self.system}"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "site": self.site,
+            "system": self.system,
+            "collars": list(self.collars),
+            "processing": self.processing,
+            "start_utc": self.start_utc,
+            "end_utc": self.end_utc,
+            "floor": plain(self.floor),
+            "pairs": plain(self.pairs),
+            "note": self.note,
+        }
+
+    def line(self) -> str:
+        """One line: the floor of this system."""
+        if not len(self.pairs):
+            return f"{self.label}: no baseline ({self.note})"
+
+        def show(name: str, digits: int = 3) -> str:
+            s = self.floor.get(name) or {}
+            if s.get("median") is None:
+                return f"{name} -"
+            return (
+                f"{name} {_num(s['median'], digits)} "
+                f"({_num(s['min'], digits)} to {_num(s['max'], digits)})"
+            )
+
+        n = int(self.pairs["n_pairs"].sum()) if "n_pairs" in self.pairs else 0
+        return (
+            f"{self.label}: {len(self.pairs)} collar pair(s) of {len(self.collars)} collars, "
+            f"{n} pairs; median (range): {show('bias')}, {show('rmsd')}, {show('ccc')}"
+        )
+
+
+@dataclass(frozen=True)
+class ProcessingPart:
+    """The same comparison on each side's own processing and on one common central refit.
+
+    ``status`` is ``compared`` or ``unavailable`` (then ``reason`` says why, and what to
+    run); ``own_versions`` the versions each side's own processing used; ``candidates`` the
+    central versions both sides have.
+    """
+
+    status: str
+    reason: str
+    own_versions: tuple[str, str]
+    common_version: str | None
+    candidates: tuple[str, ...]
+    own: Any | None = None  # stats.Agreement
+    common: Any | None = None  # stats.Agreement
+    own_pairing: PairingDiagnostics | None = None
+    common_pairing: PairingDiagnostics | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "status": self.status,
+            "reason": self.reason,
+            "own_versions": list(self.own_versions),
+            "common_version": self.common_version,
+            "candidates": list(self.candidates),
+            "own": plain(self.own),
+            "common": plain(self.common),
+            "own_pairing": plain(self.own_pairing),
+            "common_pairing": plain(self.common_pairing),
+        }
+
+
+@dataclass(frozen=True)
+class SideTemporal:
+    """One side's temperature response, diel cycle and gap-filled sums (:mod:`.temporal`).
+
+    Any part a series cannot give (no soil temperature, too few days) is None, with the
+    reason in ``notes``.
+    """
+
+    label: str
+    q10: Any | None = None  # temporal.Q10Fit
+    lloyd_taylor: Any | None = None  # temporal.LloydTaylorFit
+    diel: pd.DataFrame | None = field(default=None, repr=False)
+    filled: pd.DataFrame | None = field(default=None, repr=False)
+    daily: pd.DataFrame | None = field(default=None, repr=False)
+    monthly: pd.DataFrame | None = field(default=None, repr=False)
+    period: pd.DataFrame | None = field(default=None, repr=False)
+    notes: tuple[str, ...] = ()
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "label": self.label,
+            "q10": plain(self.q10),
+            "lloyd_taylor": plain(self.lloyd_taylor),
+            "diel": plain(self.diel),
+            "sums": {
+                "daily": plain(self.daily),
+                "monthly": plain(self.monthly),
+                "period": plain(self.period),
+            },
+            "notes": list(self.notes),
+        }
+
+
+@dataclass(frozen=True)
+class SamplingEmulation:
+    """The sparse side's schedule emulated on the dense side (:func:`temporal.emulate_sampling`).
+
+    ``result`` is the temporal module's ``SamplingBias``; ``continuous``/``sparse`` name
+    the sides (``a`` or ``b``) and their series.
+    """
+
+    continuous: str
+    sparse: str
+    continuous_label: str
+    sparse_label: str
+    result: Any | None
+    note: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "continuous": self.continuous,
+            "sparse": self.sparse,
+            "continuous_label": self.continuous_label,
+            "sparse_label": self.sparse_label,
+            "result": plain(self.result),
+            "note": self.note,
+        }
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Everything ``chamberd compare`` reports, as one frozen tree.
+
+    Fields: ``a``, ``b`` (the two :class:`~.pairing.Selection`, with their series frames
+    and provenance); ``settings``; ``provenance``; ``pairing`` (pairs and diagnostics);
+    ``agreement`` (:class:`.stats.Agreement` of ``flux_b`` against ``flux_a``, CIs from a
+    block bootstrap by local standard day); ``breakdowns`` (``--by`` name -> DataFrame of
+    :func:`.stats.breakdown`); ``baselines`` (one :class:`Baseline` per system);
+    ``processing`` (:class:`ProcessingPart`); ``temporal_a``, ``temporal_b``
+    (:class:`SideTemporal`); ``sampling`` (:class:`SamplingEmulation` or None).
+    """
+
+    a: Selection
+    b: Selection
+    settings: Settings
+    provenance: Provenance
+    pairing: Pairing
+    agreement: Any  # stats.Agreement
+    breakdowns: dict[str, pd.DataFrame] = field(repr=False)
+    baselines: tuple[Baseline, ...]
+    processing: ProcessingPart
+    temporal_a: SideTemporal
+    temporal_b: SideTemporal
+    sampling: SamplingEmulation | None
+
+    def as_dict(self) -> dict[str, Any]:
+        """The ``--json`` object: the agreement's flat keys (``n_pairs``, ``bias``,
+        ``bias_ci``, ...) at the top level, then the nested sections."""
+        flat = plain(self.agreement.as_dict()) if self.agreement is not None else {}
+        bias, bias_ci = _sampling_bias(self.sampling)
+        out: dict[str, Any] = {
+            **flat,
+            "sparse_sampling_bias": bias,
+            "sparse_sampling_bias_ci": bias_ci,
+            "a": _side(self.a),
+            "b": _side(self.b),
+            "pairing": self.pairing.diagnostics.as_dict(),
+            "breakdowns": {k: plain(v) for k, v in self.breakdowns.items()},
+            "baselines": [b.as_dict() for b in self.baselines],
+            "processing": self.processing.as_dict(),
+            "temperature": {
+                "a": {
+                    "q10": plain(self.temporal_a.q10),
+                    "lloyd_taylor": plain(self.temporal_a.lloyd_taylor),
+                },
+                "b": {
+                    "q10": plain(self.temporal_b.q10),
+                    "lloyd_taylor": plain(self.temporal_b.lloyd_taylor),
+                },
+            },
+            "temporal": {"a": self.temporal_a.as_dict(), "b": self.temporal_b.as_dict()},
+            "sampling": self.sampling.as_dict() if self.sampling else None,
+            "settings": plain(self.settings),
+            "provenance": plain(self.provenance),
+        }
+        return out
+
+    def lines(self) -> list[str]:
+        """The terminal table: the series, the pairing, each statistic with its CI, the
+        baselines and the processing part."""
+        return _table(self)
+
+
+def _side(chosen: Selection) -> dict[str, Any]:
+    out = plain(chosen.as_dict())
+    out["rows"] = len(chosen)
+    return out
+
+
+def _sampling_bias(sampling: SamplingEmulation | None) -> tuple[Any, Any]:
+    if sampling is None or sampling.result is None:
+        return None, None
+    values = plain(sampling.result)
+    if not isinstance(values, dict):
+        return None, None
+    for name in ("relative_bias", "bias"):
+        if name in values:
+            value = values[name]
+            if isinstance(value, dict) and "value" in value:
+                return value["value"], value.get("ci")
+            return value, values.get(f"{name}_ci")
+    return None, None
+
+
+# --- plain values for JSON ----------------------------------------------------------------
+
+
+def plain(value: Any) -> Any:
+    """A result as JSON-ready values: dataclasses (their ``as_dict`` where they have one)
+    and mappings as dicts, DataFrames as lists of records, numpy scalars as Python numbers,
+    NaN and infinities as None, times as ISO 8601 text."""
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        number = float(value)
+        return number if math.isfinite(number) else None
+    if isinstance(value, pd.DataFrame):
+        frame = value.reset_index() if _named_index(value) else value
+        return [
+            {str(k): plain(v) for k, v in row.items()} for row in frame.to_dict(orient="records")
+        ]
+    if isinstance(value, pd.Series):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, (pd.Timestamp, dt.datetime, dt.date)):
+        if pd.isna(value):
+            return None
+        return value.isoformat()
+    if isinstance(value, (pd.Timedelta, dt.timedelta)):
+        return pd.Timedelta(value).total_seconds()
+    if isinstance(value, np.ndarray):
+        return [plain(v) for v in value.tolist()]
+    if isinstance(value, Mapping):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [plain(v) for v in value]
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        as_dict = getattr(value, "as_dict", None)
+        if callable(as_dict):
+            return plain(as_dict())
+        return {
+            f.name: plain(getattr(value, f.name))
+            for f in dataclasses.fields(value)
+            if not isinstance(getattr(value, f.name), (pd.DataFrame, pd.Series)) or f.repr
+        }
+    if value is pd.NaT or (not isinstance(value, type) and _is_na(value)):
+        return None
+    return str(value)
+
+
+def _named_index(frame: pd.DataFrame) -> bool:
+    return any(name is not None for name in frame.index.names)
+
+
+def _is_na(value: Any) -> bool:
+    try:
+        return bool(pd.isna(value))
+    except (TypeError, ValueError):
+        return False
+
+
+# --- compare --------------------------------------------------------------------------------
+
+
+def compare(
+    central: Central,
+    a: str | SeriesSpec,
+    b: str | SeriesSpec,
+    *,
+    gas: str = "co2",
+    start: Any = None,
+    end: Any = None,
+    a_processing: str | None = None,
+    b_processing: str | None = None,
+    common_processing: str | None = None,
+    tolerance_s: float = 900.0,
+    method: str = "nearest",
+    block: str | None = None,
+    completeness: float = 0.5,
+    by: Sequence[str] = (),
+    n_boot: int = 1000,
+    seed: int = 1,
+    min_collars: int | None = None,
+    baseline: bool = True,
+    temperature: bool = True,
+    progress: Progress | None = None,
+) -> Comparison:
+    """Compare series ``b`` with series ``a`` (bias = mean(b - a)).
+
+    Parameters
+    ----------
+    central : an open central database (``Central.connect(url, mode="read")``).
+    a, b : ``SITE/SYSTEM[/CHAMBER[,CHAMBER...]]`` or ``SITE/SYSTEM/plot:NAME``.
+    gas : ``co2`` [umol m-2 s-1], ``ch4`` or ``n2o`` [nmol m-2 s-1].
+    start, end : begin times >= start and < end (ISO 8601 text, UTC if bare; or datetimes).
+    a_processing, b_processing : processing versions (None: each side's own, selected).
+    common_processing : the central refit for the processing part (None: the one both
+        sides have most).
+    tolerance_s : nearest pairing tolerance [s].
+    method, block, completeness : see :func:`.pairing.pair`.
+    by : breakdowns, any of :data:`BY` (``month``, ``hour``, ``flux``, ``temperature``,
+        ``moisture``).
+    n_boot : bootstrap resamples (by local standard day) for every CI; 0 for none.
+    seed : the seed of every random draw (module docstring).
+    min_collars : rounds with fewer collars are left out (several chambers only).
+    baseline, temperature : False skips the within-system baselines, or the temperature
+        responses, diel cycles and sums.
+    progress : called with a short message as each step begins.
+
+    Raises :class:`ConfigError` for an unknown series or processing version, a series
+    without fluxes in the period, or no pairs (the message carries the pairing
+    diagnostics).
+    """
+    from . import stats
+
+    say = progress or (lambda message: None)
+    by = tuple(dict.fromkeys(by))
+    unknown = [x for x in by if x not in BY]
+    if unknown:
+        raise ConfigError(f"--by {', '.join(unknown)}: expected any of {', '.join(BY)}")
+    n_boot = int(n_boot)
+    if n_boot < 0:
+        raise ConfigError(f"--boot {n_boot}: the number of resamples must be >= 0")
+    seed = int(seed)
+    spec_a, spec_b = parse_spec(a, "--a"), parse_spec(b, "--b")
+
+    say(f"selecting {spec_a.text} ({gas})")
+    sel_a = selection(
+        central,
+        spec_a,
+        gas=gas,
+        start=start,
+        end=end,
+        processing=a_processing,
+        min_collars=min_collars,
+        option="--a",
+    )
+    say(f"selecting {spec_b.text} ({gas})")
+    sel_b = selection(
+        central,
+        spec_b,
+        gas=gas,
+        start=start,
+        end=end,
+        processing=b_processing,
+        min_collars=min_collars,
+        option="--b",
+    )
+    for option, chosen in (("--a", sel_a), ("--b", sel_b)):
+        if not len(chosen):
+            raise ConfigError(f"{option} {chosen.label}: {_empty_reason(central, chosen)}")
+    settings = Settings(
+        gas=gas,
+        start_utc=sel_a.start_utc,
+        end_utc=sel_a.end_utc,
+        a_processing=a_processing,
+        b_processing=b_processing,
+        common_processing=common_processing,
+        tolerance_s=float(tolerance_s),
+        method=method,
+        block=block,
+        completeness=float(completeness),
+        by=by,
+        n_boot=n_boot,
+        seed=seed,
+    )
+    say(f"pairing {len(sel_a)} with {len(sel_b)} rows")
+    pairing = pair(
+        sel_a,
+        sel_b,
+        tolerance_s=tolerance_s,
+        method=method,
+        block=block,
+        completeness=completeness,
+    )
+    if not len(pairing):
+        raise ConfigError(
+            f"{spec_a.text} and {spec_b.text}: no pairs; "
+            + "; ".join(line.strip() for line in pairing.diagnostics.lines())
+        )
+    pairs = _with_classes(pairing.pairs)
+    pairing = Pairing(pairs, pairing.diagnostics)
+    say(f"agreement of {len(pairs)} pairs ({n_boot} bootstrap resamples by day)")
+    agreement = _agreement(stats, pairs, n_boot, _rng(seed, "agreement"))
+    breakdowns: dict[str, pd.DataFrame] = {}
+    for name in by:
+        say(f"breakdown by {name}")
+        breakdowns[name] = stats.breakdown(pairs, BY[name], a="flux_a", b="flux_b")
+    found: tuple[Baseline, ...] = ()
+    if baseline:
+        span = _span(pairs)
+        systems = list(dict.fromkeys([(spec_a.site, spec_a.system), (spec_b.site, spec_b.system)]))
+        processing_of = {
+            (spec_a.site, spec_a.system): a_processing,
+            (spec_b.site, spec_b.system): b_processing,
+        }
+        found = tuple(
+            _baseline(
+                central,
+                site,
+                system,
+                gas=gas,
+                start=span[0],
+                end=span[1],
+                processing=processing_of[(site, system)],
+                tolerance_s=tolerance_s,
+                method=method,
+                block=block,
+                completeness=completeness,
+                progress=say,
+            )
+            for site, system in systems
+        )
+    processing = _processing_part(
+        central, sel_a, sel_b, settings, stats, pairing, agreement, progress=say
+    )
+    if temperature:
+        say("temperature responses, diel cycles and sums")
+        temporal_a = _temporal(sel_a, gas, n_boot, _rng(seed, "temporal_a"))
+        temporal_b = _temporal(sel_b, gas, n_boot, _rng(seed, "temporal_b"))
+        sampling = _sampling(sel_a, sel_b, gas, n_boot, _rng(seed, "sampling"))
+    else:
+        temporal_a = SideTemporal(sel_a.label, notes=("not asked for",))
+        temporal_b = SideTemporal(sel_b.label, notes=("not asked for",))
+        sampling = None
+    provenance = Provenance(
+        software_version=_software_version(),
+        database=redact(central.url),
+        backend=central.dialect,
+        query_a=sel_a.query,
+        query_b=sel_b.query,
+        processing_a=dict(sel_a.processing_versions),
+        processing_b=dict(sel_b.processing_versions),
+    )
+    return Comparison(
+        a=sel_a,
+        b=sel_b,
+        settings=settings,
+        provenance=provenance,
+        pairing=pairing,
+        agreement=agreement,
+        breakdowns=breakdowns,
+        baselines=found,
+        processing=processing,
+        temporal_a=temporal_a,
+        temporal_b=temporal_b,
+        sampling=sampling,
+    )
+
+
+def _rng(seed: int, part: str, *extra: int) -> np.random.Generator:
+    return np.random.default_rng(np.random.SeedSequence([seed, _STREAM[part], *extra]))
+
+
+def _software_version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("chamberd")
+    except Exception:  # pragma: no cover - a bare checkout
+        return "0+unknown"
+
+
+def _empty_reason(central: Central, chosen: Selection) -> str:
+    """Why a series has no rows: the period, the gas, or incomplete rounds."""
+    what = f"no {chosen.gas} fluxes"
+    if chosen.processing:
+        what += f" in processing version {chosen.processing!r}"
+    if chosen.rounds_incomplete:
+        return (
+            f"{chosen.rounds_incomplete} rounds, none with at least {chosen.min_collars} "
+            "collars (min_collars)"
+        )
+    rows = central.query(
+        "SELECT min(begin_utc) AS first, max(begin_utc) AS last, count(*) AS n "
+        "FROM observations WHERE site_id = ? AND system_id = ?",
+        (chosen.spec.site, chosen.spec.system),
+    )
+    period = ""
+    if chosen.start_utc or chosen.end_utc:
+        period = f" from {chosen.start_utc or 'the start'} to {chosen.end_utc or 'the end'}"
+    if rows and rows[0]["n"]:
+        first, last = (pd.Timestamp(rows[0][k]) for k in ("first", "last"))
+        held = f"its {rows[0]['n']} observations begin from {first} to {last}"
+    else:
+        held = "it has no observations"
+    return f"{what}{period}; {held}"
+
+
+def _with_classes(pairs: pd.DataFrame) -> pd.DataFrame:
+    """The pairs with the class columns of every breakdown (:data:`BY`)."""
+    out = pairs.copy()
+    local = pd.to_datetime(out["time_local_standard"])
+    out["month"] = local.dt.strftime("%Y-%m")
+    out["hour"] = local.dt.hour
+    mean = (out["flux_a"] + out["flux_b"]) / 2.0
+    out["flux_class"] = _quantile_classes(mean)
+    temperature = out[["soil_temperature_degc_a", "soil_temperature_degc_b"]].mean(axis=1)
+    out["temperature_class"] = _step_classes(temperature, 5.0, "degC")
+    moisture = out[["soil_moisture_pct_a", "soil_moisture_pct_b"]].mean(axis=1)
+    out["moisture_class"] = _step_classes(moisture, 10.0, "%")
+    return out
+
+
+def _quantile_classes(values: pd.Series, n: int = 5) -> pd.Series:
+    """Flux magnitude classes: quintiles of the pair means, labelled by their ranges."""
+    finite = values[np.isfinite(values)]
+    out = pd.Series([None] * len(values), index=values.index, dtype=object)
+    if finite.nunique() < 2:
+        return out
+    edges = np.unique(np.quantile(finite, np.linspace(0, 1, n + 1)))
+    codes = np.clip(np.searchsorted(edges, values, side="right") - 1, 0, len(edges) - 2)
+    labels = [f"{edges[i]:.3g} to {edges[i + 1]:.3g}" for i in range(len(edges) - 1)]
+    ok = np.isfinite(values.to_numpy())
+    out[ok] = [labels[c] for c in codes[ok]]
+    return out
+
+
+def _step_classes(values: pd.Series, step: float, unit: str) -> pd.Series:
+    """Classes of ``step`` width (soil temperature by 5 degC, moisture by 10 %)."""
+    out = pd.Series([None] * len(values), index=values.index, dtype=object)
+    ok = np.isfinite(values.to_numpy(dtype=float))
+    low = np.floor(values.to_numpy(dtype=float)[ok] / step) * step
+    out[ok] = [f"{lo:g} to {lo + step:g} {unit}" for lo in low]
+    return out
+
+
+def _agreement(stats: Any, pairs: pd.DataFrame, n_boot: int, rng: np.random.Generator) -> Any:
+    se_a = pairs["flux_se_a"].to_numpy(dtype=float)
+    se_b = pairs["flux_se_b"].to_numpy(dtype=float)
+    return stats.agreement(
+        pairs["flux_a"].to_numpy(dtype=float),
+        pairs["flux_b"].to_numpy(dtype=float),
+        blocks=pairs["date_local_standard"].to_numpy(),
+        se_a=se_a if np.isfinite(se_a).any() else None,
+        se_b=se_b if np.isfinite(se_b).any() else None,
+        n_boot=n_boot,
+        rng=rng,
+    )
+
+
+def _span(pairs: pd.DataFrame) -> tuple[str | None, str | None]:
+    """The UTC span of the pairs, as selection bounds (begin >= start, < end)."""
+    if not len(pairs):
+        return None, None
+    times = pd.concat([pairs["time_a"], pairs["time_b"]])
+    first = times.min().floor("s") - pd.Timedelta(hours=1)
+    last = times.max().ceil("s") + pd.Timedelta(hours=1)
+    return first.isoformat(), last.isoformat()
+
+
+# --- baselines ------------------------------------------------------------------------------
+
+
+def baselines(
+    central: Central,
+    *,
+    site: str | None = None,
+    gas: str = "co2",
+    start: Any = None,
+    end: Any = None,
+    processing: str | None = None,
+    tolerance_s: float = 900.0,
+    method: str = "nearest",
+    block: str | None = None,
+    completeness: float = 0.5,
+    progress: Progress | None = None,
+) -> list[Baseline]:
+    """The between-collar baseline of every system (of ``site``), as ``chamberd compare
+    --baseline`` lists them."""
+    say = progress or (lambda message: None)
+    if site is not None:
+        known = central.query("SELECT site_id FROM sites WHERE site_id = ?", (site,))
+        if not known:
+            sites = [r["site_id"] for r in central.query("SELECT site_id FROM sites")]
+            raise ConfigError(f"--site {site!r}: no such site; sites: {', '.join(sorted(sites))}")
+    rows = central.query(
+        "SELECT site_id, system_id FROM systems"
+        + (" WHERE site_id = ?" if site else "")
+        + " ORDER BY site_id, system_id",
+        (site,) if site else (),
+    )
+    return [
+        _baseline(
+            central,
+            r["site_id"],
+            r["system_id"],
+            gas=gas,
+            start=start,
+            end=end,
+            processing=processing,
+            tolerance_s=tolerance_s,
+            method=method,
+            block=block,
+            completeness=completeness,
+            progress=say,
+        )
+        for r in rows
+    ]
+
+
+def _baseline(
+    central: Central,
+    site: str,
+    system: str,
+    *,
+    gas: str,
+    start: Any,
+    end: Any,
+    processing: str | None,
+    tolerance_s: float,
+    method: str,
+    block: str | None,
+    completeness: float,
+    progress: Progress,
+) -> Baseline:
+    """Every pair of collars of one system compared like the main comparison."""
+    from . import stats
+
+    spec = SeriesSpec(site, system)
+    try:
+        chosen = selection(
+            central,
+            spec,
+            gas=gas,
+            start=start,
+            end=end,
+            processing=processing,
+            aggregate=False,
+            option="baseline",
+        )
+    except ConfigError as exc:  # e.g. a processing version this system does not have
+        return _no_baseline(spec, processing, start, end, str(exc))
+    frame = chosen.frame
+    collars = tuple(sorted(frame["chamber"].unique())) if len(frame) else ()
+    bounds = {"start_utc": chosen.start_utc, "end_utc": chosen.end_utc}
+    if len(collars) < 2:
+        note = f"{len(collars)} collar with {gas} fluxes in the period: no pair of collars"
+        return _no_baseline(spec, processing, chosen.start_utc, chosen.end_utc, note)
+    progress(
+        f"baseline {spec.text}: {len(collars) * (len(collars) - 1) // 2} collar pairs "
+        f"of {len(collars)} collars"
+    )
+    by_collar = {c: g.reset_index(drop=True) for c, g in frame.groupby("chamber", sort=True)}
+    parts, labels, diagnostics = [], [], []
+    for i, ca in enumerate(collars):
+        for cb in collars[i + 1 :]:
+            paired = pair(
+                by_collar[ca],
+                by_collar[cb],
+                tolerance_s=tolerance_s,
+                method=method,
+                block=block,
+                completeness=completeness,
+            )
+            diagnostics.append(paired.diagnostics)
+            labels.append((ca, cb))
+            if len(paired):
+                parts.append(
+                    paired.pairs[["flux_a", "flux_b", "date_local_standard"]].assign(
+                        collar_pair=f"{ca} / {cb}"
+                    )
+                )
+    if not parts:
+        note = "no collar pair has pairs within the tolerance"
+        return _no_baseline(spec, processing, chosen.start_utc, chosen.end_utc, note, collars)
+    pooled = pd.concat(parts, ignore_index=True)
+    table = stats.breakdown(pooled, "collar_pair", a="flux_a", b="flux_b")
+    table = _collar_table(table, labels)
+    floor = {}
+    for name in BASELINE_STATISTICS:
+        if name == "n_pairs" or name not in table:
+            continue
+        values = pd.to_numeric(table[name], errors="coerce").to_numpy(dtype=float)
+        values = values[np.isfinite(values)]
+        floor[name] = {
+            "median": float(np.median(values)) if len(values) else None,
+            "min": float(np.min(values)) if len(values) else None,
+            "max": float(np.max(values)) if len(values) else None,
+        }
+    return Baseline(
+        site=site,
+        system=system,
+        collars=collars,
+        processing=processing,
+        pairs=table,
+        floor=floor,
+        diagnostics=tuple(diagnostics),
+        note=(
+            "each pair of collars of the system, paired like the comparison; floor = median "
+            "(min to max) over the collar pairs"
+        ),
+        **bounds,
+    )
+
+
+def _collar_table(table: pd.DataFrame, labels: list[tuple[str, str]]) -> pd.DataFrame:
+    """The breakdown per collar pair as ``collar_a, collar_b`` and the baseline statistics,
+    in the order of ``labels`` (collar pairs without pairs: n_pairs 0)."""
+    frame = table.copy()
+    if "collar_pair" not in frame.columns:
+        frame = frame.reset_index()
+        if "collar_pair" not in frame.columns:
+            frame = frame.rename(columns={frame.columns[0]: "collar_pair"})
+    rows = []
+    keyed = frame.set_index("collar_pair")
+    for ca, cb in labels:
+        key = f"{ca} / {cb}"
+        row: dict[str, Any] = {"collar_a": ca, "collar_b": cb}
+        for name in BASELINE_STATISTICS:
+            value = keyed.loc[key, name] if key in keyed.index and name in keyed else None
+            row[name] = _scalar(value)
+        if row["n_pairs"] is None:
+            row["n_pairs"] = 0
+        rows.append(row)
+    return pd.DataFrame(rows, columns=["collar_a", "collar_b", *BASELINE_STATISTICS])
+
+
+def _scalar(value: Any) -> Any:
+    """A statistic's number (an Estimate's value, or the value itself)."""
+    if value is None:
+        return None
+    if hasattr(value, "value"):
+        value = value.value
+    if isinstance(value, (np.integer, int)):
+        return int(value)
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _no_baseline(
+    spec: SeriesSpec,
+    processing: str | None,
+    start: Any,
+    end: Any,
+    note: str,
+    collars: tuple[str, ...] = (),
+) -> Baseline:
+    return Baseline(
+        site=spec.site,
+        system=spec.system,
+        collars=collars,
+        processing=processing,
+        start_utc=start if isinstance(start, str) or start is None else str(start),
+        end_utc=end if isinstance(end, str) or end is None else str(end),
+        pairs=pd.DataFrame(columns=["collar_a", "collar_b", *BASELINE_STATISTICS]),
+        floor={},
+        diagnostics=(),
+        note=note,
+    )
+
+
+# --- processing part ------------------------------------------------------------------------
+
+
+def _processing_part(
+    central: Central,
+    sel_a: Selection,
+    sel_b: Selection,
+    settings: Settings,
+    stats: Any,
+    main: Pairing,
+    main_agreement: Any,
+    *,
+    progress: Progress,
+) -> ProcessingPart:
+    own = (_main_version(sel_a), _main_version(sel_b))
+    raw = {"a": has_raw_traces(central, sel_a), "b": has_raw_traces(central, sel_b)}
+    if not all(raw.values()):
+        without = " and ".join(
+            f"{k} ({s.label})" for k, s in (("a", sel_a), ("b", sel_b)) if not raw[k]
+        )
+        return ProcessingPart(
+            status="unavailable",
+            reason=f"no raw traces on side {without} in the period: no common refit possible",
+            own_versions=own,
+            common_version=None,
+            candidates=(),
+        )
+    window = {"start": sel_a.start_utc, "end": sel_a.end_utc}
+    versions_a = processing_versions(central, sel_a.spec, gas=settings.gas, **window)
+    versions_b = processing_versions(central, sel_b.spec, gas=settings.gas, **window)
+    common = [v for v in versions_a if v.startswith("central-") and v in versions_b]
+    common.sort(key=lambda v: (-min(versions_a[v], versions_b[v]), v))
+    chosen = settings.common_processing
+    if chosen is None:
+        if not common:
+            return ProcessingPart(
+                status="unavailable",
+                reason=(
+                    "both sides have raw traces but no common central refit in the period; "
+                    f"make one with: {_REFIT_HINT}"
+                ),
+                own_versions=own,
+                common_version=None,
+                candidates=(),
+            )
+        chosen = common[0]
+    elif chosen not in versions_a or chosen not in versions_b:
+        missing = [
+            s.label for s, v in ((sel_a, versions_a), (sel_b, versions_b)) if chosen not in v
+        ]
+        raise ConfigError(
+            f"--common-processing {chosen!r}: not in {' and '.join(missing)}; central "
+            f"versions both sides have: {', '.join(common) or 'none'} ({_REFIT_HINT})"
+        )
+
+    def run(a_version: str | None, b_version: str | None, part: str) -> tuple[Any, Pairing]:
+        xa = selection(
+            central,
+            sel_a.spec,
+            gas=settings.gas,
+            start=sel_a.start_utc,
+            end=sel_a.end_utc,
+            processing=a_version,
+            min_collars=sel_a.min_collars,
+            option="--a",
+        )
+        xb = selection(
+            central,
+            sel_b.spec,
+            gas=settings.gas,
+            start=sel_b.start_utc,
+            end=sel_b.end_utc,
+            processing=b_version,
+            min_collars=sel_b.min_collars,
+            option="--b",
+        )
+        paired = pair(
+            xa,
+            xb,
+            tolerance_s=settings.tolerance_s,
+            method=settings.method,
+            block=settings.block,
+            completeness=settings.completeness,
+        )
+        if not len(paired):
+            return None, paired
+        return _agreement(stats, paired.pairs, settings.n_boot, _rng(settings.seed, part)), paired
+
+    progress(f"processing part: own processing, and both sides on {chosen}")
+    if settings.a_processing is None and settings.b_processing is None:
+        own_agreement, own_pairing = main_agreement, main
+    else:
+        own_agreement, own_pairing = run(None, None, "own")
+    common_agreement, common_pairing = run(chosen, chosen, "common")
+    return ProcessingPart(
+        status="compared",
+        reason=f"each side's own processing, and both sides refitted centrally as {chosen}",
+        own_versions=own,
+        common_version=chosen,
+        candidates=tuple(common),
+        own=own_agreement,
+        common=common_agreement,
+        own_pairing=own_pairing.diagnostics,
+        common_pairing=common_pairing.diagnostics,
+    )
+
+
+def _main_version(chosen: Selection) -> str:
+    versions = chosen.processing_versions
+    return next(iter(versions)) if versions else (chosen.processing or "")
+
+
+# --- temporal -------------------------------------------------------------------------------
+
+
+def _temporal(chosen: Selection, gas: str, n_boot: int, rng: np.random.Generator) -> SideTemporal:
+    """A side's temperature responses, diel cycle, gap-filled series and sums."""
+    from . import temporal
+
+    frame = chosen.frame
+    notes: list[str] = []
+    parts: dict[str, Any] = {}
+    flux = frame["flux"].to_numpy(dtype=float)
+    temperature = frame["soil_temperature_degc"].to_numpy(dtype=float)
+    days = frame["time_local_standard"].dt.normalize().to_numpy()
+    usable = np.isfinite(flux) & np.isfinite(temperature) & (flux > 0)
+    if np.count_nonzero(usable) >= 10:
+        for name, fit in (("q10", temporal.q10_fit), ("lloyd_taylor", temporal.lloyd_taylor_fit)):
+            try:
+                parts[name] = fit(
+                    temperature[usable], flux[usable], n_boot=n_boot, rng=rng, blocks=days[usable]
+                )
+            except (ArithmeticError, ValueError) as exc:
+                notes.append(f"{name}: {exc}")
+    else:
+        notes.append(
+            "temperature response: fewer than 10 observations with a positive flux and a soil "
+            "temperature"
+        )
+    try:
+        parts["diel"] = temporal.diel(frame["time_local_standard"], frame["flux"])
+    except (ArithmeticError, ValueError) as exc:
+        notes.append(f"diel: {exc}")
+    try:
+        filled = temporal.gap_fill(frame)
+        parts["filled"] = filled
+        for freq, name in (("D", "daily"), ("MS", "monthly"), ("period", "period")):
+            parts[name] = temporal.sums(filled, gas, freq)
+    except (ArithmeticError, ValueError) as exc:
+        notes.append(f"gap-filling and sums: {exc}")
+    return SideTemporal(chosen.label, notes=tuple(notes), **parts)
+
+
+def _median_interval_s(chosen: Selection) -> float:
+    t = np.unique(chosen.frame["time_utc"].dropna().to_numpy())
+    if len(t) < 2:
+        return math.inf
+    gaps = np.diff(t).astype("timedelta64[us]").astype(float) / 1e6
+    return float(np.median(gaps[gaps > 0])) if np.any(gaps > 0) else math.inf
+
+
+def _sampling(
+    sel_a: Selection, sel_b: Selection, gas: str, n_boot: int, rng: np.random.Generator
+) -> SamplingEmulation | None:
+    """The sparser side's schedule emulated on the denser side, when it is much sparser."""
+    from . import temporal
+
+    ia, ib = _median_interval_s(sel_a), _median_interval_s(sel_b)
+    if not (math.isfinite(ia) and math.isfinite(ib)):
+        return None
+    if ib >= _SPARSE_RATIO * ia:
+        dense, sparse, names = sel_a, sel_b, ("a", "b")
+    elif ia >= _SPARSE_RATIO * ib:
+        dense, sparse, names = sel_b, sel_a, ("b", "a")
+    else:
+        return None
+    try:
+        result = temporal.emulate_sampling(
+            dense.frame, sparse.frame["time_utc"], gas=gas, n_boot=n_boot, rng=rng
+        )
+        note = (
+            f"the {names[1]} side's {len(sparse)} measurement times applied to the "
+            f"{names[0]} side's continuous series"
+        )
+    except (ArithmeticError, ValueError) as exc:
+        result, note = None, f"not possible: {exc}"
+    return SamplingEmulation(names[0], names[1], dense.label, sparse.label, result, note)
+
+
+# --- the terminal table ---------------------------------------------------------------------
+
+#: rows of the terminal table: (label, key in Agreement.as_dict())
+_TABLE = (
+    ("bias (b - a)", "bias"),
+    ("relative bias", "relative_bias"),
+    ("RMSD", "rmsd"),
+    ("MAE", "mae"),
+    ("Pearson r", "r"),
+    ("CCC (Lin)", "ccc"),
+    ("  precision", "ccc_precision"),
+    ("  accuracy", "ccc_accuracy"),
+    ("limits of agreement, lower", "loa_lower"),
+    ("limits of agreement, upper", "loa_upper"),
+    ("Deming slope", "deming_slope"),
+    ("Deming intercept", "deming_intercept"),
+    ("SMA slope", "sma_slope"),
+    ("SMA intercept", "sma_intercept"),
+    ("Passing-Bablok slope", "passing_bablok_slope"),
+    ("Passing-Bablok intercept", "passing_bablok_intercept"),
+    ("OLS slope (reference)", "ols_slope"),
+    ("OLS intercept (reference)", "ols_intercept"),
+)
+
+
+def _num(value: Any, digits: int = 3) -> str:
+    if value is None:
+        return "-"
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return str(value)
+    if not math.isfinite(number):
+        return "-"
+    return f"{number:.{digits}g}" if abs(number) < 1e-3 and number else f"{number:.{digits}f}"
+
+
+def _ci(value: Any, digits: int = 3) -> str:
+    if not value:
+        return ""
+    lo, hi = value
+    return f"[{_num(lo, digits)}, {_num(hi, digits)}]"
+
+
+def _table(c: Comparison) -> list[str]:
+    flat = plain(c.agreement.as_dict()) if c.agreement is not None else {}
+    unit = c.a.flux_unit
+    period = f"{c.settings.start_utc or 'start'} to {c.settings.end_utc or 'end'}"
+    lines = [
+        f"compare {c.settings.gas} [{unit}], {period}",
+        f"  a: {c.a.describe()}",
+        f"  b: {c.b.describe()}",
+        *c.pairing.diagnostics.lines(),
+        "",
+        f"{'statistic':<30}{'estimate':>12}   95% CI (block bootstrap by day, "
+        f"{c.settings.n_boot} resamples, seed {c.settings.seed})",
+        f"{'pairs':<30}{flat.get('n_pairs', len(c.pairing)):>12}",
+    ]
+    for label, key in _TABLE:
+        if key not in flat:
+            continue
+        lines.append(f"{label:<30}{_num(flat[key]):>12}   {_ci(flat.get(key + '_ci'))}")
+    bias, bias_ci = _sampling_bias(c.sampling)
+    if c.sampling is not None:
+        lines.append("")
+        lines.append(f"sparse sampling ({c.sampling.note}): bias {_num(bias)} {_ci(bias_ci)}")
+    for name, table in c.breakdowns.items():
+        lines.append("")
+        lines.append(f"by {name}:")
+        lines += ["  " + line for line in table.to_string(index=True).splitlines()]
+    if c.baselines:
+        lines.append("")
+        lines.append("within-system baseline (between collars, same period):")
+        lines += ["  " + b.line() for b in c.baselines]
+    lines.append("")
+    p = c.processing
+    if p.status == "compared":
+        lines.append(f"processing part: {p.reason}")
+        for label, value in (("own", p.own), ("common", p.common)):
+            d = plain(value.as_dict()) if value is not None else {}
+            lines.append(
+                f"  {label:<7} n {d.get('n_pairs', 0)}, bias {_num(d.get('bias'))} "
+                f"{_ci(d.get('bias_ci'))}, RMSD {_num(d.get('rmsd'))}, CCC {_num(d.get('ccc'))}"
+            )
+    else:
+        lines.append(f"processing part: {p.reason}")
+    for side in (c.temporal_a, c.temporal_b):
+        q10 = plain(side.q10) if side.q10 is not None else None
+        if isinstance(q10, dict):
+            lines.append(
+                f"temperature response {side.label}: R10 {_num(_value(q10.get('r10')))} "
+                f"{_ci(_interval(q10, 'r10'))}, Q10 {_num(_value(q10.get('q10')))} "
+                f"{_ci(_interval(q10, 'q10'))}"
+            )
+        for note in side.notes:
+            lines.append(f"note {side.label}: {note}")
+    return lines
+
+
+def _value(entry: Any) -> Any:
+    if isinstance(entry, dict):
+        return entry.get("value")
+    return entry
+
+
+def _interval(values: dict[str, Any], name: str) -> Any:
+    entry = values.get(name)
+    if isinstance(entry, dict):
+        return entry.get("ci")
+    return values.get(f"{name}_ci")
