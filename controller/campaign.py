@@ -53,14 +53,16 @@ from .config import SiteConfig, parse_config
 __all__ = [
     "CampaignDesign",
     "SimulatedCampaign",
+    "analyse_campaign",
+    "format_campaign",
     "load_campaign",
     "run_campaign",
     "simulate_campaign",
     "sparse_relative_bias",
 ]
 
-#: the campaign starts at local midnight of this day (Asia/Shanghai, UTC+8, no DST)
-START_LOCAL = dt.datetime(2026, 7, 1)
+#: the campaign starts at local midnight of this day (the simulated site's zone)
+START_DATE = dt.date(2026, 7, 1)
 
 
 @dataclass(frozen=True)
@@ -134,7 +136,7 @@ def survey_times(
     tz = zoneinfo.ZoneInfo(zone)
     out = []
     for day in range(0, design.days, design.survey_every_days):
-        date = START_LOCAL.date() + dt.timedelta(days=day)
+        date = START_DATE + dt.timedelta(days=day)
         for loop in design.survey_loops:
             hour, minute = (int(x) for x in loop.split(":"))
             begin = dt.datetime.combine(date, dt.time(hour, minute), tzinfo=tz)
@@ -191,7 +193,7 @@ def simulate_campaign(
     for suffix in ("", "-wal", "-shm"):
         Path(f"{db}{suffix}").unlink(missing_ok=True)
     zone = zoneinfo.ZoneInfo(cfg.site.time_zone)
-    start = START_LOCAL.replace(tzinfo=zone).astimezone(dt.UTC)
+    start = dt.datetime.combine(START_DATE, dt.time(0), tzinfo=zone).astimezone(dt.UTC)
     end = start + dt.timedelta(days=design.days)
     clock = FakeClock(start=start - dt.timedelta(seconds=10))
     sim = SimulatedSite(cfg, clock)
@@ -340,25 +342,172 @@ def run_campaign(
         n_boot=n_boot,
         progress=progress,
     )
-    out["loaded"] = loaded
-    out["wall_s"] = round(time.perf_counter() - wall_start, 2)
+    out["json"]["files"] = {
+        "site_database": str(campaign.site_db),
+        "survey_csv": str(campaign.survey_csv),
+    }
+    out["json"]["loaded"] = loaded
+    out["json"]["wall_s"] = round(time.perf_counter() - wall_start, 2)
+    out["campaign"] = campaign
     return out
+
+
+def format_campaign(result: dict[str, Any]) -> str:
+    """The terminal summary of :func:`run_campaign`: the truth beside what was recovered."""
+    values = result["json"]
+    truth, found = values["truth"], values["comparison"]
+
+    def num(value: Any) -> str:
+        return "-" if value is None else f"{value:+.3f}"
+
+    def ci(value: Any) -> str:
+        if not value or value[0] is None:
+            return "-"
+        return f"[{value[0]:+.3f}, {value[1]:+.3f}]"
+
+    lines = [
+        "",
+        f"{values['b']} (b) against {values['a']} (a), CO2, {found['n_pairs']} pairs",
+        f"{'':<24} {'truth':>8} {'recovered':>10} {'95 % CI':>18}  within",
+    ]
+    for name, label in (
+        ("relative_bias", "relative bias (b - a)/a"),
+        ("sparse_sampling_bias", "sparse-sampling bias"),
+    ):
+        within = values["recovered"].get(name)
+        mark = "-" if within is None else ("yes" if within else "NO")
+        lines.append(
+            f"{label:<24} {num(truth[name]):>8} {num(found[name]):>10} "
+            f"{ci(found[name + '_ci']):>18}  {mark}"
+        )
+    lines.append("")
+    lines.append("within-system baselines (the floor):")
+    lines += [f"  {b['line']}" for b in values["baselines"]]
+    lines.append("")
+    lines.append(f"central database: {values['database']}")
+    if values.get("report"):
+        lines.append(f"report: {values['report']}")
+    lines.append(
+        f"the full table: chamberd compare --target {values['database']} --a {values['a']} "
+        f"--b {values['b']}"
+    )
+    lines.append(f"wall time: {values['wall_s']:.1f} s")
+    return "\n".join(lines)
 
 
 def analyse_campaign(
     campaign: SimulatedCampaign,
     target: str,
     *,
-    report: Path,
+    report: Path | None,
     n_boot: int = 1000,
     progress: Callable[[str], Any] | None = None,
 ) -> dict[str, Any]:
-    """Compare the survey with the automated system, emulate the survey's schedule on the
-    automated series, render the report; the ``--json`` object."""
-    raise NotImplementedError  # filled in with the comparison helpers' modules
+    """Compare the survey (b) with the automated system (a) on the neighbouring collars,
+    emulate the survey's schedule on the automated series, render the report; the
+    ``--json`` object: ``truth``, ``comparison``, ``recovered``, ``report``."""
+    import dataclasses
+
+    from chamberd.network_sync.central import Central
+    from chamberd.network_sync.compare import SamplingEmulation, compare, temporal
+
+    say = progress or (lambda _text: None)
+    design = campaign.design
+    a, b = campaign.truth["a"], campaign.truth["b"]
+    with Central.connect(target, mode="read") as central:
+        result = compare(central, a, b, gas="co2", n_boot=n_boot, seed=design.seed, progress=say)
+    # the survey's schedule on the automated system's gap-filled series: the visits are
+    # every few days, so a resampled schedule moves each by up to half that spacing
+    filled = result.temporal_a.filled
+    if filled is None:
+        raise ValueError(f"{a}: no gap-filled series ({'; '.join(result.temporal_a.notes)})")
+    sampling = temporal.emulate_sampling(
+        filled,
+        result.b.frame["time_utc"],
+        gas="co2",
+        start=campaign.start_utc,
+        end=campaign.end_utc,
+        sample_flux=result.b.frame["flux"],
+        n_boot=n_boot,
+        rng=np.random.default_rng([design.seed, 5]),
+        jitter_days=max(1, design.survey_every_days // 2),
+    )
+    result = dataclasses.replace(
+        result,
+        sampling=SamplingEmulation(
+            continuous="a",
+            sparse="b",
+            continuous_label=result.a.label,
+            sparse_label=result.b.label,
+            result=sampling,
+            note=(
+                f"the survey's {len(result.b)} measurement times applied to the automated "
+                f"system's gap-filled series; visits moved by up to "
+                f"{max(1, design.survey_every_days // 2)} day(s) for the CI"
+            ),
+        ),
+    )
+    values = result.as_dict()
+    comparison = {
+        name: _finite(values.get(name))
+        for name in (
+            "n_pairs",
+            "relative_bias",
+            "relative_bias_ci",
+            "sparse_sampling_bias",
+            "sparse_sampling_bias_ci",
+            "bias",
+            "bias_ci",
+            "ccc",
+            "ccc_ci",
+            "deming_slope",
+            "deming_slope_ci",
+        )
+    }
+    truth = {k: campaign.truth[k] for k in ("relative_bias", "sparse_sampling_bias")}
+    recovered = {name: _within(truth[name], comparison.get(f"{name}_ci")) for name in truth}
+    path = None
+    if report is not None:
+        from chamberd.network_sync.compare.report import render_report
+
+        say(f"rendering the report {report}")
+        path = str(render_report(result, report))
+    return {
+        "json": {
+            "truth": {
+                **truth,
+                "realised_relative_bias": campaign.truth["realised_relative_bias"],
+            },
+            "comparison": comparison,
+            "recovered": recovered,
+            "report": path,
+            "a": a,
+            "b": b,
+            "database": _redacted(target),
+            "baselines": [
+                {"system": x.label, "line": x.line(), "floor": values["baselines"][i]["floor"]}
+                for i, x in enumerate(result.baselines)
+            ],
+        },
+        "comparison": result,
+    }
+
+
+def _within(value: float, ci: Any) -> bool | None:
+    if not ci or ci[0] is None or ci[1] is None:
+        return None
+    return bool(ci[0] <= value <= ci[1])
+
+
+def _redacted(url: str) -> str:
+    from chamberd.network_sync.central import redact
+
+    return redact(url)
 
 
 def _finite(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return None
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
     return value
