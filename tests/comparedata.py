@@ -117,3 +117,96 @@ def store(central: Central, site: str, system: str, payloads: list[dict[str, Any
 
 def utc(text: str) -> dt.datetime:
     return dt.datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(dt.UTC)
+
+
+def soil_temperature(t: dt.datetime) -> float:
+    """A diel and seasonal soil temperature [degC]."""
+    import math
+
+    hours = (t - dt.datetime(2026, 7, 1, tzinfo=dt.UTC)).total_seconds() / 3600.0
+    return 15.0 + 5.0 * math.sin(2 * math.pi * (hours - 8.0) / 24.0) + 0.05 * hours / 24.0
+
+
+def two_systems(
+    central: Central,
+    *,
+    days: int = 10,
+    site: str = "XLG",
+    zone: str = "Asia/Shanghai",
+    bias: float = -0.13,
+    seed: int = 1,
+    samples: bool = False,
+) -> dict[str, Any]:
+    """An automated system (three collars, half-hourly) and a survey system (two collars,
+    every 3 h in daytime, reading ``bias`` low) on one site; flux = 2 Q10^((T-10)/10) with
+    Q10 = 2, a collar factor and 5 % noise. Returns the truth."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    start = dt.datetime(2026, 7, 1, tzinfo=dt.UTC)
+    factors = {"C1": 1.0, "C2": 1.1, "C3": 0.9, "S1": 1.0, "S2": 1.1}
+    add_system(central, site, "auto", time_zone=zone, chambers=["C1", "C2", "C3"])
+    add_system(central, site, "survey", time_zone=zone, chambers=["S1", "S2"])
+    auto, survey = [], []
+    for k in range(days * 48):
+        for i, chamber in enumerate(["C1", "C2", "C3"]):
+            begin = start + dt.timedelta(minutes=30 * k, seconds=300 * i)
+            temperature = soil_temperature(begin)
+            flux = 2.0 * 2.0 ** ((temperature - 10) / 10) * factors[chamber]
+            flux *= 1 + rng.normal(0, 0.05)
+            trace = _trace(begin, flux) if samples else []
+            extra = [flux_row("co2", flux * 1.02, "central-linear-db20s")] if samples else []
+            auto.append(
+                observation(
+                    chamber,
+                    begin,
+                    flux,
+                    flux_se=0.05,
+                    temperature=temperature,
+                    moisture=25.0,
+                    samples=trace,
+                    fluxes=extra,
+                )
+            )
+    for day in range(days):
+        for hour in (2, 4, 6):  # 10:00, 12:00, 14:00 local (UTC+8)
+            for j, chamber in enumerate(["S1", "S2"]):
+                begin = start + dt.timedelta(days=day, hours=hour, minutes=3 + 4 * j)
+                temperature = soil_temperature(begin)
+                flux = 2.0 * 2.0 ** ((temperature - 10) / 10) * factors[chamber]
+                flux *= (1 + bias) * (1 + rng.normal(0, 0.05))
+                trace = _trace(begin, flux) if samples else []
+                extra = [flux_row("co2", flux * 0.97, "central-linear-db20s")] if samples else []
+                survey.append(
+                    observation(
+                        chamber,
+                        begin,
+                        flux,
+                        version="manual",
+                        temperature=temperature,
+                        samples=trace,
+                        fluxes=extra,
+                    )
+                )
+    store(central, site, "auto", auto)
+    store(central, site, "survey", survey)
+    return {"relative_bias": bias, "start": start, "days": days}
+
+
+def _trace(begin: dt.datetime, flux: float) -> list[tuple[Any, ...]]:
+    """A few raw samples (a trace to refit), in the central samples' field order."""
+    return [
+        (
+            k,
+            (begin + dt.timedelta(seconds=10 * k)).isoformat(),
+            10.0 * k,
+            "observing",
+            420.0 + flux * k,
+            10.0,
+            None,
+            None,
+            20.0,
+            100.0,
+        )
+        for k in range(6)
+    ]

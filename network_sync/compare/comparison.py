@@ -19,10 +19,11 @@ Within-system baseline (the floor)
     For every system of the comparison (one, when both sides are collars of one system):
     each pair of its collars (i < j) is compared like the main comparison (same
     processing, pairing method and tolerance, one to one), over the span of the main
-    comparison's pairs. Per collar pair: n, bias, RMSD, MAE, r, CCC (point estimates,
+    comparison's pairs. Per collar pair: n, bias, relative bias, RMSD, r, CCC (point estimates,
     :func:`.stats.breakdown`); the floor is their median, minimum and maximum over the
-    collar pairs. Collar-to-collar is the right floor for a comparison of single collars;
-    a mean of many collars varies less, which the report says beside it.
+    collar pairs (of the absolute bias and relative bias: the sign of a collar pair's bias
+    only says which collar came first). Collar-to-collar is the right floor for a
+    comparison of single collars; a mean of many collars varies less.
 Processing part of the disagreement
     When both sides have raw traces (samples) in the compared period, the comparison is
     repeated on each side's own processing and on one common central refit: the version
@@ -90,7 +91,9 @@ BY = {
     "moisture": "moisture_class",
 }
 #: statistics of a collar pair kept in a baseline (columns of :attr:`Baseline.pairs`)
-BASELINE_STATISTICS = ("n_pairs", "bias", "rmsd", "mae", "r", "ccc")
+BASELINE_STATISTICS = ("n_pairs", "bias", "relative_bias", "rmsd", "r", "ccc")
+#: the floor: these over the collar pairs (absolute biases: a pair's sign is its order)
+_FLOOR = ("abs_bias", "abs_relative_bias", "rmsd", "r", "ccc")
 #: parts drawing from their own random stream (SeedSequence([seed, part]))
 _STREAM = {
     "agreement": 0,
@@ -148,9 +151,10 @@ class Baseline:
     """The between-collar agreement of one system over the compared period (the floor).
 
     ``pairs``: one row per collar pair (``collar_a``, ``collar_b`` and
-    :data:`BASELINE_STATISTICS`); ``floor``: per statistic, the ``median``, ``min`` and
-    ``max`` over the collar pairs; ``diagnostics``: the pairing of each collar pair, in the
-    order of ``pairs``; ``note``: why there is none, or how it was made.
+    :data:`BASELINE_STATISTICS`, bias = mean(collar_b - collar_a)); ``floor``: for
+    ``abs_bias``, ``abs_relative_bias``, ``rmsd``, ``r`` and ``ccc``, the ``median``,
+    ``min`` and ``max`` over the collar pairs; ``diagnostics``: the pairing of each collar
+    pair, in the order of ``pairs``; ``note``: why there is none, or how it was made.
     """
 
     site: str
@@ -186,19 +190,17 @@ class Baseline:
         if not len(self.pairs):
             return f"{self.label}: no baseline ({self.note})"
 
-        def show(name: str, digits: int = 3) -> str:
+        def show(label: str, name: str) -> str:
             s = self.floor.get(name) or {}
             if s.get("median") is None:
-                return f"{name} -"
-            return (
-                f"{name} {_num(s['median'], digits)} "
-                f"({_num(s['min'], digits)} to {_num(s['max'], digits)})"
-            )
+                return f"{label} -"
+            return f"{label} {_num(s['median'])} ({_num(s['min'])} to {_num(s['max'])})"
 
         n = int(self.pairs["n_pairs"].sum()) if "n_pairs" in self.pairs else 0
         return (
             f"{self.label}: {len(self.pairs)} collar pair(s) of {len(self.collars)} collars, "
-            f"{n} pairs; median (range): {show('bias')}, {show('rmsd')}, {show('ccc')}"
+            f"{n} pairs; median (range) over collar pairs: {show('|bias|', 'abs_bias')}, "
+            f"{show('RMSD', 'rmsd')}, {show('CCC', 'ccc')}"
         )
 
 
@@ -239,8 +241,13 @@ class ProcessingPart:
 class SideTemporal:
     """One side's temperature response, diel cycle and gap-filled sums (:mod:`.temporal`).
 
-    Any part a series cannot give (no soil temperature, too few days) is None, with the
-    reason in ``notes``.
+    ``q10``/``lloyd_taylor``: :class:`.temporal.Q10Fit`/``LloydTaylorFit`` on the soil
+    temperature this side recorded; ``diel``: :func:`.temporal.diel`; ``filled``:
+    :func:`.temporal.gap_fill` (``filled`` flags the gap-filled slots); ``daily``,
+    ``monthly``, ``period``: :func:`.temporal.sums`; ``cumulative``:
+    :func:`.temporal.cumulative_sums` (the running sum and its uncertainty band). Any part
+    a series cannot give (no soil temperature, too few days) is None, with the reason in
+    ``notes``.
     """
 
     label: str
@@ -251,6 +258,7 @@ class SideTemporal:
     daily: pd.DataFrame | None = field(default=None, repr=False)
     monthly: pd.DataFrame | None = field(default=None, repr=False)
     period: pd.DataFrame | None = field(default=None, repr=False)
+    cumulative: pd.DataFrame | None = field(default=None, repr=False)
     notes: tuple[str, ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
@@ -264,6 +272,15 @@ class SideTemporal:
                 "monthly": plain(self.monthly),
                 "period": plain(self.period),
             },
+            "filled": (
+                None
+                if self.filled is None
+                else {
+                    "slots": len(self.filled),
+                    "filled": int(self.filled["filled"].sum()),
+                    "method": plain(self.filled.attrs.get("method")),
+                }
+            ),
             "notes": list(self.notes),
         }
 
@@ -304,7 +321,8 @@ class Comparison:
     block bootstrap by local standard day); ``breakdowns`` (``--by`` name -> DataFrame of
     :func:`.stats.breakdown`); ``baselines`` (one :class:`Baseline` per system);
     ``processing`` (:class:`ProcessingPart`); ``temporal_a``, ``temporal_b``
-    (:class:`SideTemporal`); ``sampling`` (:class:`SamplingEmulation` or None).
+    (:class:`SideTemporal`); ``temperature_difference`` (b - a on R10, Q10 and E0, with
+    CIs); ``sampling`` (:class:`SamplingEmulation` or None).
     """
 
     a: Selection
@@ -318,6 +336,8 @@ class Comparison:
     processing: ProcessingPart
     temporal_a: SideTemporal
     temporal_b: SideTemporal
+    #: model ("q10", "lloyd_taylor") -> parameter -> temporal.TemperatureResponseDifference
+    temperature_difference: dict[str, dict[str, Any]]
     sampling: SamplingEmulation | None
 
     def as_dict(self) -> dict[str, Any]:
@@ -344,6 +364,7 @@ class Comparison:
                     "q10": plain(self.temporal_b.q10),
                     "lloyd_taylor": plain(self.temporal_b.lloyd_taylor),
                 },
+                "difference": plain(self.temperature_difference),
             },
             "temporal": {"a": self.temporal_a.as_dict(), "b": self.temporal_b.as_dict()},
             "sampling": self.sampling.as_dict() if self.sampling else None,
@@ -561,9 +582,18 @@ def compare(
     say(f"agreement of {len(pairs)} pairs ({n_boot} bootstrap resamples by day)")
     agreement = _agreement(stats, pairs, n_boot, _rng(seed, "agreement"))
     breakdowns: dict[str, pd.DataFrame] = {}
-    for name in by:
+    for k, name in enumerate(by):
         say(f"breakdown by {name}")
-        breakdowns[name] = stats.breakdown(pairs, BY[name], a="flux_a", b="flux_b")
+        with _quiet():
+            breakdowns[name] = stats.breakdown(
+                pairs,
+                BY[name],
+                a="flux_a",
+                b="flux_b",
+                blocks="date_local_standard",
+                n_boot=n_boot,
+                rng=_rng(seed, "breakdown", k),
+            )
     found: tuple[Baseline, ...] = ()
     if baseline:
         span = _span(pairs)
@@ -596,11 +626,14 @@ def compare(
         say("temperature responses, diel cycles and sums")
         temporal_a = _temporal(sel_a, gas, n_boot, _rng(seed, "temporal_a"))
         temporal_b = _temporal(sel_b, gas, n_boot, _rng(seed, "temporal_b"))
-        sampling = _sampling(sel_a, sel_b, gas, n_boot, _rng(seed, "sampling"))
+        difference = _temperature_difference(temporal_a, temporal_b)
+        sampling = _sampling(
+            sel_a, sel_b, temporal_a, temporal_b, gas, n_boot, _rng(seed, "sampling")
+        )
     else:
         temporal_a = SideTemporal(sel_a.label, notes=("not asked for",))
         temporal_b = SideTemporal(sel_b.label, notes=("not asked for",))
-        sampling = None
+        difference, sampling = {}, None
     provenance = Provenance(
         software_version=_software_version(),
         database=redact(central.url),
@@ -622,6 +655,7 @@ def compare(
         processing=processing,
         temporal_a=temporal_a,
         temporal_b=temporal_b,
+        temperature_difference=difference,
         sampling=sampling,
     )
 
@@ -666,55 +700,62 @@ def _empty_reason(central: Central, chosen: Selection) -> str:
 
 
 def _with_classes(pairs: pd.DataFrame) -> pd.DataFrame:
-    """The pairs with the class columns of every breakdown (:data:`BY`)."""
+    """The pairs with the class column of every breakdown (:data:`BY`), made with the
+    stats module's class helpers: month (1-12) and hour (0-23) of local standard time,
+    quartiles of the pair mean (a + b) / 2, soil temperature in 5 degC classes and soil
+    moisture quartiles (each on the mean of the two sides' readings)."""
+    from . import stats
+
     out = pairs.copy()
-    local = pd.to_datetime(out["time_local_standard"])
-    out["month"] = local.dt.strftime("%Y-%m")
-    out["hour"] = local.dt.hour
-    mean = (out["flux_a"] + out["flux_b"]) / 2.0
-    out["flux_class"] = _quantile_classes(mean)
+    local = out["time_local_standard"]
+    out["month"] = stats.month_class(local) if len(out) else np.zeros(0, dtype=int)
+    out["hour"] = stats.hour_class(local) if len(out) else np.zeros(0, dtype=int)
+    mean = ((out["flux_a"] + out["flux_b"]) / 2.0).to_numpy(dtype=float)
+    out["flux_class"] = _classes(stats.flux_class, mean)
     temperature = out[["soil_temperature_degc_a", "soil_temperature_degc_b"]].mean(axis=1)
-    out["temperature_class"] = _step_classes(temperature, 5.0, "degC")
-    moisture = out[["soil_moisture_pct_a", "soil_moisture_pct_b"]].mean(axis=1)
-    out["moisture_class"] = _step_classes(moisture, 10.0, "%")
-    return out
-
-
-def _quantile_classes(values: pd.Series, n: int = 5) -> pd.Series:
-    """Flux magnitude classes: quintiles of the pair means, labelled by their ranges."""
+    values = temperature.to_numpy(dtype=float)
     finite = values[np.isfinite(values)]
-    out = pd.Series([None] * len(values), index=values.index, dtype=object)
-    if finite.nunique() < 2:
-        return out
-    edges = np.unique(np.quantile(finite, np.linspace(0, 1, n + 1)))
-    codes = np.clip(np.searchsorted(edges, values, side="right") - 1, 0, len(edges) - 2)
-    labels = [f"{edges[i]:.3g} to {edges[i + 1]:.3g}" for i in range(len(edges) - 1)]
-    ok = np.isfinite(values.to_numpy())
-    out[ok] = [labels[c] for c in codes[ok]]
+    if finite.size:
+        low, high = np.floor(finite.min() / 5.0) * 5.0, np.floor(finite.max() / 5.0) * 5.0 + 5.0
+        edges = np.arange(low, high + 2.5, 5.0)
+        out["temperature_class"] = _classes(stats.value_class, values, edges)
+    else:
+        out["temperature_class"] = pd.Categorical([None] * len(out))
+    moisture = out[["soil_moisture_pct_a", "soil_moisture_pct_b"]].mean(axis=1)
+    out["moisture_class"] = _classes(stats.value_class, moisture.to_numpy(dtype=float))
     return out
 
 
-def _step_classes(values: pd.Series, step: float, unit: str) -> pd.Series:
-    """Classes of ``step`` width (soil temperature by 5 degC, moisture by 10 %)."""
-    out = pd.Series([None] * len(values), index=values.index, dtype=object)
-    ok = np.isfinite(values.to_numpy(dtype=float))
-    low = np.floor(values.to_numpy(dtype=float)[ok] / step) * step
-    out[ok] = [f"{lo:g} to {lo + step:g} {unit}" for lo in low]
-    return out
+def _classes(make: Callable[..., Any], values: np.ndarray, edges: Any = None) -> Any:
+    """Class labels, or no class at all where the values allow none (all missing, one
+    value)."""
+    finite = values[np.isfinite(values)]
+    if np.unique(finite).size < 2 and edges is None:
+        return pd.Categorical([None] * len(values))
+    try:
+        return make(values, edges)
+    except ValueError:
+        return pd.Categorical([None] * len(values))
 
 
 def _agreement(stats: Any, pairs: pd.DataFrame, n_boot: int, rng: np.random.Generator) -> Any:
     se_a = pairs["flux_se_a"].to_numpy(dtype=float)
     se_b = pairs["flux_se_b"].to_numpy(dtype=float)
-    return stats.agreement(
-        pairs["flux_a"].to_numpy(dtype=float),
-        pairs["flux_b"].to_numpy(dtype=float),
-        blocks=pairs["date_local_standard"].to_numpy(),
-        se_a=se_a if np.isfinite(se_a).any() else None,
-        se_b=se_b if np.isfinite(se_b).any() else None,
-        n_boot=n_boot,
-        rng=rng,
-    )
+    with _quiet():
+        return stats.agreement(
+            pairs["flux_a"].to_numpy(dtype=float),
+            pairs["flux_b"].to_numpy(dtype=float),
+            blocks=pairs["date_local_standard"].to_numpy(),
+            se_a=se_a if np.isfinite(se_a).any() else None,
+            se_b=se_b if np.isfinite(se_b).any() else None,
+            n_boot=n_boot,
+            rng=rng,
+        )
+
+
+def _quiet() -> Any:
+    """No floating-point warnings on the terminal: the estimators handle NaN and inf."""
+    return np.errstate(divide="ignore", invalid="ignore", over="ignore")
 
 
 def _span(pairs: pd.DataFrame) -> tuple[str | None, str | None]:
@@ -843,13 +884,15 @@ def _baseline(
         note = "no collar pair has pairs within the tolerance"
         return _no_baseline(spec, processing, chosen.start_utc, chosen.end_utc, note, collars)
     pooled = pd.concat(parts, ignore_index=True)
-    table = stats.breakdown(pooled, "collar_pair", a="flux_a", b="flux_b")
+    with _quiet():
+        table = stats.breakdown(pooled, "collar_pair", a="flux_a", b="flux_b")
     table = _collar_table(table, labels)
     floor = {}
-    for name in BASELINE_STATISTICS:
-        if name == "n_pairs" or name not in table:
-            continue
-        values = pd.to_numeric(table[name], errors="coerce").to_numpy(dtype=float)
+    for name in _FLOOR:
+        column = name.removeprefix("abs_")
+        values = pd.to_numeric(table[column], errors="coerce").to_numpy(dtype=float)
+        if name.startswith("abs_"):  # the sign of a collar pair's bias is its order
+            values = np.abs(values)
         values = values[np.isfinite(values)]
         floor[name] = {
             "median": float(np.median(values)) if len(values) else None,
@@ -1056,32 +1099,57 @@ def _temporal(chosen: Selection, gas: str, n_boot: int, rng: np.random.Generator
     flux = frame["flux"].to_numpy(dtype=float)
     temperature = frame["soil_temperature_degc"].to_numpy(dtype=float)
     days = frame["time_local_standard"].dt.normalize().to_numpy()
-    usable = np.isfinite(flux) & np.isfinite(temperature) & (flux > 0)
-    if np.count_nonzero(usable) >= 10:
+    usable = np.isfinite(flux) & np.isfinite(temperature)
+    if np.count_nonzero(usable & (flux > 0)) >= 10:
         for name, fit in (("q10", temporal.q10_fit), ("lloyd_taylor", temporal.lloyd_taylor_fit)):
             try:
-                parts[name] = fit(
+                result = fit(
                     temperature[usable], flux[usable], n_boot=n_boot, rng=rng, blocks=days[usable]
                 )
             except (ArithmeticError, ValueError) as exc:
                 notes.append(f"{name}: {exc}")
+                continue
+            parts[name] = result
+            if not getattr(result, "converged", True):
+                notes.append(f"{name}: {result.message}")
     else:
         notes.append(
             "temperature response: fewer than 10 observations with a positive flux and a soil "
             "temperature"
         )
     try:
-        parts["diel"] = temporal.diel(frame["time_local_standard"], frame["flux"])
+        parts["diel"] = temporal.diel(frame["time_local_standard"], flux)
     except (ArithmeticError, ValueError) as exc:
-        notes.append(f"diel: {exc}")
+        notes.append(f"diel cycle: {exc}")
     try:
-        filled = temporal.gap_fill(frame)
-        parts["filled"] = filled
-        for freq, name in (("D", "daily"), ("MS", "monthly"), ("period", "period")):
-            parts[name] = temporal.sums(filled, gas, freq)
+        filled = temporal.gap_fill(frame, time="time_utc", zone=chosen.time_zone)
     except (ArithmeticError, ValueError) as exc:
         notes.append(f"gap-filling and sums: {exc}")
+    else:
+        parts["filled"] = filled
+        try:
+            for freq, name in (("day", "daily"), ("month", "monthly"), ("period", "period")):
+                parts[name] = temporal.sums(filled, gas, freq)
+            parts["cumulative"] = temporal.cumulative_sums(filled, gas)
+        except (ArithmeticError, ValueError) as exc:
+            notes.append(f"sums: {exc}")
     return SideTemporal(chosen.label, notes=tuple(notes), **parts)
+
+
+def _temperature_difference(ta: SideTemporal, tb: SideTemporal) -> dict[str, dict[str, Any]]:
+    """Systems compared on R10 and Q10 (and E0): b - a with CIs, per model."""
+    from . import temporal
+
+    out: dict[str, dict[str, Any]] = {}
+    for model in ("q10", "lloyd_taylor"):
+        fa, fb = getattr(ta, model), getattr(tb, model)
+        if fa is None or fb is None or not (fa.converged and fb.converged):
+            continue
+        try:
+            out[model] = temporal.compare_temperature_response(fa, fb)
+        except (ArithmeticError, ValueError):
+            continue
+    return out
 
 
 def _median_interval_s(chosen: Selection) -> float:
@@ -1093,27 +1161,50 @@ def _median_interval_s(chosen: Selection) -> float:
 
 
 def _sampling(
-    sel_a: Selection, sel_b: Selection, gas: str, n_boot: int, rng: np.random.Generator
+    sel_a: Selection,
+    sel_b: Selection,
+    temporal_a: SideTemporal,
+    temporal_b: SideTemporal,
+    gas: str,
+    n_boot: int,
+    rng: np.random.Generator,
 ) -> SamplingEmulation | None:
-    """The sparser side's schedule emulated on the denser side, when it is much sparser."""
+    """The sparser side's schedule emulated on the denser side's gap-filled series, when it
+    samples at least four times less often (with its own fluxes: the method bias too)."""
     from . import temporal
 
     ia, ib = _median_interval_s(sel_a), _median_interval_s(sel_b)
     if not (math.isfinite(ia) and math.isfinite(ib)):
         return None
     if ib >= _SPARSE_RATIO * ia:
-        dense, sparse, names = sel_a, sel_b, ("a", "b")
+        dense, sparse, filled, names = sel_a, sel_b, temporal_a.filled, ("a", "b")
     elif ia >= _SPARSE_RATIO * ib:
-        dense, sparse, names = sel_b, sel_a, ("b", "a")
+        dense, sparse, filled, names = sel_b, sel_a, temporal_b.filled, ("b", "a")
     else:
         return None
+    if filled is None:
+        return SamplingEmulation(
+            names[0],
+            names[1],
+            dense.label,
+            sparse.label,
+            None,
+            f"not possible: the {names[0]} side's series could not be gap-filled",
+        )
+    finite = np.isfinite(sparse.frame["flux"].to_numpy(dtype=float))
+    times = sparse.frame["time_utc"][finite]
     try:
         result = temporal.emulate_sampling(
-            dense.frame, sparse.frame["time_utc"], gas=gas, n_boot=n_boot, rng=rng
+            filled,
+            times,
+            gas=gas,
+            sample_flux=sparse.frame["flux"][finite].to_numpy(dtype=float),
+            n_boot=n_boot,
+            rng=rng,
         )
         note = (
-            f"the {names[1]} side's {len(sparse)} measurement times applied to the "
-            f"{names[0]} side's continuous series"
+            f"the {names[1]} side's {len(times)} measurement times applied to the "
+            f"{names[0]} side's gap-filled series"
         )
     except (ArithmeticError, ValueError) as exc:
         result, note = None, f"not possible: {exc}"
@@ -1154,7 +1245,9 @@ def _num(value: Any, digits: int = 3) -> str:
         return str(value)
     if not math.isfinite(number):
         return "-"
-    return f"{number:.{digits}g}" if abs(number) < 1e-3 and number else f"{number:.{digits}f}"
+    if number and abs(number) < 10.0**-digits:
+        return f"{number:.{max(digits - 1, 1)}e}"
+    return f"{number:.{digits}f}"
 
 
 def _ci(value: Any, digits: int = 3) -> str:
@@ -1167,55 +1260,118 @@ def _ci(value: Any, digits: int = 3) -> str:
 def _table(c: Comparison) -> list[str]:
     flat = plain(c.agreement.as_dict()) if c.agreement is not None else {}
     unit = c.a.flux_unit
-    period = f"{c.settings.start_utc or 'start'} to {c.settings.end_utc or 'end'}"
+    pairs = c.pairing.pairs
+    if len(pairs):
+        first = min(pairs["time_a"].min(), pairs["time_b"].min())
+        last = max(pairs["time_a"].max(), pairs["time_b"].max())
+        span = f"pairs from {first:%Y-%m-%d %H:%M} to {last:%Y-%m-%d %H:%M} UTC"
+    else:
+        span = "no pairs"
+    asked = ""
+    if c.settings.start_utc or c.settings.end_utc:
+        asked = f" (asked: {c.settings.start_utc or 'start'} to {c.settings.end_utc or 'end'})"
     lines = [
-        f"compare {c.settings.gas} [{unit}], {period}",
+        f"compare {c.settings.gas} [{unit}], b - a; {span}{asked}",
         f"  a: {c.a.describe()}",
         f"  b: {c.b.describe()}",
         *c.pairing.diagnostics.lines(),
         "",
-        f"{'statistic':<30}{'estimate':>12}   95% CI (block bootstrap by day, "
+        f"{'statistic':<28}{'estimate':>10}   95% CI (block bootstrap by local standard day, "
         f"{c.settings.n_boot} resamples, seed {c.settings.seed})",
-        f"{'pairs':<30}{flat.get('n_pairs', len(c.pairing)):>12}",
+        f"{'pairs':<28}{flat.get('n_pairs', len(c.pairing)):>10}",
     ]
     for label, key in _TABLE:
         if key not in flat:
             continue
-        lines.append(f"{label:<30}{_num(flat[key]):>12}   {_ci(flat.get(key + '_ci'))}")
-    bias, bias_ci = _sampling_bias(c.sampling)
+        lines.append(f"{label:<28}{_num(flat[key]):>10}   {_ci(flat.get(key + '_ci'))}")
+    if flat.get("error_ratio") is not None:
+        lines.append(
+            f"{'Deming error ratio':<28}{_num(flat['error_ratio']):>10}   "
+            f"({flat.get('error_ratio_source', '')})"
+        )
     if c.sampling is not None:
         lines.append("")
-        lines.append(f"sparse sampling ({c.sampling.note}): bias {_num(bias)} {_ci(bias_ci)}")
+        r = plain(c.sampling.result) if c.sampling.result is not None else None
+        if isinstance(r, dict):
+            lines.append(
+                f"sparse sampling: {c.sampling.note}: relative bias of the period sum "
+                f"{_num(r.get('relative_bias'))} {_ci(r.get('relative_bias_ci'))} "
+                f"({_num(r.get('sparse_sum'))} vs {_num(r.get('continuous_sum'))} {r.get('unit')})"
+            )
+            if r.get("method_relative_bias") is not None:
+                lines.append(
+                    f"  method part (the {c.sampling.sparse} side's own sums at those times): "
+                    f"relative bias {_num(r.get('method_relative_bias'))} "
+                    f"{_ci(r.get('method_relative_bias_ci'))}"
+                )
+        else:
+            lines.append(f"sparse sampling: {c.sampling.note}")
     for name, table in c.breakdowns.items():
         lines.append("")
-        lines.append(f"by {name}:")
-        lines += ["  " + line for line in table.to_string(index=True).splitlines()]
+        lines += _breakdown_lines(name, table)
     if c.baselines:
         lines.append("")
-        lines.append("within-system baseline (between collars, same period):")
+        lines.append("within-system baseline (between collars of one system, same period):")
         lines += ["  " + b.line() for b in c.baselines]
     lines.append("")
     p = c.processing
+    lines.append(f"processing part: {p.reason}")
     if p.status == "compared":
-        lines.append(f"processing part: {p.reason}")
         for label, value in (("own", p.own), ("common", p.common)):
             d = plain(value.as_dict()) if value is not None else {}
             lines.append(
                 f"  {label:<7} n {d.get('n_pairs', 0)}, bias {_num(d.get('bias'))} "
                 f"{_ci(d.get('bias_ci'))}, RMSD {_num(d.get('rmsd'))}, CCC {_num(d.get('ccc'))}"
             )
-    else:
-        lines.append(f"processing part: {p.reason}")
     for side in (c.temporal_a, c.temporal_b):
         q10 = plain(side.q10) if side.q10 is not None else None
-        if isinstance(q10, dict):
+        if isinstance(q10, dict) and q10.get("converged", True):
             lines.append(
-                f"temperature response {side.label}: R10 {_num(_value(q10.get('r10')))} "
-                f"{_ci(_interval(q10, 'r10'))}, Q10 {_num(_value(q10.get('q10')))} "
-                f"{_ci(_interval(q10, 'q10'))}"
+                f"temperature response {side.label}: R10 {_num(q10.get('r10'))} "
+                f"{_ci(q10.get('r10_ci'))}, Q10 {_num(q10.get('q10'))} {_ci(q10.get('q10_ci'))}"
             )
+        period = side.period
+        if period is not None and len(period):
+            row = plain(period)[0]
+            key = next((k for k in row if k.startswith("sum_")), None)
+            if key:
+                suffix = key.removeprefix("sum_")
+                unit = period.attrs.get("unit", suffix)
+                lines.append(
+                    f"  period sum {_num(row[key])} +- {_num(row.get('total_se_' + suffix))} "
+                    f"{unit} ({_num(row.get('filled_fraction'), 2)} of it gap-filled)"
+                )
         for note in side.notes:
-            lines.append(f"note {side.label}: {note}")
+            lines.append(f"  note {side.label}: {note}")
+    for model, parameters in c.temperature_difference.items():
+        for name, d in parameters.items():
+            v = plain(d)
+            lines.append(
+                f"temperature response b - a ({model} {name}): {_num(v.get('difference'))} "
+                f"{_ci(v.get('difference_ci'))}"
+            )
+    return lines
+
+
+def _breakdown_lines(name: str, table: pd.DataFrame) -> list[str]:
+    """A breakdown as a compact table: class, n, bias [CI], relative bias, RMSD, r, CCC."""
+    column = table.columns[0]
+    lines = [
+        f"by {name}:",
+        f"  {'class':<16} {'n':>6} {'bias':>9} {'95% CI':<20} {'rel. bias':>9} {'RMSD':>8} "
+        f"{'r':>8} {'CCC':>8}",
+    ]
+    if not len(table):
+        lines.append("  (no classes: the pairs have no such values)")
+    for row in table.to_dict(orient="records"):
+        ci = ""
+        if "bias_ci_low" in row:
+            ci = _ci((row["bias_ci_low"], row["bias_ci_high"]))
+        lines.append(
+            f"  {row[column]!s:<16} {row['n_pairs']:>6} {_num(row.get('bias')):>9} {ci:<20} "
+            f"{_num(row.get('relative_bias')):>9} {_num(row.get('rmsd')):>8} "
+            f"{_num(row.get('r')):>8} {_num(row.get('ccc')):>8}"
+        )
     return lines
 
 

@@ -27,15 +27,18 @@ Local standard time
     sign). Days for the block bootstrap, hours of the diel cycle and blocks are in local
     standard time.
 Several chambers: the mean of the collars per round
-    Observations are taken in begin-time order and grouped into measurement rounds: a round
-    takes consecutive observations while no chamber repeats and the round spans less than
-    the system's cycle period (the median over chambers of the median time between a
-    chamber's consecutive observations). The round's flux is the mean of its collars' finite
-    fluxes, its standard error ``sqrt(sum se^2) / n`` (where every collar has one), its time
-    the mean of the collars' times, its interval from the first begin to the last end, and
-    ``collar_sd`` the collars' standard deviation. A round with fewer than ``min_collars``
-    finite collars (default: half of the series' chambers, rounded up) is left out and
-    counted (``rounds_incomplete``): a mean of other collars is another series.
+    Observations are grouped into measurement rounds: consecutive blocks of the system's
+    cycle period P (per chamber, the time from its first to its last observation over the
+    number of cycles between them; the median over chambers; snapped to a round period such
+    as 30 min, 1 h or 1 day when within 0.5 %), placed so that the boundaries fall in the
+    middle of the schedule's longest pause (the widest gap between begin times modulo P). A
+    collar measured twice in a round counts once (its mean). The round's flux is the mean of
+    its collars' finite fluxes, its standard error ``sqrt(sum se^2) / n`` (where every collar
+    has one), its time the mean of the collars' times, its interval from the first begin to
+    the last end, and ``collar_sd`` the collars' standard deviation. A round with fewer than
+    ``min_collars`` finite collars (default: half of the series' chambers, rounded up) is
+    left out and counted (``rounds_incomplete``): a mean of other collars is another series.
+    A schedule that changes its phase part-way can split rounds: watch that count.
 Nearest pairing (the default)
     Candidates are the pairs of finite observations within ``tolerance_s`` of each other.
     They are matched one to one, closest first (greedy by ``|dt|``, ties broken by the
@@ -760,105 +763,149 @@ def _observation_frame(raw: dict[str, Any], offset_s: float) -> pd.DataFrame:
 
 
 def assign_rounds(chamber: Sequence[Any], begin_s: np.ndarray) -> np.ndarray:
-    """The measurement round of each observation, in begin-time order (module docstring).
+    """The measurement round of each observation (module docstring): 0, 1, ... in time.
 
-    ``chamber`` and ``begin_s`` (epoch seconds) must be sorted by begin time. A round
-    takes consecutive observations while no chamber repeats and its span stays below the
-    cycle period (median over chambers of the median interval of a chamber).
+    Rounds are blocks of the cycle period (:func:`cycle_period`) whose boundaries fall in
+    the middle of the longest pause of the schedule: the largest gap between the begin
+    times taken modulo the period. Vectorised; a gap in the data or a missing collar does
+    not shift the rounds that follow.
     """
-    n = len(begin_s)
-    if n == 0:
+    begin_s = np.asarray(begin_s, dtype=float)
+    if len(begin_s) == 0:
         return np.zeros(0, dtype=np.int64)
     codes, _ = pd.factorize(pd.Series(chamber, dtype=object))
-    period = _cycle_period(codes, begin_s)
-    out = np.empty(n, dtype=np.int64)
-    seen: set[int] = set()
-    round_id = 0
-    round_start = begin_s[0]
-    for i, (code, t) in enumerate(zip(codes.tolist(), begin_s.tolist(), strict=True)):
-        if code in seen or t - round_start >= period:
-            round_id += 1
-            seen = set()
-            round_start = t
-        seen.add(code)
-        out[i] = round_id
-    return out
+    period = cycle_period(codes, begin_s)
+    if not math.isfinite(period):  # no chamber measured twice: one round
+        return np.zeros(len(begin_s), dtype=np.int64)
+    phase = np.unique(np.mod(begin_s, period))
+    gaps = np.diff(np.append(phase, phase[0] + period))
+    widest = int(np.argmax(gaps))
+    boundary = phase[widest] + gaps[widest] / 2.0
+    blocks = np.floor((begin_s - boundary) / period)
+    _, ids = np.unique(blocks, return_inverse=True)
+    return ids.astype(np.int64)
 
 
-def _cycle_period(codes: np.ndarray, begin_s: np.ndarray) -> float:
-    """Median over chambers of the median interval between a chamber's observations."""
-    frame = pd.DataFrame({"c": codes, "t": begin_s}).sort_values(["c", "t"], kind="stable")
+#: cycle periods a schedule is snapped to when within 0.5 % (clock-aligned rounds)
+_NICE_PERIODS_S = (
+    60.0,
+    120.0,
+    180.0,
+    240.0,
+    300.0,
+    360.0,
+    600.0,
+    900.0,
+    1200.0,
+    1800.0,
+    3600.0,
+    7200.0,
+    10800.0,
+    14400.0,
+    21600.0,
+    28800.0,
+    43200.0,
+    *(86400.0 * d for d in range(1, 32)),
+)
+
+
+def cycle_period(codes: Sequence[Any], begin_s: np.ndarray) -> float:
+    """A system's cycle period [s]: per chamber, the time between its first and last
+    observation over the number of periods between them (counted with the median interval),
+    the median over chambers; snapped to a round period (30 min, 1 h, 1 day, ...) within
+    0.5 %. ``inf`` when no chamber was measured twice."""
+    frame = pd.DataFrame({"c": np.asarray(codes), "t": np.asarray(begin_s, dtype=float)})
+    frame = frame.sort_values(["c", "t"], kind="stable")
     gaps = frame.groupby("c")["t"].diff()
-    medians = gaps[gaps > 0].groupby(frame["c"]).median()
-    return float(medians.median()) if len(medians) else math.inf
+    typical = gaps[gaps > 0].groupby(frame["c"]).median()
+    if not len(typical):
+        return math.inf
+    span = frame.groupby("c")["t"].agg(lambda t: t.max() - t.min()).loc[typical.index]
+    cycles = np.maximum(np.round(span / typical), 1.0)
+    period = float(np.median(span / cycles))
+    for nice in _NICE_PERIODS_S:
+        if abs(period - nice) <= 0.005 * nice:
+            return nice
+    return period
 
 
 def _round_means(
     raw: dict[str, Any], min_collars: int, offset_s: float
 ) -> tuple[pd.DataFrame, int]:
     """The mean of the collars per round; rounds with fewer than ``min_collars`` finite
-    collars are left out (their number is returned)."""
+    collars are left out (their number is returned). A collar measured twice in a round
+    counts once (its mean)."""
     begin, end, middle = _intervals(raw)
-    order = np.argsort(begin, kind="stable")
-    chamber = raw["chamber"][order]
-    rounds = assign_rounds(chamber, begin[order])
-    flux = raw["flux"][order]
-    se = raw["flux_se"][order]
-    ok = np.isfinite(flux)
-    n_rounds = int(rounds[-1]) + 1 if len(rounds) else 0
-
-    def total(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        return np.bincount(rounds[mask], weights=values[mask], minlength=n_rounds)
-
-    n = np.bincount(rounds[ok], minlength=n_rounds).astype(float)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean = total(flux, ok) / n
-        squares = total(flux**2, ok)
-        var = (squares - n * mean**2) / (n - 1)
-        sd = np.sqrt(np.clip(var, 0.0, None))
-        sd[n < 2] = np.nan
-        se_ok = ok & np.isfinite(se)
-        n_se = np.bincount(rounds[se_ok], minlength=n_rounds)
-        mean_se = np.sqrt(total(se**2, se_ok)) / n
-        mean_se[n_se != n] = np.nan
-        times = total(middle[order], ok) / n
-
-        def nanmean(values: np.ndarray) -> np.ndarray:
-            good = ok & np.isfinite(values)
-            count = np.bincount(rounds[good], minlength=n_rounds)
-            return total(values, good) / count
-
-        temperature = nanmean(raw["soil_temperature_degc"][order])
-        moisture = nanmean(raw["soil_moisture_pct"][order])
-    first_begin = np.full(n_rounds, np.inf)
-    np.minimum.at(first_begin, rounds[ok], begin[order][ok])
-    last_end = np.full(n_rounds, -np.inf)
-    np.maximum.at(last_end, rounds[ok], end[order][ok])
-    keep = n >= min_collars
-    incomplete = int(np.count_nonzero(~keep & (np.bincount(rounds, minlength=n_rounds) > 0)))
-    versions = pd.Series(raw["processing_version"][order], dtype=object)
-    first_version = versions.groupby(rounds).first().reindex(range(n_rounds)).to_numpy()
-    idx = np.flatnonzero(keep)
-    idx = idx[np.argsort(times[idx], kind="stable")]
+    rounds = assign_rounds(raw["chamber"], begin)
     frame = pd.DataFrame(
         {
-            "time_utc": _stamps(times[idx]),
-            "begin_utc": _stamps(first_begin[idx]),
-            "end_utc": _stamps(last_end[idx]),
-            "time_local_standard": _local(times[idx], offset_s),
-            "flux": mean[idx],
-            "flux_se": mean_se[idx],
-            "soil_temperature_degc": temperature[idx],
-            "soil_moisture_pct": moisture[idx],
-            "chamber": pd.Series(["mean"] * len(idx), dtype=object),
-            "n_collars": n[idx].astype(int),
-            "collar_sd": sd[idx],
-            "processing_version": pd.Series(first_version[idx], dtype=object),
-            "uuid": pd.Series([""] * len(idx), dtype=object),
+            "round": rounds,
+            "chamber": pd.Series(raw["chamber"], dtype=object),
+            "begin": begin,
+            "end": end,
+            "t": middle,
+            "flux": raw["flux"],
+            "se2": raw["flux_se"] ** 2,
+            "temperature": raw["soil_temperature_degc"],
+            "moisture": raw["soil_moisture_pct"],
+            "version": pd.Series(raw["processing_version"], dtype=object),
+        }
+    )
+    all_rounds = int(rounds.max()) + 1 if len(rounds) else 0
+    finite = frame[np.isfinite(frame["flux"].to_numpy())]
+    # stage 1: one value per collar and round
+    collars = finite.groupby(["round", "chamber"], sort=False).agg(
+        begin=("begin", "min"),
+        end=("end", "max"),
+        t=("t", "mean"),
+        flux=("flux", "mean"),
+        se2=("se2", "mean"),
+        n_se=("se2", "count"),
+        n=("flux", "size"),
+        temperature=("temperature", "mean"),
+        moisture=("moisture", "mean"),
+        version=("version", "first"),
+    )
+    collars["se2"] = collars["se2"].where(collars["n_se"] == collars["n"]) / collars["n"]
+    # stage 2: the mean over the collars of each round
+    grouped = collars.groupby(level="round", sort=True)
+    means = grouped.agg(
+        begin=("begin", "min"),
+        end=("end", "max"),
+        t=("t", "mean"),
+        flux=("flux", "mean"),
+        collar_sd=("flux", "std"),
+        n_collars=("flux", "size"),
+        se2_sum=("se2", "sum"),
+        n_se=("se2", "count"),
+        temperature=("temperature", "mean"),
+        moisture=("moisture", "mean"),
+        version=("version", "first"),
+    )
+    means["flux_se"] = np.sqrt(means["se2_sum"]) / means["n_collars"]
+    means.loc[means["n_se"] != means["n_collars"], "flux_se"] = np.nan
+    keep = means[means["n_collars"] >= min_collars].sort_values("t", kind="stable")
+    incomplete = all_rounds - len(keep)
+    t = keep["t"].to_numpy(dtype=float)
+    out = pd.DataFrame(
+        {
+            "time_utc": _stamps(t),
+            "begin_utc": _stamps(keep["begin"].to_numpy(dtype=float)),
+            "end_utc": _stamps(keep["end"].to_numpy(dtype=float)),
+            "time_local_standard": _local(t, offset_s),
+            "flux": keep["flux"].to_numpy(dtype=float),
+            "flux_se": keep["flux_se"].to_numpy(dtype=float),
+            "soil_temperature_degc": keep["temperature"].to_numpy(dtype=float),
+            "soil_moisture_pct": keep["moisture"].to_numpy(dtype=float),
+            "chamber": pd.Series(["mean"] * len(keep), dtype=object),
+            "n_collars": keep["n_collars"].to_numpy(dtype=np.int64),
+            "collar_sd": keep["collar_sd"].to_numpy(dtype=float),
+            "processing_version": pd.Series(keep["version"].to_numpy(), dtype=object),
+            "uuid": pd.Series([""] * len(keep), dtype=object),
         },
         columns=FRAME_COLUMNS,
     )
-    return frame, incomplete
+    return out, incomplete
 
 
 # --- pairing --------------------------------------------------------------------------------

@@ -1038,8 +1038,8 @@ def _pair_slopes(x: np.ndarray, y: np.ndarray, i: np.ndarray, j: np.ndarray) -> 
     dy = y[j] - y[i]
     with np.errstate(divide="ignore", invalid="ignore"):
         s = dy / dx
-    ties = dx == 0
-    s[ties] = np.sign(dy[ties]) * np.inf  # sign 0 -> nan, dropped below
+        ties = dx == 0
+        s[ties] = np.sign(dy[ties]) * np.inf  # sign 0 -> nan, dropped below
     s = s[~np.isnan(s)]
     return s[s != -1.0]
 
@@ -1094,9 +1094,12 @@ def _pb_core(x: np.ndarray, y: np.ndarray, rng: np.random.Generator | None) -> _
 def _pb_rank_ci(core: _PBCore, alpha: float) -> tuple[float, float]:
     n = core.n
     c = _z(alpha) * math.sqrt(n * (n - 1) * (2 * n + 5) / 18.0)
-    m1 = (core.n_full - c) / 2.0
     if core.exact:
-        m1 = float(round(m1))
+        # C to the nearest integer, then M1 to the nearest integer (halves to even): the
+        # rule that reproduces both Calanas (mcr's TD15/TD41 references) and Sen (1968)
+        m1 = float(round((core.n_full - round(c)) / 2.0))
+    else:
+        m1 = (core.n_full - c) / 2.0
     m2 = core.n_full - m1 + 1.0
     return _at_rank(core.slopes, m1 + core.k, core.n_full), _at_rank(
         core.slopes, m2 + core.k, core.n_full

@@ -162,14 +162,16 @@ def _block_matrix(labels: np.ndarray | None, n: int) -> tuple[sparse.csr_matrix,
 
 
 def _block_counts(rng: np.random.Generator, n_blocks: int, n_boot: int):
-    """Resampling counts of each block, in chunks of replicates (a block bootstrap draws
-    ``n_blocks`` blocks with replacement; the counts are multinomial)."""
+    """How often each block is drawn in each replicate (a block bootstrap draws ``n_blocks``
+    blocks with replacement), in chunks of replicates: arrays (replicates x blocks)."""
     chunk = max(1, min(n_boot, _CHUNK_CELLS // max(n_blocks, 1)))
-    p = np.full(n_blocks, 1.0 / n_blocks)
     done = 0
     while done < n_boot:
         size = min(chunk, n_boot - done)
-        yield rng.multinomial(n_blocks, p, size=size).astype(float)
+        picks = rng.integers(0, n_blocks, size=(size, n_blocks))
+        picks += np.arange(size)[:, None] * n_blocks
+        counts = np.bincount(picks.ravel(), minlength=size * n_blocks)
+        yield counts.reshape(size, n_blocks).astype(float)
         done += size
 
 
@@ -1014,6 +1016,165 @@ def _window_sums(values: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarr
     return cum[hi] - cum[lo]
 
 
+@dataclass(frozen=True)
+class _WindowFit:
+    r10_t: np.ndarray  # interpolated R10 at each slot
+    r10_w: np.ndarray
+    sd_w: np.ndarray
+    se_r10_w: np.ndarray
+    n_w: np.ndarray
+    ok_w: np.ndarray
+    centres_ns: np.ndarray  # of the windows
+    slots_ns: np.ndarray  # centres of the slots
+
+    def interp(self, per_window: np.ndarray) -> np.ndarray:
+        return np.interp(self.slots_ns, self.centres_ns[self.ok_w], per_window[self.ok_w])
+
+
+@dataclass(frozen=True)
+class _Windows:
+    """Moving windows [lo, hi) of slots centred on each day (step 2 of gap_fill)."""
+
+    lo: np.ndarray
+    hi: np.ndarray
+    centres_ns: np.ndarray
+    slots_ns: np.ndarray
+    needed: int
+
+    def fit(self, measured: np.ndarray, f: np.ndarray, g: np.ndarray) -> _WindowFit | None:
+        fm = np.where(measured, f, 0.0)
+        gm = np.where(measured, g, 0.0)
+        n_w = _window_sums(measured.astype(float), self.lo, self.hi)
+        s_fg = _window_sums(fm * gm, self.lo, self.hi)
+        s_gg = _window_sums(gm * gm, self.lo, self.hi)
+        s_ff = _window_sums(fm * fm, self.lo, self.hi)
+        ok_w = (n_w >= self.needed) & (s_gg > 0)
+        if not ok_w.any():
+            return None
+        with np.errstate(divide="ignore", invalid="ignore"):
+            r10_w = s_fg / s_gg
+            rss_w = np.maximum(s_ff - s_fg * s_fg / s_gg, 0.0)
+            sd_w = np.sqrt(rss_w / np.maximum(n_w - 1.0, 1.0))
+            se_r10_w = sd_w / np.sqrt(s_gg)
+        r10_t = np.interp(self.slots_ns, self.centres_ns[ok_w], r10_w[ok_w])
+        return _WindowFit(r10_t, r10_w, sd_w, se_r10_w, n_w, ok_w, self.centres_ns, self.slots_ns)
+
+
+def _runs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Id of the run of consecutive True values of each slot (-1 elsewhere), and the index
+    of the run's first slot for each slot (-1 elsewhere)."""
+    starts = mask & ~np.concatenate([[False], mask[:-1]])
+    run = np.where(mask, np.cumsum(starts) - 1, -1)
+    first = np.flatnonzero(starts)
+    run_start = np.where(mask, first[np.maximum(run, 0)] if first.size else -1, -1)
+    return run, run_start
+
+
+def _ar1_run_variances(
+    a: np.ndarray, run: np.ndarray, run_start: np.ndarray, rho: float, n_runs: int
+) -> np.ndarray:
+    """Variance of the sum over each run of errors a_i with correlation rho^|i-j| (within the
+    run only)."""
+    if n_runs == 0:
+        return np.empty(0)
+    in_run = run >= 0
+    a = np.where(in_run, a, 0.0)
+    if rho <= 0:
+        return np.bincount(run[in_run], weights=(a * a)[in_run], minlength=n_runs)
+    shifted = np.concatenate([[0.0], a[:-1]])
+    s = signal.lfilter([rho], [1.0, -rho], shifted)
+    # remove what the recursion carried in from before each run's start
+    idx = np.arange(a.size)
+    with np.errstate(under="ignore"):
+        carry = np.where(in_run, s[np.maximum(run_start, 0)] * rho ** (idx - run_start), 0.0)
+    terms = a * a + 2.0 * a * (s - carry)
+    return np.bincount(run[in_run], weights=terms[in_run], minlength=n_runs)
+
+
+def _artificial_gap_errors(
+    windows: _Windows,
+    measured: np.ndarray,
+    f: np.ndarray,
+    g: np.ndarray,
+    run_len: np.ndarray,
+    gen: np.random.Generator,
+    *,
+    min_gaps: int = 5,
+    target_gaps: int = 40,
+    max_rounds: int = 25,
+    min_measured: float = 0.3,
+) -> tuple[np.ndarray, list[dict[str, float]]]:
+    """Relative RMS error of gap sums, by gap length, from artificial gaps.
+
+    Gap lengths are grouped in classes [2^k, 2^(k+1)) slots. For each class present among
+    the real gaps, gaps of the class's median length are cut out of the measured data
+    (non-overlapping, at least ``min_measured`` of each measured), filled by the same
+    windows, and the error of each gap's sum over its measured slots is divided by the sum
+    of the model there.
+    Classes with fewer than ``min_gaps`` artificial gaps are interpolated on log-log axes
+    between the classes that have them; beyond the longest such class the relative level
+    error grows as the square root of the length (a random walk), below the shortest it is
+    held. Returns the relative error for each real run and a summary per class.
+    """
+    n = measured.size
+    classes = np.floor(np.log2(np.maximum(run_len, 1))).astype(int)
+    rows: list[dict[str, float]] = []
+    for k in np.unique(classes):
+        length = int(np.median(run_len[classes == k]))
+        if length >= n // 2:
+            continue
+        errors: list[float] = []
+        per_round = int(np.clip(0.1 * n / (2 * length), 1, target_gaps))
+        rounds = 0
+        while len(errors) < target_gaps and rounds < max_rounds:
+            rounds += 1
+            starts = np.sort(gen.integers(0, n - length, size=4 * per_round))
+            chosen: list[int] = []
+            end = -1
+            for st in starts:
+                if st > end and measured[st : st + length].mean() >= min_measured:
+                    chosen.append(int(st))
+                    end = st + 2 * length
+                if len(chosen) >= per_round:
+                    break
+            if not chosen:
+                continue
+            mask = measured.copy()
+            for st in chosen:
+                mask[st : st + length] = False
+            fit = windows.fit(mask, f, g)
+            if fit is None:
+                continue
+            pred = fit.r10_t * g
+            for st in chosen:
+                sl = slice(st, st + length)
+                m = measured[sl]
+                model_sum = float(pred[sl][m].sum())
+                if model_sum > 0:
+                    errors.append(float((pred[sl][m] - f[sl][m]).sum()) / model_sum)
+        if errors:
+            err = np.asarray(errors)
+            rows.append(
+                {
+                    "length_slots": length,
+                    "n_real_gaps": int((classes == k).sum()),
+                    "n_artificial_gaps": int(err.size),
+                    "relative_rms_error": float(np.sqrt(np.mean(err**2))),
+                    "relative_mean_error": float(err.mean()),
+                }
+            )
+    good = [r for r in rows if r["n_artificial_gaps"] >= min_gaps]
+    if not good:
+        return np.zeros(run_len.size), rows
+    x = np.log([r["length_slots"] for r in good])
+    y = np.log([max(r["relative_rms_error"], 1e-12) for r in good])
+    lengths = np.log(np.maximum(run_len, 1).astype(float))
+    rel = np.exp(np.interp(lengths, x, y))
+    longer = lengths > x[-1]
+    rel[longer] = np.exp(y[-1]) * np.sqrt(np.exp(lengths[longer] - x[-1]))
+    return rel, rows
+
+
 def gap_fill(
     frame: pd.DataFrame,
     *,
@@ -1030,6 +1191,8 @@ def gap_fill(
     flux: str = "flux",
     temperature: str = "soil_temperature_degc",
     flux_se: str | None = "flux_se",
+    fill_error: str = "artificial_gaps",
+    rng: np.random.Generator | int | None = None,
 ) -> pd.DataFrame:
     """A regular series of one system's flux with its gaps filled.
 
@@ -1064,6 +1227,12 @@ def gap_fill(
         The site's time zone: adds ``time_local_standard`` (used by :func:`sums`).
     time, flux, temperature, flux_se : str
         Column names in ``frame`` (``flux_se`` may be None or absent).
+    fill_error : {"artificial_gaps", "model"}
+        How the error shared by all values of one gap is found: from artificial gaps of the
+        same length cut out of the measured data (default), or from the model alone (the SE
+        of the interpolated R10).
+    rng : numpy.random.Generator or int, optional
+        Places the artificial gaps (None: seed 0, so results repeat).
 
     Returns
     -------
@@ -1071,8 +1240,10 @@ def gap_fill(
         One row per slot: ``time_utc`` (slot start), [``time_local_standard``],
         ``duration_s``, ``flux`` (measured, or filled where ``filled``), ``filled`` (bool),
         ``flux_model`` (the window model at every slot), ``flux_se`` (the measurement's SE;
-        NaN where filled), ``fill_se`` (uncertainty of a filled value; NaN where measured),
-        ``temperature_degc``, ``temperature_filled`` (bool: interpolated in time),
+        NaN where filled), ``fill_se`` (uncertainty of a filled value; NaN where measured)
+        and its two parts ``fill_sd_residual`` (scatter, AR(1) in time) and
+        ``fill_se_level`` (shared by every value of the gap), ``temperature_degc``,
+        ``temperature_filled`` (bool: interpolated in time),
         ``r10`` (the interpolated R10 of the slot), ``n_observations``.
         ``attrs`` holds the method, the sensitivity used and the settings.
 
@@ -1088,7 +1259,15 @@ def gap_fill(
        enough data (held constant before the first and after the last): across gaps, R10 is
        the linear interpolation of the reference respiration on both sides.
     4. A gap slot gets F = R10(t) g(T(t)), flagged ``filled``; measured slots keep their
-       value. ``fill_se`` = sqrt(s(t)^2 + (g(T) se_R10(t))^2).
+       value.
+    6. Uncertainty of a filled value, in two parts. Scatter: the window's residual SD s(t),
+       times the persistent (AR(1)) share of the residual variance, correlated between slots
+       as rho^|i - j| (rho from the residual autocovariances, see :func:`sums`). Level: an
+       error shared by every slot of one gap, at least the SE of the interpolated R10
+       (inflated by sqrt((1 + rho)/(1 - rho)) for autocorrelated residuals); with
+       ``fill_error="artificial_gaps"``, raised to what artificial gaps of the same length
+       show: the RMS relative error of their sums, times the gap's model sum, less the
+       scatter part. ``fill_se`` = sqrt(scatter^2 + level^2) per value.
     5. Temperature missing in a slot is interpolated linearly in time (flagged
        ``temperature_filled``): over long gaps without temperature the fill then follows the
        interpolated temperature, not a diel cycle.
@@ -1096,6 +1275,8 @@ def gap_fill(
     model_key = str(model).strip().lower().replace("-", "_")
     if model_key not in ("q10", "lloyd_taylor"):
         raise ConfigError(f"model {model!r}: expected 'q10' or 'lloyd_taylor'")
+    if fill_error not in ("artificial_gaps", "model"):
+        raise ConfigError(f"fill_error {fill_error!r}: expected 'artificial_gaps' or 'model'")
     if not (np.isfinite(window_days) and window_days > 0):
         raise ConfigError(f"window_days {window_days!r}: must be > 0")
     for column in (time, flux, temperature):
@@ -1197,44 +1378,55 @@ def gap_fill(
     centre_slot = (day_centres_ns - origin) / step_ns
     lo = np.clip(np.floor(centre_slot - half_slots + 0.5), 0, n_slots).astype(np.int64)
     hi = np.clip(np.floor(centre_slot + half_slots + 0.5), 0, n_slots).astype(np.int64)
-    fm = np.where(measured, f_slot, 0.0)
-    gm = np.where(measured, g, 0.0)
-    n_w = _window_sums(measured.astype(float), lo, hi)
-    s_fg = _window_sums(fm * gm, lo, hi)
-    s_gg = _window_sums(gm * gm, lo, hi)
-    s_ff = _window_sums(fm * fm, lo, hi)
     needed = (
         int(min_points)
         if min_points is not None
         else max(5, math.ceil(0.1 * window_days * slots_per_day))
     )
-    ok_w = (n_w >= max(needed, 2)) & (s_gg > 0)
-    if not ok_w.any():
+    windows = _Windows(lo, hi, day_centres_ns.astype(float), centres_ns, max(needed, 2))
+    base = windows.fit(measured, f_slot, g)
+    if base is None:
         raise FitError(
             f"gap_fill: no {window_days:g}-day window has {needed} measured slots "
             "(lower min_points or lengthen window_days)"
         )
-    with np.errstate(divide="ignore", invalid="ignore"):
-        r10_w = s_fg / s_gg
-        rss_w = np.maximum(s_ff - s_fg * s_fg / s_gg, 0.0)
-        sd_w = np.sqrt(rss_w / np.maximum(n_w - 1.0, 1.0))
-        se_r10_w = sd_w / np.sqrt(s_gg)
-    # 3. interpolate across windows without enough data and across gaps
-    xc = day_centres_ns[ok_w].astype(float)
-    r10_t = np.interp(centres_ns, xc, r10_w[ok_w])
+    # 3. R10 interpolated across windows without enough data and across gaps
+    r10_t = base.r10_t
     model_flux = r10_t * g
     filled = ~measured
     out_flux = np.where(measured, f_slot, model_flux)
     # 4. uncertainty of a filled value: the persistent (AR(1)) part of the residual scatter,
-    # and the error of the interpolated R10, its SE inflated for autocorrelated residuals
+    # and an error of the level (R10) shared by the whole gap
     structure = _residual_structure(np.where(measured, f_slot - model_flux, np.nan))
     rho = structure["rho"]
-    inflation = np.sqrt(np.minimum((1.0 + rho) / (1.0 - rho), np.maximum(n_w, 1.0)))
-    sd_t = np.interp(centres_ns, xc, sd_w[ok_w]) * math.sqrt(structure["persistent_fraction"])
-    se_r10_t = np.interp(centres_ns, xc, (se_r10_w * inflation)[ok_w])
+    inflation = np.sqrt(np.minimum((1.0 + rho) / (1.0 - rho), np.maximum(base.n_w, 1.0)))
+    sd_t = base.interp(base.sd_w) * math.sqrt(structure["persistent_fraction"])
+    se_r10_t = base.interp(base.se_r10_w * inflation)
+    scatter = np.where(filled, sd_t, 0.0)
+    run, run_start = _runs(filled)
+    n_runs = int(run.max()) + 1 if filled.any() else 0
+    in_run = run >= 0
+    run_len = np.bincount(run[in_run], minlength=n_runs)
+    run_model = np.bincount(run[in_run], weights=model_flux[in_run], minlength=n_runs)
+    # the level error of each gap: the SE of the interpolated R10 at least ...
+    level_se = (g * se_r10_t)[in_run]
+    level_model = np.bincount(run[in_run], weights=level_se, minlength=n_runs) ** 2
+    # ... and what artificial gaps of the same length show beyond the AR(1) scatter
+    scatter_var = _ar1_run_variances(scatter, run, run_start, rho, n_runs)
+    calibration: list[dict[str, float]] = []
+    level_var = level_model
+    if fill_error == "artificial_gaps" and n_runs:
+        rel_sum, calibration = _artificial_gap_errors(
+            windows, measured, f_slot, g, run_len, _rng(rng)
+        )
+        empirical = (rel_sum * run_model) ** 2 - scatter_var
+        level_var = np.maximum(level_model, empirical)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        share = np.sqrt(level_var) / run_model
+    share_slot = share[np.maximum(run, 0)] if n_runs else np.zeros(n_slots)
+    fill_se_level = np.where(in_run, share_slot * model_flux, np.nan)
     fill_sd_residual = np.where(filled, sd_t, np.nan)
-    fill_se_r10 = np.where(filled, g * se_r10_t, np.nan)
-    fill_se = np.sqrt(fill_sd_residual**2 + fill_se_r10**2)
+    fill_se = np.sqrt(fill_sd_residual**2 + fill_se_level**2)
     result = pd.DataFrame(
         {
             "time_utc": pd.to_datetime(origin + np.arange(n_slots) * step_ns, utc=True),
@@ -1245,7 +1437,7 @@ def gap_fill(
             "flux_se": np.where(measured, se_slot, np.nan),
             "fill_se": fill_se,
             "fill_sd_residual": fill_sd_residual,
-            "fill_se_r10": fill_se_r10,
+            "fill_se_level": fill_se_level,
             "temperature_degc": t_slot,
             "temperature_filled": temperature_filled,
             "r10": r10_t,
@@ -1269,7 +1461,9 @@ def gap_fill(
             "min_points": needed,
             "interval_s": step,
             "n_windows": int(n_days),
-            "n_windows_fitted": int(ok_w.sum()),
+            "n_windows_fitted": int(base.ok_w.sum()),
+            "fill_error": fill_error,
+            "artificial_gap_classes": calibration,
             "n_measured": int(measured.sum()),
             "n_filled": int(filled.sum()),
             "zone": zone,
@@ -1379,7 +1573,7 @@ def _prepare_sums(filled_frame: pd.DataFrame, gas: str, random_error: str) -> _S
     else:
         sigma = np.where(np.isfinite(se_col), se_col, white)
     if "fill_sd_residual" in frame.columns:
-        scatter_sd, level_sd = column("fill_sd_residual"), column("fill_se_r10")
+        scatter_sd, level_sd = column("fill_sd_residual"), column("fill_se_level")
     else:  # a frame from elsewhere: its fill_se is taken as persistent scatter
         scatter_sd, level_sd = column("fill_se"), np.zeros(len(frame))
     starts = filled & ~np.concatenate([[False], filled[:-1]])
