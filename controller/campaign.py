@@ -319,12 +319,16 @@ def run_campaign(
     folder: str | Path = ".",
     target: str | None = None,
     design: CampaignDesign | None = None,
-    report: str | Path | None = None,
+    report: str | Path | None = "campaign-report.html",
     n_boot: int = 1000,
     progress: Callable[[str], Any] | None = None,
 ) -> dict[str, Any]:
     """The whole campaign: simulate, load into ``target`` (default: an SQLite file
-    ``campaign-central.db`` in ``folder``, replaced), compare, render the report."""
+    ``campaign-central.db`` in ``folder``, replaced), compare, render the report
+    (``report``: relative to ``folder``; None for none).
+
+    Returns ``{"json": the --json object, "comparison": the Comparison, "campaign": the
+    SimulatedCampaign}``."""
     wall_start = time.perf_counter()
     folder = Path(folder).resolve()
     folder.mkdir(parents=True, exist_ok=True)
@@ -338,7 +342,7 @@ def run_campaign(
     out = analyse_campaign(
         campaign,
         target,
-        report=folder / "campaign-report.html" if report is None else Path(report),
+        report=None if report is None else folder / report,
         n_boot=n_boot,
         progress=progress,
     )
