@@ -936,12 +936,13 @@ def deming(
     x_, y_, dropped = _pair(x, y, "x", "y")
     if blocks is not None:
         bl = np.asarray(blocks, dtype=object).ravel()
-        if bl.size != np.asarray(x, dtype=float).ravel().size:
-            raise ValueError("blocks must have one label per pair")
-        keep = np.isfinite(np.asarray(x, dtype=float).ravel()) & np.isfinite(
-            np.asarray(y, dtype=float).ravel()
-        )
-        bl = bl[keep]
+        xa = np.asarray(x, dtype=float).ravel()
+        ya = np.asarray(y, dtype=float).ravel()
+        if bl.size != xa.size:
+            raise ValueError(f"blocks has {bl.size} labels for {xa.size} pairs")
+        keep = np.isfinite(xa) & np.isfinite(ya) & pd.notna(bl)
+        bl, x_, y_ = bl[keep], xa[keep], ya[keep]
+        dropped = int(keep.size - keep.sum())
     _require(x_.size, dropped, "deming")
     lam = float(error_ratio)
     if not (math.isfinite(lam) and lam > 0):
@@ -1126,16 +1127,16 @@ def _pb_influence(x: np.ndarray, y: np.ndarray, slope: float, rng) -> np.ndarray
         ref = gen.choice(n, PB_REFERENCE_POINTS, replace=False)
     xr, ur, vr, yr = x[ref], u[ref], v[ref], y[ref]
     phi = np.empty(n)
-    step = max(1, 4_000_000 // ref.size)
+    step = max(1, 2_000_000 // ref.size)
     for start in range(0, n, step):
         sl = slice(start, min(start + step, n))
-        dx = xr[None, :] - x[sl, None]
-        sgn = np.sign(dx)
-        du = (ur[None, :] - u[sl, None]) * sgn
-        dv = (vr[None, :] - v[sl, None]) * sgn
-        hit = (du <= 0) & (dv > 0) & (sgn != 0)
-        valid = ((sgn != 0) & (dv != 0)) | ((sgn == 0) & (yr[None, :] != y[sl, None]))
-        phi[sl] = hit.sum(axis=1) / np.maximum(valid.sum(axis=1), 1)
+        xk, uk, vk = x[sl, None], u[sl, None], v[sl, None]
+        # dx > 0: S <= b  <=>  du <= 0, and S > -1  <=>  dv > 0; dx < 0 flips both
+        right = (xr > xk) & (ur <= uk) & (vr > vk)
+        left = (xr < xk) & (ur >= uk) & (vr < vk)
+        hits = np.count_nonzero(right, axis=1) + np.count_nonzero(left, axis=1)
+        same = np.count_nonzero((xr == xk) & (yr == y[sl, None]), axis=1)  # 0/0: no slope
+        phi[sl] = hits / np.maximum(ref.size - same, 1)
     return phi
 
 
@@ -1946,6 +1947,8 @@ def breakdown(
         y = sub[b].to_numpy(dtype=float)
         keep = np.isfinite(x) & np.isfinite(y)
         codes_src = sub[blocks].to_numpy(dtype=object) if blocks else None
+        if codes_src is not None:
+            keep &= pd.notna(codes_src)  # a pair without a date cannot be resampled by day
         x, y = x[keep], y[keep]
         row: dict[str, Any] = {by: label, "n_pairs": int(x.size)}
         if x.size < max(min_pairs, MIN_PAIRS):

@@ -339,3 +339,16 @@ def test_class_helpers():
         stats.value_class([1.0], edges=[2, 1])
     hours = stats.hour_class(pd.to_datetime(["2024-03-31 01:30", "2024-03-31 02:30"]))
     assert hours.tolist() == [1, 2]
+
+
+def test_missing_block_labels_are_dropped_everywhere():
+    a, b, day = _pairs()
+    labels = day.astype(object)
+    labels[[1, 2]] = None
+    fit = stats.deming(a, b, blocks=labels)
+    assert fit.n == a.size - 2
+    df = pd.DataFrame({"flux_a": a, "flux_b": b, "k": day % 2, "date": labels})
+    out = stats.breakdown(df, "k", blocks="date", n_boot=20)
+    assert out["n_pairs"].sum() == a.size - 2
+    with pytest.raises(ValueError, match="blocks has 2 labels for"):
+        stats.deming(a, b, blocks=[1, 2])
