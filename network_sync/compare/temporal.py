@@ -41,8 +41,10 @@ from scipy import optimize, signal, sparse, stats
 from chamberd.controller.errors import ConfigError, FitError
 
 __all__ = [
+    "FLUX_MAX_ABS",
     "GASES",
     "T0_K",
+    "TEMPERATURE_RANGE_DEGC",
     "T_REF_K",
     "LloydTaylorFit",
     "Q10Fit",
@@ -69,6 +71,11 @@ T0_K = 227.13  # Lloyd & Taylor (1994), eq. 11
 MOLAR_MASS_C_G_MOL = 12.011  # IUPAC conventional atomic weight of carbon
 MOLAR_MASS_N_G_MOL = 14.007  # IUPAC conventional atomic weight of nitrogen
 SECONDS_PER_DAY = 86400.0
+# Values outside these are left out as implausible (counted), never fitted: they are bad data
+# (a logger's -9999, a unit mix-up), and they would overflow the exponential models.
+TEMPERATURE_RANGE_DEGC = (-40.0, 80.0)
+FLUX_MAX_ABS = 1e6  # [flux unit]
+E0_BOUNDS_K = (-1000.0, 5000.0)  # search range of E0 (finite exp(E0 u) over the range above)
 
 # gas -> (flux unit, sum unit, column suffix, sum unit per (flux unit x s))
 GASES: dict[str, tuple[str, str, str, float]] = {
@@ -141,10 +148,23 @@ def _arrays(temperature_degc: ArrayLike, flux: ArrayLike, blocks: ArrayLike | No
     if blocks is None:
         b = None
     else:
-        b = np.asarray(pd.Series(np.asarray(blocks, dtype=object).ravel()).astype(str))
-        if b.shape != t.shape:
-            raise ConfigError(f"blocks has {b.size} labels for {t.size} values")
+        labels = pd.Series(blocks).reset_index(drop=True) if not np.isscalar(blocks) else None
+        if labels is None or len(labels) != t.size:
+            size = 1 if labels is None else len(labels)
+            raise ConfigError(f"blocks has {size} labels for {t.size} values")
+        b, _ = pd.factorize(labels)  # integer codes; -1 where a label is missing
+        missing = b < 0
+        if missing.any():  # an observation without a label is a block of its own
+            b = b.copy()
+            b[missing] = b.max(initial=-1) + 1 + np.arange(int(missing.sum()))
     return t, y, b
+
+
+def _plausible(t: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Finite values inside TEMPERATURE_RANGE_DEGC and |flux| <= FLUX_MAX_ABS."""
+    lo, hi = TEMPERATURE_RANGE_DEGC
+    with np.errstate(invalid="ignore"):
+        return (t > lo) & (t < hi) & (np.abs(y) <= FLUX_MAX_ABS)
 
 
 def _block_matrix(labels: np.ndarray | None, n: int) -> tuple[sparse.csr_matrix, int]:
@@ -153,7 +173,7 @@ def _block_matrix(labels: np.ndarray | None, n: int) -> tuple[sparse.csr_matrix,
         codes = np.arange(n)
         n_blocks = n
     else:
-        codes, uniques = pd.factorize(labels)
+        codes, uniques = pd.factorize(labels)  # compact: some codes may have been filtered
         n_blocks = len(uniques)
     matrix = sparse.csr_matrix(
         (np.ones(n), (codes, np.arange(n))), shape=(n_blocks, n), dtype=float
@@ -229,8 +249,9 @@ class Q10Fit:
         Delta-method standard errors from the OLS covariance (independent residuals).
     n : int
         Observations used.
-    n_nonpositive_excluded, n_nonfinite_excluded : int
-        Observations left out: flux <= 0 (no logarithm), or a non-finite value.
+    n_nonpositive_excluded, n_nonfinite_excluded, n_implausible_excluded : int
+        Observations left out: flux <= 0 (no logarithm), a non-finite value, or a value
+        outside ``TEMPERATURE_RANGE_DEGC`` (-40..80 degC) or above ``FLUX_MAX_ABS`` (1e6).
     temperature_min_degc, temperature_max_degc : float
         Range of the temperatures used [degC].
     r_squared_ln : float
@@ -259,6 +280,7 @@ class Q10Fit:
     n: int
     n_nonpositive_excluded: int
     n_nonfinite_excluded: int
+    n_implausible_excluded: int
     temperature_min_degc: float
     temperature_max_degc: float
     r_squared_ln: float
@@ -319,7 +341,8 @@ def q10_fit(
         The seeded generator (an int is a seed; None means seed 0, so results repeat).
     blocks : array_like, optional
         A label per observation (the local standard date): the bootstrap then resamples
-        whole blocks (days), which keeps the within-day autocorrelation.
+        whole blocks (days), which keeps the within-day autocorrelation. An observation
+        without a label (None, NaT) is a block of its own.
     ci_level : float
         Level of the percentile intervals.
 
@@ -346,20 +369,22 @@ def q10_fit(
     level = _check_level(ci_level)
     t, y, b = _arrays(temperature_degc, flux, blocks)
     finite = np.isfinite(t) & np.isfinite(y)
-    positive = finite & (y > 0)
+    plausible = finite & _plausible(t, y)
+    positive = plausible & (y > 0)
     n_nonfinite = int((~finite).sum())
-    n_nonpositive = int((finite & ~positive).sum())
+    n_implausible = int((finite & ~plausible).sum())
+    n_nonpositive = int((plausible & ~positive).sum())
     t, y = t[positive], y[positive]
     b = b[positive] if b is not None else None
     n = int(t.size)
     method = "OLS of ln(flux) on temperature; " + (
-        _bootstrap_label(b, len(set(b)) if b is not None else n) if n_boot else "no bootstrap"
+        _bootstrap_label(b, len(np.unique(b)) if b is not None else n) if n_boot else "no bootstrap"
     )
 
     def failed(message: str) -> Q10Fit:
         return Q10Fit(
             math.nan, math.nan, None, None, math.nan, math.nan, math.nan, math.nan, n,
-            n_nonpositive, n_nonfinite,
+            n_nonpositive, n_nonfinite, n_implausible,
             float(t.min()) if n else math.nan, float(t.max()) if n else math.nan,
             math.nan, math.nan, int(n_boot), 0, 0, level, False, message, method,
         )  # fmt: skip
@@ -367,7 +392,8 @@ def q10_fit(
     if n < 3 or np.ptp(t) == 0:
         return failed(
             f"too few positive fluxes at distinct temperatures ({n}; "
-            f"{n_nonpositive} non-positive and {n_nonfinite} non-finite left out)"
+            f"{n_nonpositive} non-positive, {n_nonfinite} non-finite and {n_implausible} "
+            "implausible left out)"
         )
     x = t - 10.0  # centre at the reference temperature: ln R10 is the intercept
     ly = np.log(y)
@@ -381,8 +407,10 @@ def q10_fit(
     sxx = float(((x - xm) ** 2).sum())
     var_slope = s2 / sxx
     var_int = s2 * (1.0 / n + xm * xm / sxx)
-    r10 = math.exp(intercept10)
-    q10 = math.exp(10.0 * slope)
+    with np.errstate(over="ignore"):
+        r10, q10 = (float(v) for v in np.exp([intercept10, 10.0 * slope]))
+    if not (np.isfinite(r10) and np.isfinite(q10) and np.isfinite(var_slope)):
+        return failed(f"the fit is degenerate (slope {slope:.3g} per degC)")
     r10_boot = q10_boot = np.empty(0)
     n_failed = n_blocks = 0
     if n_boot > 0:
@@ -414,6 +442,7 @@ def q10_fit(
         n=n,
         n_nonpositive_excluded=n_nonpositive,
         n_nonfinite_excluded=n_nonfinite,
+        n_implausible_excluded=n_implausible,
         temperature_min_degc=float(t.min()),
         temperature_max_degc=float(t.max()),
         r_squared_ln=1.0 - rss / tss if tss > 0 else 1.0,
@@ -476,8 +505,9 @@ class LloydTaylorFit:
         Observations used (all finite fluxes, zero and negative ones included).
     n_nonpositive : int
         Of those, fluxes <= 0 (used: the fit is on the flux scale).
-    n_nonfinite_excluded, n_out_of_range_excluded : int
-        Left out: non-finite values; temperatures at or below T0 (-46.02 degC).
+    n_nonfinite_excluded, n_implausible_excluded, n_out_of_range_excluded : int
+        Left out: non-finite values; values outside ``TEMPERATURE_RANGE_DEGC`` or above
+        ``FLUX_MAX_ABS``; temperatures at or below T0 (-46.02 degC, never inside the range).
     temperature_min_degc, temperature_max_degc : float
     rmse : float
         Root mean square residual [flux unit].
@@ -500,6 +530,7 @@ class LloydTaylorFit:
     n: int
     n_nonpositive: int
     n_nonfinite_excluded: int
+    n_implausible_excluded: int
     n_out_of_range_excluded: int
     temperature_min_degc: float
     temperature_max_degc: float
@@ -595,21 +626,23 @@ def lloyd_taylor_fit(
     level = _check_level(ci_level)
     t, y, b = _arrays(temperature_degc, flux, blocks)
     finite = np.isfinite(t) & np.isfinite(y)
-    in_range = finite & (t + KELVIN > T0_K)
+    plausible = finite & _plausible(t, y)
+    in_range = plausible & (t + KELVIN > T0_K)
     n_nonfinite = int((~finite).sum())
-    n_out = int((finite & ~in_range).sum())
+    n_implausible = int((finite & ~plausible).sum())
+    n_out = int((plausible & ~in_range).sum())
     t, y = t[in_range], y[in_range]
     b = b[in_range] if b is not None else None
     n = int(t.size)
     n_nonpositive = int((y <= 0).sum())
     method = "nonlinear least squares (scipy least_squares, trf); " + (
-        _bootstrap_label(b, len(set(b)) if b is not None else n) if n_boot else "no bootstrap"
+        _bootstrap_label(b, len(np.unique(b)) if b is not None else n) if n_boot else "no bootstrap"
     )
 
     def failed(message: str) -> LloydTaylorFit:
         return LloydTaylorFit(
             math.nan, math.nan, None, None, math.nan, math.nan, T0_K, T_REF_K, n,
-            n_nonpositive, n_nonfinite, n_out,
+            n_nonpositive, n_nonfinite, n_implausible, n_out,
             float(t.min()) if n else math.nan, float(t.max()) if n else math.nan,
             math.nan, math.nan, int(n_boot), 0, 0, level, False, message, method,
         )  # fmt: skip
@@ -618,13 +651,14 @@ def lloyd_taylor_fit(
         return failed(f"too few fluxes at distinct temperatures ({n})")
     u = _lt_u(t)
     pos = y > 0
-    if pos.sum() >= 2 and np.ptp(u[pos]) > 0:
-        e0_start, ln_r10 = np.polyfit(u[pos], np.log(y[pos]), 1)
-        r10_start = math.exp(ln_r10)
-    else:
-        e0_start, r10_start = 300.0, max(float(np.mean(y)), 1e-6)
-    if not (np.isfinite(e0_start) and -5000 < e0_start < 5000):
-        e0_start = 300.0
+    e0_start, r10_start = 300.0, max(float(np.mean(y)), 1e-6)
+    if pos.sum() >= 3 and np.ptp(u[pos]) > 0:
+        lu, ly = u[pos], np.log(y[pos])
+        sums = np.array([lu.size, lu.sum(), ly.sum(), (lu * lu).sum(), (lu * ly).sum()])
+        slope, intercept = (float(v) for v in _ols_from_sums(sums))
+        lo_e0, hi_e0 = E0_BOUNDS_K
+        if np.isfinite(slope) and lo_e0 < slope < hi_e0 and abs(intercept) < 50:
+            e0_start, r10_start = slope, math.exp(intercept)
 
     def residuals(p):
         return p[0] * np.exp(p[1] * u) - y
@@ -634,14 +668,21 @@ def lloyd_taylor_fit(
         return np.column_stack([g, p[0] * u * g])
 
     y_scale = max(float(np.abs(y).mean()), 1e-12)
-    with np.errstate(over="ignore", invalid="ignore"):
-        res = optimize.least_squares(
-            residuals, [r10_start, float(e0_start)], jac=jacobian, method="trf",
-            x_scale=[y_scale, 100.0], xtol=1e-12, ftol=1e-12, gtol=1e-12, max_nfev=1000,
-        )  # fmt: skip
+    bounds = ([-100.0 * FLUX_MAX_ABS, E0_BOUNDS_K[0]], [100.0 * FLUX_MAX_ABS, E0_BOUNDS_K[1]])
+    start = [float(np.clip(r10_start, -FLUX_MAX_ABS, FLUX_MAX_ABS)), float(e0_start)]
+    try:
+        with np.errstate(over="ignore", invalid="ignore", under="ignore"):
+            res = optimize.least_squares(
+                residuals, start, jac=jacobian, method="trf", bounds=bounds,
+                x_scale=[y_scale, 100.0], xtol=1e-12, ftol=1e-12, gtol=1e-12, max_nfev=1000,
+            )  # fmt: skip
+    except ValueError as exc:  # residuals not finite: a degenerate data set
+        return failed(f"nonlinear least squares failed: {exc}")
     r10, e0 = (float(v) for v in res.x)
     if not (res.success and np.isfinite(r10) and np.isfinite(e0)):
         return failed(f"nonlinear least squares did not converge: {res.message}")
+    if not E0_BOUNDS_K[0] < e0 < E0_BOUNDS_K[1]:
+        return failed(f"E0 ran to the edge of its search range ({e0:.0f} K)")
     resid = residuals(res.x)
     rss = float(resid @ resid)
     s2 = rss / (n - 2) if n > 2 else math.inf
@@ -669,6 +710,7 @@ def lloyd_taylor_fit(
         n=n,
         n_nonpositive=n_nonpositive,
         n_nonfinite_excluded=n_nonfinite,
+        n_implausible_excluded=n_implausible,
         n_out_of_range_excluded=n_out,
         temperature_min_degc=float(t.min()),
         temperature_max_degc=float(t.max()),
@@ -691,7 +733,8 @@ def _lt_bootstrap(u, y, b, e0, e0_se, n_boot, gen, n_grid: int = 81):
     n = u.size
     matrix, n_blocks = _block_matrix(b, n)
     half = max(8.0 * (e0_se if np.isfinite(e0_se) else 0.0), 0.25 * abs(e0), 25.0)
-    grid = np.linspace(e0 - half, e0 + half, n_grid)
+    lo_e0, hi_e0 = E0_BOUNDS_K
+    grid = np.linspace(max(e0 - half, lo_e0), min(e0 + half, hi_e0), n_grid)
     # per-block sums of y g and g g at each grid E0, and of y y
     syg = np.zeros((n_blocks, n_grid))
     sgg = np.zeros((n_blocks, n_grid))
@@ -706,7 +749,7 @@ def _lt_bootstrap(u, y, b, e0, e0_se, n_boot, gen, n_grid: int = 81):
         sgg += np.asarray(part @ (g * g))
     syy = np.asarray(matrix @ (y * y))
     r10_out, e0_out = [], []
-    lo_bracket = (e0 - 20.0 * half, e0 + 20.0 * half)
+    lo_bracket = (max(e0 - 20.0 * half, lo_e0), min(e0 + 20.0 * half, hi_e0))
     for counts in _block_counts(gen, n_blocks, n_boot):
         a = counts @ syg
         bb = counts @ sgg
@@ -1291,6 +1334,15 @@ def gap_fill(
         if has_se
         else np.full(len(frame), np.nan)
     )
+    finite_y = np.isfinite(y)
+    finite_t = np.isfinite(temp)
+    lo_t, hi_t = TEMPERATURE_RANGE_DEGC
+    with np.errstate(invalid="ignore"):
+        bad_y = finite_y & (np.abs(y) > FLUX_MAX_ABS)
+        bad_t = finite_t & ~((temp > lo_t) & (temp < hi_t))
+    y = np.where(bad_y, np.nan, y)  # implausible values are missing values (counted)
+    temp = np.where(bad_t, np.nan, temp)
+    se = np.where(np.isfinite(se) & (np.abs(se) <= FLUX_MAX_ABS), np.abs(se), np.nan)
     valid_time = ~pd.isna(times)
     step = float(interval_s) if interval_s is not None else _infer_interval_s(times[valid_time])
     if not (np.isfinite(step) and step > 0):
@@ -1353,8 +1405,12 @@ def gap_fill(
             if not long_term.converged:
                 raise FitError(f"gap_fill: long-term Q10 fit failed: {long_term.message}")
             q10_used = long_term.q10
+            if not 1e-3 < q10_used < 1e3:
+                raise FitError(f"gap_fill: the long-term Q10 of {q10_used:.3g} is not plausible")
         else:
             q10_used = float(q10)
+            if not 1e-3 < q10_used < 1e3:
+                raise ConfigError(f"q10 {q10!r}: must lie between 0.001 and 1000")
         sensitivity = {"q10": q10_used}
         g = np.power(q10_used, (t_slot - 10.0) / 10.0)
     else:
@@ -1365,6 +1421,9 @@ def gap_fill(
             e0_used = long_term.e0_k
         else:
             e0_used = float(e0_k)
+            if not E0_BOUNDS_K[0] < e0_used < E0_BOUNDS_K[1]:
+                raise ConfigError(f"e0_k {e0_k!r}: must lie between {E0_BOUNDS_K[0]:g} and "
+                                  f"{E0_BOUNDS_K[1]:g} K")  # fmt: skip
         sensitivity = {"e0_k": e0_used}
         g = np.exp(e0_used * _lt_u(t_slot))
     if not np.all(np.isfinite(g)):
@@ -1465,6 +1524,8 @@ def gap_fill(
             "fill_error": fill_error,
             "artificial_gap_classes": calibration,
             "n_measured": int(measured.sum()),
+            "n_implausible_flux": int(bad_y.sum()),
+            "n_implausible_temperature": int(bad_t.sum()),
             "n_filled": int(filled.sum()),
             "zone": zone,
             **{f"residual_{k}": v for k, v in structure.items()},
@@ -1555,14 +1616,18 @@ def _prepare_sums(filled_frame: pd.DataFrame, gas: str, random_error: str) -> _S
     flux = frame["flux"].to_numpy(dtype=float)
     if not np.isfinite(flux).all():
         raise ConfigError("sums: the series has missing fluxes; gap-fill it first")
+    if (np.abs(flux) > FLUX_MAX_ABS).any():
+        raise ConfigError(f"sums: fluxes beyond +-{FLUX_MAX_ABS:g} are not plausible")
     residual = np.where(filled, np.nan, flux - frame["flux_model"].to_numpy(dtype=float))
     structure = _residual_structure(residual)
     scale = frame["duration_s"].to_numpy(dtype=float) * factor
 
     def column(name: str) -> np.ndarray:
-        if name in frame.columns:
-            return frame[name].to_numpy(dtype=float)
-        return np.full(len(frame), np.nan)
+        if name not in frame.columns:
+            return np.full(len(frame), np.nan)
+        values = np.abs(frame[name].to_numpy(dtype=float))
+        with np.errstate(invalid="ignore"):
+            return np.where(values <= FLUX_MAX_ABS, values, np.nan)
 
     se_col = column("flux_se")
     white = structure["white_sd"]
@@ -1868,6 +1933,7 @@ class SamplingBias:
     unit, gas, method : str
     start_utc, end_utc : str
     n_boot, jitter_days : int
+    resample : str
     ci_level : float
     """
 
@@ -1893,6 +1959,7 @@ class SamplingBias:
     end_utc: str
     n_boot: int
     jitter_days: int
+    resample: str
     ci_level: float
 
     def as_dict(self) -> dict[str, Any]:
@@ -1928,6 +1995,7 @@ def emulate_sampling(
     n_boot: int = 500,
     rng: np.random.Generator | int | None = None,
     jitter_days: int | None = None,
+    resample: str = "visits",
     ci_level: float = 0.95,
 ) -> SamplingBias:
     """The sparse-sampling bias of a schedule, emulated on a continuous series.
@@ -1951,6 +2019,9 @@ def emulate_sampling(
     jitter_days : int, optional
         Days a visit may move in a resampled schedule; default half the median spacing of
         the visits (3 for weekly sampling).
+    resample : {"visits", "phase"}
+        In a resampled schedule each visit moves by its own random number of days
+        (``visits``), or all visits by the same number (``phase``: the schedule's start day).
     ci_level : float
 
     Returns
@@ -1982,6 +2053,8 @@ def emulate_sampling(
     """
     level = _check_level(ci_level)
     _, unit, _suffix, factor = _gas(gas)
+    if resample not in ("visits", "phase"):
+        raise ConfigError(f"resample {resample!r}: expected 'visits' or 'phase'")
     for column in ("time_utc", "duration_s", "flux"):
         if column not in continuous.columns:
             raise ConfigError(f"emulate_sampling: frame has no column {column!r}")
@@ -1991,6 +2064,8 @@ def emulate_sampling(
     values = frame["flux"].to_numpy(dtype=float)
     if not np.isfinite(values).all():
         raise ConfigError("emulate_sampling: the continuous series has gaps; gap-fill it first")
+    if (np.abs(values) > FLUX_MAX_ABS).any():
+        raise ConfigError(f"emulate_sampling: fluxes beyond +-{FLUX_MAX_ABS:g} are not plausible")
     a = slot_start[0] if start is None else int(_utc_index([pd.Timestamp(start)], "start").asi8[0])
     b = (
         slot_start[-1] + dur_ns[-1]
@@ -2010,6 +2085,8 @@ def emulate_sampling(
         other = np.asarray(sample_flux, dtype=float).ravel()
         if other.size != samples.size:
             raise ConfigError(f"sample_flux has {other.size} values for {samples.size} times")
+        with np.errstate(invalid="ignore"):
+            other = np.where(np.abs(other) <= FLUX_MAX_ABS, other, np.nan)  # missing
     order = np.argsort(samples, kind="stable")
     samples = samples[order]
     if other is not None:
@@ -2048,7 +2125,8 @@ def emulate_sampling(
         reps = np.empty(int(n_boot))
         day_ns = 86400 * 10**9
         for k in range(int(n_boot)):
-            shift = gen.integers(-jitter, jitter + 1, size=s_ok.size) * day_ns
+            size = s_ok.size if resample == "visits" else 1
+            shift = gen.integers(-jitter, jitter + 1, size=size) * day_ns
             moved = np.sort(s_ok + shift)
             i2, ok2 = lookup(moved)
             reps[k] = sparse(moved[ok2], values[i2[ok2]]) if ok2.any() else math.nan
@@ -2099,12 +2177,14 @@ def emulate_sampling(
         gas=str(gas).lower(),
         method=(
             "continuous series subsampled at the sample times, linear interpolation between "
-            "samples (held at the ends); CI over schedules with visits moved by up to "
-            f"{jitter} days"
+            "samples (held at the ends); CI over schedules with "
+            + ("visits" if resample == "visits" else "the whole schedule")
+            + f" moved by up to {jitter} days"
         ),
         start_utc=pd.Timestamp(a, tz="UTC").isoformat(),
         end_utc=pd.Timestamp(b, tz="UTC").isoformat(),
         n_boot=int(n_boot),
         jitter_days=jitter,
+        resample=resample,
         ci_level=level,
     )

@@ -152,6 +152,28 @@ def test_q10_bootstrap_is_seeded_and_blocks_count():
     assert "q10_boot" not in a.as_dict()
 
 
+def test_fits_agree_with_scipy_reference_implementations():
+    """Q10 against scipy.stats.linregress on ln F, Lloyd-Taylor against
+    scipy.optimize.curve_fit (Levenberg-Marquardt, numerical Jacobian)."""
+    from scipy import optimize, stats
+
+    rng = np.random.default_rng(4)
+    t = rng.uniform(0, 25, 300)
+    f = tp.lloyd_taylor(t, 1.7, 320.0) * np.exp(rng.normal(0, 0.2, t.size))
+    q = tp.q10_fit(t, f, n_boot=0)
+    line = stats.linregress(t, np.log(f))
+    assert q.slope_per_degc == pytest.approx(line.slope, rel=1e-10)
+    assert q.r10 == pytest.approx(np.exp(line.intercept + 10 * line.slope), rel=1e-10)
+    assert q.r_squared_ln == pytest.approx(line.rvalue**2, rel=1e-10)
+    lt = tp.lloyd_taylor_fit(t, f, n_boot=0)
+    popt, pcov = optimize.curve_fit(
+        lambda x, r10, e0: r10 * np.exp(e0 * (1 / 56.02 - 1 / (x + 46.02))), t, f, p0=[1, 300]
+    )
+    assert lt.r10 == pytest.approx(popt[0], rel=1e-6)
+    assert lt.e0_k == pytest.approx(popt[1], rel=1e-6)
+    assert lt.e0_k_se == pytest.approx(np.sqrt(pcov[1, 1]), rel=1e-3)
+
+
 def test_lloyd_taylor_formula_by_hand():
     # T0 = 227.13 K, Tref = 283.15 K: at 20 degC, exp(E0 (1/56.02 - 1/66.02))
     e0 = 308.56
@@ -181,9 +203,14 @@ def test_lloyd_taylor_exact_recovery_with_negative_fluxes_kept():
     assert fit.n == 40 and fit.n_nonpositive > 0
 
 
-def test_lloyd_taylor_excludes_temperatures_at_t0():
-    fit = tp.lloyd_taylor_fit([-50.0, 0.0, 10.0, 20.0], [0.1, 1.0, 2.0, 4.0], n_boot=0)
-    assert fit.n_out_of_range_excluded == 1 and fit.n == 3
+def test_implausible_values_are_left_out_and_counted():
+    # -50 degC is below T0 = -46.02 degC and outside the plausible -40..80 degC; 1e9 is no flux
+    t, f = [-50.0, 0.0, 10.0, 20.0, 15.0, 5.0], [0.1, 1.0, 2.0, 4.0, 1e9, 1.4]
+    fit = tp.lloyd_taylor_fit(t, f, n_boot=0)
+    assert (fit.n, fit.n_implausible_excluded, fit.n_nonfinite_excluded) == (4, 2, 0)
+    q = tp.q10_fit(t, f, n_boot=0)
+    assert (q.n, q.n_implausible_excluded) == (4, 2)
+    assert tp.TEMPERATURE_RANGE_DEGC == (-40.0, 80.0) and tp.FLUX_MAX_ABS == 1e6
 
 
 def test_lloyd_taylor_bootstrap_grid_matches_exact_refits():
@@ -454,6 +481,10 @@ def test_sparse_sampling_bias_with_a_seasonal_cycle_is_close_to_analytic():
     lo, hi = r.relative_bias_ci
     assert lo <= r.relative_bias <= hi
     assert hi - lo < 0.05
+    phase = tp.emulate_sampling(c, s, n_boot=200, rng=3, resample="phase")
+    assert phase.resample == "phase" and phase.relative_bias == r.relative_bias
+    with pytest.raises(ConfigError, match="resample 'days'"):
+        tp.emulate_sampling(c, s, n_boot=10, resample="days")
 
 
 def test_method_bias_is_separated_from_sampling_bias():
