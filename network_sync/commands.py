@@ -1,5 +1,5 @@
 """The network's commands: ``fit``, ``central``, ``import``, ``query``, ``export``, ``refit``,
-``sync``.
+``sync``, ``compare``.
 
 Thin commands: parse, call the library, report. The root (:mod:`chamberd.controller.cli`)
 assembles them with the other packages' commands and turns errors into messages and exit
@@ -542,6 +542,204 @@ def sync_command(
     )
 
 
+@click.command("compare")
+@click.option("--target", required=True, help="Central database URL (read only).")
+@click.option("--a", "spec_a", metavar="SPEC", help="Series a: SITE/SYSTEM[/CHAMBER[,...]].")
+@click.option("--b", "spec_b", metavar="SPEC", help="Series b (bias = mean(b - a)).")
+@click.option("--gas", type=click.Choice(["co2", "ch4", "n2o"]), default="co2", show_default=True)
+@click.option("--from", "start", metavar="TIME", help="Begin time >= this (ISO 8601, UTC).")
+@click.option("--to", "end", metavar="TIME", help="Begin time < this (ISO 8601, UTC).")
+@click.option("--a-processing", metavar="VERSION", help="Processing version of a (default own).")
+@click.option("--b-processing", metavar="VERSION", help="Processing version of b (default own).")
+@click.option(
+    "--common-processing",
+    metavar="VERSION",
+    help="Central refit for the processing part (default: the one both sides have most).",
+)
+@click.option(
+    "--tolerance",
+    "tolerance_min",
+    type=float,
+    default=15.0,
+    show_default=True,
+    metavar="MIN",
+    help="Nearest pairing: largest time difference [min].",
+)
+@click.option(
+    "--pairing",
+    "method",
+    type=click.Choice(["nearest", "overlap"]),
+    default="nearest",
+    show_default=True,
+    help="Nearest in time within the tolerance, or overlapping closures.",
+)
+@click.option("--block", type=click.Choice(["hour", "day"]), help="Pair hourly or daily means.")
+@click.option(
+    "--completeness",
+    type=click.FloatRange(0.0, 1.0),
+    default=0.5,
+    show_default=True,
+    help="Blocks: share of its expected observations each side needs.",
+)
+@click.option(
+    "--by",
+    multiple=True,
+    type=click.Choice(["month", "hour", "flux", "temperature", "moisture"]),
+    help="Breakdown of the main statistics (repeat for several).",
+)
+@click.option("--min-collars", type=click.IntRange(1), help="Several chambers: fewest per round.")
+@click.option("--boot", "n_boot", type=click.IntRange(0), default=1000, show_default=True)
+@click.option("--seed", type=int, default=1, show_default=True, help="Seed of every resample.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="HTML report to write.")
+@click.option(
+    "--baseline",
+    is_flag=True,
+    help="List the between-collar agreement of every system (no --a/--b).",
+)
+@click.option("--site", help="--baseline: only this site's systems.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress on stderr.")
+def compare_command(
+    target: str,
+    spec_a: str | None,
+    spec_b: str | None,
+    gas: str,
+    start: str | None,
+    end: str | None,
+    a_processing: str | None,
+    b_processing: str | None,
+    common_processing: str | None,
+    tolerance_min: float,
+    method: str,
+    block: str | None,
+    completeness: float,
+    by: tuple[str, ...],
+    min_collars: int | None,
+    n_boot: int,
+    seed: int,
+    as_json: bool,
+    output: str | None,
+    baseline: bool,
+    site: str | None,
+    quiet: bool,
+) -> None:
+    """Compare two series of the central database: how well they agree, and why not.
+
+    SPEC is SITE/SYSTEM (every chamber: the mean of the collars per round),
+    SITE/SYSTEM/CHAMBER[,CHAMBER...] or SITE/SYSTEM/plot:NAME. Prints every agreement
+    statistic with its block-bootstrap CI (by local standard day), the pairing diagnostics,
+    the within-system baselines, the processing part, temperature responses and sums.
+    --baseline lists the between-collar agreement of every system instead.
+
+    Example: chamberd compare --target sqlite:///c.db --a YMS/ataka/port1 --b YMS/ueyama/port1
+    """
+    import json
+
+    from chamberd.network_sync.central import Central
+    from chamberd.network_sync.compare import baselines, compare
+    from chamberd.network_sync.queries import parse_time
+
+    if not (math.isfinite(tolerance_min) and tolerance_min >= 0):
+        raise click.BadParameter("minutes >= 0", param_hint="--tolerance")
+    window = {"start": parse_time(start, "--from"), "end": parse_time(end, "--to")}
+
+    def progress(message: str) -> None:
+        if not quiet:
+            click.echo(f"compare: {message} ...", err=True)
+
+    if baseline:
+        for given, name in ((spec_a, "--a"), (spec_b, "--b"), (output, "-o")):
+            if given:
+                raise click.BadParameter("not with --baseline", param_hint=name)
+        with Central.connect(target, mode="read") as central:
+            central.require_schema()
+            found = baselines(
+                central,
+                site=site,
+                gas=gas,
+                tolerance_s=tolerance_min * 60.0,
+                method=method,
+                block=block,
+                completeness=completeness,
+                progress=progress,
+                **window,
+            )
+        if as_json:
+            click.echo(json.dumps({"baselines": [b.as_dict() for b in found]}, allow_nan=False))
+            return
+        if not found:
+            click.echo("no systems in the central database")
+        for b in found:
+            click.echo(b.line())
+            for row in b.pairs.to_dict(orient="records"):
+                click.echo(
+                    f"  {row['collar_a']} / {row['collar_b']}: n {row['n_pairs']}, bias "
+                    f"{_number(row['bias'])}, RMSD {_number(row['rmsd'])}, r "
+                    f"{_number(row['r'])}, CCC {_number(row['ccc'])}"
+                )
+        return
+    if site:
+        raise click.BadParameter(
+            "only with --baseline (the specs name the sites)", param_hint="--site"
+        )
+    for given, name in ((spec_a, "--a"), (spec_b, "--b")):
+        if not given:
+            raise click.BadParameter("required (or --baseline)", param_hint=name)
+    render = None
+    if output:
+        check_output_folder(output, "-o")
+        render = _report_renderer()
+    with Central.connect(target, mode="read") as central:
+        central.require_schema()
+        comparison = compare(
+            central,
+            spec_a,
+            spec_b,
+            gas=gas,
+            a_processing=a_processing,
+            b_processing=b_processing,
+            common_processing=common_processing,
+            tolerance_s=tolerance_min * 60.0,
+            method=method,
+            block=block,
+            completeness=completeness,
+            by=by,
+            n_boot=n_boot,
+            seed=seed,
+            min_collars=min_collars,
+            progress=progress,
+            **window,
+        )
+    if render is not None:
+        progress(f"writing the report {output}")
+        written = render(comparison, output)
+        if not quiet:
+            click.echo(f"report written to {written}", err=True)
+    if as_json:
+        click.echo(json.dumps(comparison.as_dict(), allow_nan=False))
+    else:
+        for line in comparison.lines():
+            click.echo(line)
+
+
+def _number(value: Any) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "-"
+    return f"{float(value):.3f}"
+
+
+def _report_renderer() -> Any:
+    """The HTML report's renderer (network_sync/compare/report.py)."""
+    try:
+        from chamberd.network_sync.compare import report
+    except ImportError:
+        raise ConfigError(
+            "-o: the HTML comparison report is not in this build yet "
+            "(network_sync/compare/report.py); use --json"
+        ) from None
+    return report.render_report
+
+
 class _RollBack(Exception):
     """Ends a dry run's transaction without committing it."""
 
@@ -560,4 +758,5 @@ COMMANDS = [
     export_command,
     refit_command,
     sync_command,
+    compare_command,
 ]

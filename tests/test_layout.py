@@ -115,6 +115,7 @@ def test_each_package_owns_its_commands():
             "export",
             "refit",
             "sync",
+            "compare",
         },
     }
     for name, command in cli.commands.items():

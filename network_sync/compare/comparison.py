@@ -683,17 +683,24 @@ def _empty_reason(central: Central, chosen: Selection) -> str:
             f"{chosen.rounds_incomplete} rounds, none with at least {chosen.min_collars} "
             "collars (min_collars)"
         )
+    where, params = ["site_id = ?", "system_id = ?"], [chosen.spec.site, chosen.spec.system]
+    if chosen.chambers:
+        where.append(f"chamber IN ({', '.join('?' for _ in chosen.chambers)})")
+        params += list(chosen.chambers)
     rows = central.query(
         "SELECT min(begin_utc) AS first, max(begin_utc) AS last, count(*) AS n "
-        "FROM observations WHERE site_id = ? AND system_id = ?",
-        (chosen.spec.site, chosen.spec.system),
+        f"FROM observations WHERE {' AND '.join(where)}",
+        params,
     )
     period = ""
     if chosen.start_utc or chosen.end_utc:
         period = f" from {chosen.start_utc or 'the start'} to {chosen.end_utc or 'the end'}"
     if rows and rows[0]["n"]:
         first, last = (pd.Timestamp(rows[0][k]) for k in ("first", "last"))
-        held = f"its {rows[0]['n']} observations begin from {first} to {last}"
+        held = (
+            f"its {rows[0]['n']} observations begin from {first:%Y-%m-%d %H:%M} to "
+            f"{last:%Y-%m-%d %H:%M} UTC"
+        )
     else:
         held = "it has no observations"
     return f"{what}{period}; {held}"
