@@ -3,7 +3,8 @@
 Shared by the command modules of every package. A file is written to a temporary file in
 its folder and renamed over the target only when the target is a regular file (or does not
 exist yet): a device node (``/dev/null``), a FIFO or a terminal is written in place, never
-replaced.
+replaced. A file that cannot be written (a folder, no permission, a full disk) is a
+:class:`~chamberd.controller.errors.StorageError` naming it.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import IO, Any
 
 import click
+
+from .errors import ChamberError, StorageError
 
 __all__ = ["check_output_folder", "open_output", "write_csv", "write_text"]
 
@@ -53,6 +56,17 @@ def open_output(path: str | None, *, newline: str | None = None) -> Iterator[IO[
     if path is None or path == "-":
         yield sys.stdout
         return
+    try:
+        with _open_file(path, newline) as handle:
+            yield handle
+    except ChamberError:
+        raise
+    except OSError as exc:  # a folder, no permission, disk full: a message, not a traceback
+        raise StorageError(f"cannot write {path}: {exc.strerror or exc}") from exc
+
+
+@contextlib.contextmanager
+def _open_file(path: str, newline: str | None) -> Iterator[IO[str]]:
     # through a symbolic link, the file it names is written (the link stays a link)
     target = os.path.realpath(path)
     if not _replaceable(target):
@@ -92,6 +106,8 @@ def check_output_folder(path: str | None, option: str) -> None:
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         raise click.BadParameter(f"{path}: folder {folder} does not exist", param_hint=option)
+    if os.path.isdir(path):
+        raise click.BadParameter(f"{path} is a folder, not a file", param_hint=option)
 
 
 def _write_rows(

@@ -442,7 +442,8 @@ _PRECHECKS: dict[int, list[tuple[str, str, str]]] = {
 
 
 def redact(url: str) -> str:
-    """``url`` without its password (for messages and logs)."""
+    """``url`` without its password (for messages, logs and reports): the one in the
+    authority (``user:pw@host``) and a libpq ``password=`` parameter in the query."""
     try:
         parts = urlsplit(url)
         password = parts.password
@@ -450,12 +451,15 @@ def redact(url: str) -> str:
         port = parts.port
     except ValueError:
         return "<unparseable database URL>"
+    query = re.sub(r"(?i)(^|&)(password)=[^&]*", r"\1\2=***", parts.query)
     if password is None:
-        return url
+        if query == parts.query:
+            return url
+        return urlunsplit((parts.scheme, parts.netloc, parts.path, query, parts.fragment))
     if port:
         host = f"{host}:{port}"
     user = f"{parts.username}:***@" if parts.username else ":***@"
-    return urlunsplit((parts.scheme, user + host, parts.path, parts.query, parts.fragment))
+    return urlunsplit((parts.scheme, user + host, parts.path, query, parts.fragment))
 
 
 def _scrub(text: str, url: str) -> str:

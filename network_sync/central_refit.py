@@ -29,16 +29,31 @@ from typing import Any
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from chamberd.fitting import Closure, fit_closures
+from chamberd.fitting import Closure, ClosureFit, fit_closures
 
 from .central import Central
 from .refit import ANALYSER_PRECISION_MF, BLAS_THREADS
 from .sync import FLUX_UNITS
 
-__all__ = ["RefitReport", "refit"]
+__all__ = ["Observer", "RefitReport", "Refitted", "processing_version", "refit"]
 
 _COLUMN = {"co2": "co2_umol_mol", "ch4": "ch4_nmol_mol", "n2o": "n2o_nmol_mol"}
 _INITIAL_S = 10.0
+
+
+@dataclass(frozen=True, eq=False)
+class Refitted:
+    """One observation of a central refit: its row, its closure, the fit (or why there is
+    none) and what was stored (``flux``, ``flags``, ``model``; None when skipped)."""
+
+    observation: dict[str, Any]
+    closure: Closure
+    fit: ClosureFit | ValueError
+    stored: dict[str, Any] | None
+
+
+#: ``observe(refitted)``: called with each chunk's :class:`Refitted` once it is stored.
+Observer = Callable[[list[Refitted]], None]
 
 
 @dataclass
@@ -48,6 +63,16 @@ class RefitReport:
     fitted: int = 0
     skipped: int = 0
     seconds: float = 0.0
+
+
+def processing_version(method: str, dead_band_s: float | None = None) -> str:
+    """The processing version of a central refit: ``central-<method>-db<stored|Ns>``.
+
+    >>> processing_version("exponential", 20.0)
+    'central-exponential-db20s'
+    """
+    band = "stored" if dead_band_s is None else f"{dead_band_s:g}s"
+    return f"central-{method}-db{band}"
 
 
 def refit(
@@ -60,13 +85,17 @@ def refit(
     dead_band_s: float | None = None,
     chunk: int = 2000,
     progress: Callable[[RefitReport], None] | None = None,
+    observe: Observer | None = None,
 ) -> RefitReport:
     """Refit the raw traces of ``gas`` of the selected observations with ``method``
-    (``linear`` or ``exponential``, LI-COR's fixed-C'0 form)."""
+    (``linear`` or ``exponential``, LI-COR's fixed-C'0 form).
+
+    ``observe``, when given, is called after each chunk is stored with one
+    :class:`Refitted` per observation of the chunk (what ``chamberd refit --report``
+    draws)."""
     if method not in ("linear", "exponential"):
         raise ValueError(f"method {method!r}: linear or exponential")
-    band = "stored" if dead_band_s is None else f"{dead_band_s:g}s"
-    version = f"central-{method}-db{band}"
+    version = processing_version(method, dead_band_s)
     report = RefitReport(version)
     started = time.perf_counter()
     where, params = ["o.status = 'done'"], []
@@ -78,8 +107,9 @@ def refit(
         params.append(system)
     column = _COLUMN[gas]
     observations = central.query(
-        "SELECT o.uuid, o.site_id, o.dead_band_s, o.observation_s, o.area_cm2, o.volume_cm3, "
-        "o.pressure_kpa, o.air_temperature_degc FROM observations o "
+        "SELECT o.uuid, o.site_id, o.system_id, o.chamber, o.begin_utc, o.dead_band_s, "
+        "o.observation_s, o.area_cm2, o.volume_cm3, o.pressure_kpa, o.air_temperature_degc "
+        "FROM observations o "
         f"WHERE {' AND '.join(where)} AND EXISTS (SELECT 1 FROM samples s "
         f"WHERE s.observation_uuid = o.uuid AND s.{column} IS NOT NULL) ORDER BY o.uuid",
         params,
@@ -88,7 +118,10 @@ def refit(
     with threadpool_limits(limits=BLAS_THREADS, user_api="blas"):
         for start in range(0, len(observations), chunk):
             part = observations[start : start + chunk]
-            rows = _fit_chunk(central, part, gas, column, method, dead_band_s, version, report)
+            refitted: list[Refitted] | None = [] if observe is not None else None
+            rows = _fit_chunk(
+                central, part, gas, column, method, dead_band_s, version, report, refitted
+            )
             with central.transaction():
                 for uuid in {o["uuid"] for o in part}:
                     central.execute(
@@ -103,6 +136,8 @@ def refit(
                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, 1)",
                     rows,
                 )
+            if observe is not None and refitted is not None:
+                observe(refitted)
             if progress is not None:
                 progress(report)
     report.seconds = time.perf_counter() - started
@@ -118,6 +153,7 @@ def _fit_chunk(
     dead_band_s: float | None,
     version: str,
     report: RefitReport,
+    refitted: list[Refitted] | None = None,
 ) -> list[tuple[Any, ...]]:
     uuids = [o["uuid"] for o in part]
     samples = central.query(
@@ -136,21 +172,29 @@ def _fit_chunk(
         closures.append(closure)
         assumed.append(guessed)
     rows = []
-    for o, fit, guessed in zip(part, fit_closures(closures), assumed, strict=True):
+    fits = fit_closures(closures)
+    for o, closure, fit, guessed in zip(part, closures, fits, assumed, strict=True):
         if isinstance(fit, ValueError):  # no geometry, no sample in the first seconds
             report.skipped += 1
+            if refitted is not None:
+                refitted.append(Refitted(o, closure, fit, None))
             continue
         model = fit.linear if method == "linear" else fit.exponential
         flux = fit.lin_flux if method == "linear" else fit.exp_flux
         flux_se = fit.lin_flux_se if method == "linear" else fit.exp_flux_se
         if not math.isfinite(flux):
             report.skipped += 1
+            if refitted is not None:
+                refitted.append(Refitted(o, closure, fit, None))
             continue
         flags = []
         if guessed:
             flags.append("assumed_ptw")
         if method == "exponential" and not fit.exponential.converged:
             flags.append("exp_not_converged")
+        if refitted is not None:
+            stored = {"flux": float(flux), "flags": ";".join(flags), "model": method}
+            refitted.append(Refitted(o, closure, fit, stored))
         rows.append(
             (
                 o["site_id"],

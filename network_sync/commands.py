@@ -36,6 +36,49 @@ def _dead_band(value: str) -> str | float:
     return seconds
 
 
+_REPORT_OPTIONS = [
+    click.option(
+        "--report",
+        "report_path",
+        type=click.Path(dir_okay=False),
+        help="Also write per-observation diagnostics as one self-contained HTML file.",
+    ),
+    click.option(
+        "--report-pages",
+        type=click.IntRange(1, 100000),
+        default=1000,
+        show_default=True,
+        help="At most this many observations get a page in --report (those that disagree "
+        "most with the instrument).",
+    ),
+]
+
+
+def _with_report(function: Any) -> Any:
+    for option in reversed(_REPORT_OPTIONS):
+        function = option(function)
+    return function
+
+
+def _report_writer(
+    path: str | None, pages: int, title: str, provenance: list, reference: str = "instrument"
+) -> Any:
+    """The FitReport for --report (None without it), with the chamberd version and the
+    time it is written added to ``provenance``."""
+    if not path:
+        return None
+    from chamberd.controller.clock import SystemClock
+    from chamberd.network_sync.fit_report import FitReport
+    from chamberd.network_sync.html_report import software_version
+
+    if path == "-":
+        raise click.BadParameter("an HTML report is written to a file", param_hint="--report")
+    check_output_folder(path, "--report")
+    written = SystemClock().now().replace(microsecond=0).isoformat()
+    provenance = [*provenance, ("chamberd", software_version()), ("written (UTC)", written)]
+    return FitReport(path, title=title, provenance=provenance, max_pages=pages, reference=reference)
+
+
 @click.command("fit")
 @click.argument("files", nargs=-1, required=True, type=click.Path())
 @click.option(
@@ -60,6 +103,7 @@ def _dead_band(value: str) -> str | float:
     help="Model-selection rule (see docs/fitting.md).",
 )
 @click.option("-o", "--output", type=click.Path(), help="CSV file to write (default stdout).")
+@_with_report
 @click.option("-q", "--quiet", is_flag=True, help="No progress or summary on stderr.")
 def fit_command(
     files: tuple[str, ...],
@@ -67,15 +111,18 @@ def fit_command(
     dead_band: str,
     selection: str,
     output: str | None,
+    report_path: str | None,
+    report_pages: int,
     quiet: bool,
 ) -> None:
     """Refit every observation of instrument files and compare with the instrument.
 
     Writes one CSV row per observation and gas; the instrument's own results are in the
-    ref_* columns. Exit status 3 when an observation or file was refused (the others are
-    still written).
+    ref_* columns. --report adds an HTML page per observation (trace, window, both fits,
+    the instrument's values, flags) after a summary of where we disagree most. Exit
+    status 3 when an observation or file was refused (the others are still written).
 
-    Example: chamberd fit data/*.81x -o fluxes.csv
+    Example: chamberd fit data/*.81x -o fluxes.csv --report fits.html
     """
     from chamberd.fitting import FitSettings
     from chamberd.network_sync.refit import COLUMNS, agreement, refit_paths
@@ -83,6 +130,24 @@ def fit_command(
     settings = FitSettings(selection=selection)
     chosen = _dead_band(dead_band)
     check_output_folder(output, "-o")
+    shown = ", ".join(files[:20]) + (f" and {len(files) - 20} more" if len(files) > 20 else "")
+    html = _report_writer(
+        report_path,
+        report_pages,
+        "chamberd fit: per-observation diagnostics",
+        [
+            ("files", shown),
+            ("format", fmt),
+            ("dead band", dead_band),
+            ("model selection", selection),
+        ],
+    )
+    observe = None
+    if html is not None:
+        from chamberd.network_sync.fit_report import from_file_fit
+
+        def observe(obs: Any, closure: Any, fit: Any, row: dict[str, Any]) -> None:
+            html.add(from_file_fit(obs, closure, fit, row))
 
     def progress(report: Any, path: str) -> None:
         if not quiet and report.observations >= 50:
@@ -92,8 +157,14 @@ def fit_command(
                 err=True,
             )
 
-    report = refit_paths(files, fmt=fmt, dead_band=chosen, settings=settings, progress=progress)
+    report = refit_paths(
+        files, fmt=fmt, dead_band=chosen, settings=settings, progress=progress, observe=observe
+    )
     write_csv(report.rows, COLUMNS, output)
+    if html is not None:
+        for refused in report.refused:
+            html.refuse(str(refused))
+        html.write(notes=agreement(report.rows).lines())
     if not quiet:
         for warning in report.warnings:
             click.echo(f"warning: {warning}", err=True)
@@ -106,6 +177,10 @@ def fit_command(
         )
         for line in agreement(report.rows).lines():
             click.echo(line, err=True)
+        if html is not None:
+            click.echo(
+                f"report of {html.observations} observations written to {html.path}", err=True
+            )
     if report.refused:
         raise SystemExit(3)
 
@@ -416,6 +491,7 @@ def export_command(
 @click.option("--method", type=click.Choice(["linear", "exponential"]), required=True)
 @click.option("--gas", type=click.Choice(["co2", "ch4", "n2o"]), default="co2", show_default=True)
 @click.option("--dead-band", "dead_band", type=float, help="Seconds (default: each stored one).")
+@_with_report
 def refit_command(
     target: str,
     site: str | None,
@@ -423,25 +499,60 @@ def refit_command(
     method: str,
     gas: str,
     dead_band: float | None,
+    report_path: str | None,
+    report_pages: int,
 ) -> None:
     """Refit every stored raw trace with one method (the batch path), as a new processing version.
 
     The results sit beside each system's own fluxes, under processing_version
-    central-<method>-db<dead band>; running it again replaces them.
+    central-<method>-db<dead band>; running it again replaces them. --report writes an HTML
+    page per observation: the stored trace, both fits, the new version's flux beside the
+    observation's own processing (the instrument's where it has one).
 
     Example: chamberd refit --target sqlite:///c.db --method exponential --dead-band 20
     """
-    from chamberd.network_sync.central import Central
-    from chamberd.network_sync.central_refit import refit
+    from chamberd.network_sync.central import Central, redact
+    from chamberd.network_sync.central_refit import processing_version, refit
 
     if dead_band is not None and (not math.isfinite(dead_band) or dead_band < 0):
         raise click.BadParameter("a number of seconds >= 0", param_hint="--dead-band")
+    version = processing_version(method, dead_band)
+    html = _report_writer(
+        report_path,
+        report_pages,
+        f"chamberd refit {version}: per-observation diagnostics",
+        [
+            ("database", redact(target)),
+            ("site", site or "(all)"),
+            ("system", system or "(all)"),
+            ("gas", gas),
+            ("method", method),
+            (
+                "dead band",
+                "each observation's stored one" if dead_band is None else f"{dead_band:g} s",
+            ),
+            ("processing version", version),
+            (
+                "compared with",
+                "each observation's own processing (the system): its 'instrument' fluxes "
+                "where it has them, else its system's (site-1, cosore, manual)",
+            ),
+        ],
+        reference="system",
+    )
 
     def progress(report: Any) -> None:
         click.echo(f"refitted {report.fitted} of {report.observations}", err=True)
 
     with Central.connect(target, mode="write") as central:
         central.require_schema()
+        observe = None
+        if html is not None:
+            from chamberd.network_sync.fit_report import central_observer
+
+            observe = central_observer(
+                html, central, gas=gas, processing_version=version, method=method
+            )
         report = refit(
             central,
             method=method,
@@ -450,7 +561,11 @@ def refit_command(
             system=system,
             dead_band_s=dead_band,
             progress=progress,
+            observe=observe,
         )
+    if html is not None:
+        html.write()
+        click.echo(f"report of {html.observations} observations written to {html.path}", err=True)
     rate = report.fitted / report.seconds if report.seconds else 0.0
     click.echo(
         f"{report.fitted} of {report.observations} observations refitted as "

@@ -34,6 +34,7 @@ __all__ = [
     "CHUNK_CLOSURES",
     "COLUMNS",
     "Agreement",
+    "Observer",
     "RefitReport",
     "agreement",
     "observation_closures",
@@ -282,6 +283,10 @@ def _iter_files(paths: Iterable[str | os.PathLike[str]]) -> Iterator[str]:
             yield text
 
 
+#: ``observe(obs, closure, fit, row)``: called for every row of :func:`refit_paths`.
+Observer = Callable[[ChamberObservation, Closure, ClosureFit, dict[str, Any]], None]
+
+
 def refit_paths(
     paths: Iterable[str | os.PathLike[str]],
     *,
@@ -290,13 +295,15 @@ def refit_paths(
     settings: FitSettings | None = None,
     progress: Callable[[RefitReport, str], None] | None = None,
     chunk_closures: int = CHUNK_CLOSURES,
+    observe: Observer | None = None,
 ) -> RefitReport:
     """Refit every observation of every file; a bad file or observation is refused whole.
 
     Files are read one by one; their closures are fitted together in batches of about
     ``chunk_closures`` (:func:`chamberd.fitting.fit_closures`), and the report is built in
     file order, as if each file were fitted when read. ``progress`` is called after each
-    file with the report so far and the file name.
+    file with the report so far and the file name; ``observe`` with each row as it is
+    added, its observation, closure and fit (what ``chamberd fit --report`` draws).
     """
     report = RefitReport()
     pending: list[tuple[str, ReadResult | DataFileError]] = []
@@ -311,9 +318,9 @@ def refit_paths(
             if isinstance(result, ReadResult):
                 waiting += sum(len(obs.gases) for obs in result.observations)
             if waiting >= chunk_closures:
-                _report(pending, report, dead_band, settings, progress)
+                _report(pending, report, dead_band, settings, progress, observe)
                 pending, waiting = [], 0
-        _report(pending, report, dead_band, settings, progress)
+        _report(pending, report, dead_band, settings, progress, observe)
     return report
 
 
@@ -323,6 +330,7 @@ def _report(
     dead_band: str | float,
     settings: FitSettings | None,
     progress: Callable[[RefitReport, str], None] | None,
+    observe: Observer | None = None,
 ) -> None:
     """Fit the closures of the files read so far, then add them to the report in order."""
     closures: list[tuple[Closure, str]] = []
@@ -332,6 +340,7 @@ def _report(
                 closures.extend(observation_closures(obs, dead_band=dead_band, settings=settings))
     fits = iter(fit_closures([c for c, _ in closures]))
     notes = iter([n for _, n in closures])
+    traces = iter([c for c, _ in closures])
     for path, result in pending:
         report.files += 1
         if isinstance(result, DataFileError):
@@ -343,11 +352,14 @@ def _report(
             report.observations += 1
             report.warnings.extend(f"{obs.name}: {w}" for w in obs.warnings)
             gases = len(obs.gases)
-            rows, error = _rows(
-                obs, [next(fits) for _ in range(gases)], [next(notes) for _ in range(gases)]
-            )
+            obs_fits = [next(fits) for _ in range(gases)]
+            obs_closures = [next(traces) for _ in range(gases)]
+            rows, error = _rows(obs, obs_fits, [next(notes) for _ in range(gases)])
             if error is None:
                 report.rows.extend(rows)
+                if observe is not None:
+                    for row, closure, fit in zip(rows, obs_closures, obs_fits, strict=True):
+                        observe(obs, closure, fit, row)  # type: ignore[arg-type]
             else:
                 report.refused.append(error)
         if progress is not None:

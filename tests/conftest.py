@@ -219,3 +219,12 @@ def private_postgres():
         with contextlib.suppress(Exception):
             server.stop("immediate")
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """A headless Chromium for the session (``tests/browser.py``); skips where it is not
+    installed, fails when CHAMBERD_REQUIRE_BROWSER=1 (CI)."""
+    from browser import browser_session
+
+    yield from browser_session()
