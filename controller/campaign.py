@@ -49,6 +49,7 @@ import numpy as np
 
 from .clock import FakeClock, SystemClock
 from .config import SiteConfig, parse_config
+from .errors import ConfigError, DataFileError, StorageError
 
 __all__ = [
     "CampaignDesign",
@@ -186,12 +187,10 @@ def simulate_campaign(
     design = design or CampaignDesign()
     say = progress or (lambda _text: None)
     wall_start = time.perf_counter()
-    folder = Path(folder).resolve()
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = _folder(folder)
     cfg = campaign_config(folder, design)
     db = Path(cfg.storage.path)
-    for suffix in ("", "-wal", "-shm"):
-        Path(f"{db}{suffix}").unlink(missing_ok=True)
+    _remove(db, ("", "-wal", "-shm"))
     zone = zoneinfo.ZoneInfo(cfg.site.time_zone)
     start = dt.datetime.combine(START_DATE, dt.time(0), tzinfo=zone).astimezone(dt.UTC)
     end = start + dt.timedelta(days=design.days)
@@ -217,7 +216,11 @@ def simulate_campaign(
         error = float(rng.normal(0.0, design.survey_noise))
         survey.append((collar, at, true * (1.0 + design.survey_bias) * (1.0 + error), true))
     path = folder / "campaign-survey.csv"
-    _write_survey(path, survey, cfg, zone)
+    try:
+        _write_survey(path, survey, cfg, zone)
+    except OSError as exc:
+        problem = exc.strerror or exc
+        raise StorageError(f"{path}: cannot write the survey's file: {problem}") from exc
     visits = len(range(0, design.days, design.survey_every_days))
     say(
         f"survey system 'survey' ({', '.join(c for _, c in design.collars)}): {len(survey)} "
@@ -248,6 +251,30 @@ def simulate_campaign(
         truth=truth,
         wall_s=time.perf_counter() - wall_start,
     )
+
+
+def _folder(path: str | Path) -> Path:
+    """The campaign's folder, created; StorageError naming it when it cannot be written."""
+    folder = Path(path).resolve()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / ".chamberd-campaign-probe"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise StorageError(
+            f"{folder}: cannot write the campaign's files there: {exc.strerror or exc}"
+        ) from exc
+    return folder
+
+
+def _remove(path: Path, suffixes: Sequence[str]) -> None:
+    """Delete a database a previous run left (and its journal files)."""
+    for suffix in suffixes:
+        try:
+            Path(f"{path}{suffix}").unlink(missing_ok=True)
+        except OSError as exc:
+            raise StorageError(f"{path}{suffix}: cannot replace it: {exc.strerror or exc}") from exc
 
 
 def _realised(survey: list[tuple[str, dt.datetime, float, float]], collar: str) -> float:
@@ -307,8 +334,6 @@ def load_campaign(
         )
         totals = report.totals()
         if report.rejected:
-            from .errors import DataFileError
-
             raise DataFileError("; ".join(report.rejected[0].reasons))
         say(f"chamberd import (manual-csv): {totals['sent']} survey observations")
     return {"sync": summary.as_dict(), "import": totals}
@@ -330,12 +355,10 @@ def run_campaign(
     Returns ``{"json": the --json object, "comparison": the Comparison, "campaign": the
     SimulatedCampaign}``."""
     wall_start = time.perf_counter()
-    folder = Path(folder).resolve()
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = _folder(folder)
     if target is None:
         central_db = folder / "campaign-central.db"
-        for suffix in ("", "-wal", "-shm", "-journal"):
-            Path(f"{central_db}{suffix}").unlink(missing_ok=True)
+        _remove(central_db, ("", "-wal", "-shm", "-journal"))
         target = f"sqlite:///{central_db}"
     campaign = simulate_campaign(folder, design, progress=progress)
     loaded = load_campaign(campaign, target, progress=progress)
@@ -424,7 +447,8 @@ def analyse_campaign(
     # every few days, so a resampled schedule moves each by up to half that spacing
     filled = result.temporal_a.filled
     if filled is None:
-        raise ValueError(f"{a}: no gap-filled series ({'; '.join(result.temporal_a.notes)})")
+        notes = "; ".join(result.temporal_a.notes)
+        raise ConfigError(f"{a}: its series could not be gap-filled ({notes})")
     sampling = temporal.emulate_sampling(
         filled,
         result.b.frame["time_utc"],

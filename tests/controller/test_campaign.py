@@ -154,3 +154,12 @@ def test_cli_json_last_line(tmp_path, capsys):
 def test_cli_refuses_target_without_campaign(capsys):
     assert main(["demo", "--target", "sqlite:///x.db"]) == 2
     assert "--target" in capsys.readouterr().err
+
+
+def test_cli_a_folder_that_cannot_be_written_is_a_message(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    status = main(["demo", "--campaign", "--days", "4", "--folder", str(blocker / "sub")])
+    err = capsys.readouterr().err
+    assert status == 1 and "cannot write the campaign's files" in err
+    assert "Traceback" not in err
