@@ -1135,33 +1135,36 @@ def _ar1_run_variances(
 
 
 def _artificial_gap_errors(
-    windows: _Windows,
+    predict: Any,
     measured: np.ndarray,
     f: np.ndarray,
-    g: np.ndarray,
     run_len: np.ndarray,
     gen: np.random.Generator,
     *,
+    relative: bool,
     min_gaps: int = 5,
     target_gaps: int = 40,
     max_rounds: int = 25,
     min_measured: float = 0.3,
-) -> tuple[np.ndarray, list[dict[str, float]]]:
-    """Relative RMS error of gap sums, by gap length, from artificial gaps.
+) -> tuple[np.ndarray, list[dict[str, Any]]]:
+    """RMS error of gap sums, by gap length, from artificial gaps.
 
     Gap lengths are grouped in classes [2^k, 2^(k+1)) slots. For each class present among
     the real gaps, gaps of the class's median length are cut out of the measured data
-    (non-overlapping, at least ``min_measured`` of each measured), filled by the same
-    windows, and the error of each gap's sum over its measured slots is divided by the sum
-    of the model there.
-    Classes with fewer than ``min_gaps`` artificial gaps are interpolated on log-log axes
-    between the classes that have them; beyond the longest such class the relative level
+    (non-overlapping, at least ``min_measured`` of each measured) and filled by
+    ``predict(mask)`` (the same method, from the remaining data); the error of each gap is
+    the mean of (fill - measured) over its measured slots, divided by the mean |fill| there
+    when ``relative``. Classes with fewer than ``min_gaps`` artificial gaps are interpolated
+    on log-log axes between the classes that have them; beyond the longest such class the
     error grows as the square root of the length (a random walk), below the shortest it is
-    held. Returns the relative error for each real run and a summary per class.
+    held.
+
+    Returns, per real run, the RMS error of its mean (relative, or in flux units), and a
+    summary per class.
     """
     n = measured.size
     classes = np.floor(np.log2(np.maximum(run_len, 1))).astype(int)
-    rows: list[dict[str, float]] = []
+    rows: list[dict[str, Any]] = []
     for k in np.unique(classes):
         length = int(np.median(run_len[classes == k]))
         if length >= n // 2:
@@ -1185,16 +1188,19 @@ def _artificial_gap_errors(
             mask = measured.copy()
             for st in chosen:
                 mask[st : st + length] = False
-            fit = windows.fit(mask, f, g)
-            if fit is None:
+            pred = predict(mask)
+            if pred is None:
                 continue
-            pred = fit.r10_t * g
             for st in chosen:
                 sl = slice(st, st + length)
                 m = measured[sl]
-                model_sum = float(pred[sl][m].sum())
-                if model_sum > 0:
-                    errors.append(float((pred[sl][m] - f[sl][m]).sum()) / model_sum)
+                error = float((pred[sl][m] - f[sl][m]).mean())
+                if relative:
+                    scale = float(np.abs(pred[sl][m]).mean())
+                    if scale > 0:
+                        errors.append(error / scale)
+                else:
+                    errors.append(error)
         if errors:
             err = np.asarray(errors)
             rows.append(
@@ -1202,26 +1208,85 @@ def _artificial_gap_errors(
                     "length_slots": length,
                     "n_real_gaps": int((classes == k).sum()),
                     "n_artificial_gaps": int(err.size),
-                    "relative_rms_error": float(np.sqrt(np.mean(err**2))),
-                    "relative_mean_error": float(err.mean()),
+                    "error": "relative" if relative else "flux unit",
+                    "rms_error": float(np.sqrt(np.mean(err**2))),
+                    "mean_error": float(err.mean()),
                 }
             )
     good = [r for r in rows if r["n_artificial_gaps"] >= min_gaps]
     if not good:
         return np.zeros(run_len.size), rows
     x = np.log([r["length_slots"] for r in good])
-    y = np.log([max(r["relative_rms_error"], 1e-12) for r in good])
+    y = np.log([max(r["rms_error"], 1e-300) for r in good])
     lengths = np.log(np.maximum(run_len, 1).astype(float))
-    rel = np.exp(np.interp(lengths, x, y))
-    longer = lengths > x[-1]
-    rel[longer] = np.exp(y[-1]) * np.sqrt(np.exp(lengths[longer] - x[-1]))
-    return rel, rows
+    rms = np.exp(np.interp(lengths, x, y))
+    longer = lengths > x[-1]  # grows as a random walk beyond the longest class measured
+    rms[longer] = np.exp(y[-1]) * np.sqrt(np.exp(lengths[longer] - x[-1]))
+    return rms, rows
+
+
+def _leave_one_out_linear(centres: np.ndarray, f: np.ndarray, measured: np.ndarray):
+    """At each measured slot, the line between its measured neighbours (held at the ends)."""
+    idx = np.flatnonzero(measured)
+    out = np.full(f.size, np.nan)
+    if idx.size < 3:
+        return out
+    x, v = centres[idx], f[idx]
+    left, right = x[:-2], x[2:]
+    w = (x[1:-1] - left) / (right - left)
+    out[idx[1:-1]] = v[:-2] + w * (v[2:] - v[:-2])
+    out[idx[0]], out[idx[-1]] = v[1], v[-2]
+    return out
+
+
+def _sensitivity(
+    model: str,
+    t_fit: np.ndarray,
+    f_fit: np.ndarray,
+    t_all: np.ndarray,
+    q10: float | None,
+    e0_k: float | None,
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """The constant temperature sensitivity (step 1 of gap_fill) and g(T) at every slot."""
+    if model == "q10":
+        if q10 is None:
+            long_term = q10_fit(t_fit, f_fit, n_boot=0)
+            if not long_term.converged:
+                raise FitError(f"gap_fill: long-term Q10 fit failed: {long_term.message}")
+            value = long_term.q10
+            if not 1e-3 < value < 1e3:
+                raise FitError(f"gap_fill: the long-term Q10 of {value:.3g} is not plausible")
+        else:
+            value = float(q10)
+            if not 1e-3 < value < 1e3:
+                raise ConfigError(f"q10 {q10!r}: must lie between 0.001 and 1000")
+        g = np.power(value, (t_all - 10.0) / 10.0)
+        info: dict[str, Any] = {"q10": value}
+    else:
+        if e0_k is None:
+            long_term = lloyd_taylor_fit(t_fit, f_fit, n_boot=0)
+            if not long_term.converged:
+                raise FitError(f"gap_fill: long-term Lloyd-Taylor fit failed: {long_term.message}")
+            value = long_term.e0_k
+        else:
+            value = float(e0_k)
+            if not E0_BOUNDS_K[0] < value < E0_BOUNDS_K[1]:
+                raise ConfigError(
+                    f"e0_k {e0_k!r}: must lie between {E0_BOUNDS_K[0]:g} and {E0_BOUNDS_K[1]:g} K"
+                )
+        g = np.exp(value * _lt_u(t_all))
+        info = {"e0_k": value}
+    if not np.all(np.isfinite(g)):
+        raise FitError("gap_fill: temperature response not finite")
+    given = q10 if model == "q10" else e0_k
+    info["sensitivity_source"] = "given" if given is not None else "long-term fit"
+    return g, info
 
 
 def gap_fill(
     frame: pd.DataFrame,
     *,
-    model: str = "q10",
+    model: str = "auto",
     window_days: float = 5.0,
     interval_s: float | None = None,
     start: Any = None,
@@ -1250,8 +1315,12 @@ def gap_fill(
         (timezone-aware UTC), ``flux`` [flux unit], ``temperature`` [degC] and, optionally,
         ``flux_se`` [flux unit]. Rows with a temperature but no flux count as gaps with a
         measured temperature.
-    model : {"q10", "lloyd_taylor"}
-        Temperature response.
+    model : {"auto", "q10", "lloyd_taylor", "linear"}
+        Temperature response, or linear interpolation in time. ``auto`` (default): Q10
+        where at least half of the measured slots have a soil temperature and at least 90 %
+        of the fluxes are positive, else linear interpolation (CH4 uptake, no temperature;
+        the second best method of Gomez-Casanovas et al. 2013). ``attrs["model"]`` and
+        ``attrs["model_reason"]`` say which was used and why.
     window_days : float
         Length of the moving window centred on each day in which R10 is estimated [d].
     interval_s : float, optional
@@ -1316,18 +1385,23 @@ def gap_fill(
        interpolated temperature, not a diel cycle.
     """
     model_key = str(model).strip().lower().replace("-", "_")
-    if model_key not in ("q10", "lloyd_taylor"):
-        raise ConfigError(f"model {model!r}: expected 'q10' or 'lloyd_taylor'")
+    if model_key not in ("auto", "q10", "lloyd_taylor", "linear"):
+        raise ConfigError(f"model {model!r}: expected auto, q10, lloyd_taylor or linear")
     if fill_error not in ("artificial_gaps", "model"):
         raise ConfigError(f"fill_error {fill_error!r}: expected 'artificial_gaps' or 'model'")
     if not (np.isfinite(window_days) and window_days > 0):
         raise ConfigError(f"window_days {window_days!r}: must be > 0")
-    for column in (time, flux, temperature):
+    required = (time, flux) if model_key in ("auto", "linear") else (time, flux, temperature)
+    for column in required:
         if column not in frame.columns:
             raise ConfigError(f"gap_fill: frame has no column {column!r}")
     times = _utc_index(frame[time], time)
     y = pd.to_numeric(frame[flux], errors="coerce").to_numpy(dtype=float)
-    temp = pd.to_numeric(frame[temperature], errors="coerce").to_numpy(dtype=float)
+    temp = (
+        pd.to_numeric(frame[temperature], errors="coerce").to_numpy(dtype=float)
+        if temperature in frame.columns
+        else np.full(len(frame), np.nan)
+    )
     has_se = flux_se is not None and flux_se in frame.columns
     se = (
         pd.to_numeric(frame[flux_se], errors="coerce").to_numpy(dtype=float)
@@ -1389,101 +1463,129 @@ def gap_fill(
     centres_ns = origin + (np.arange(n_slots) + 0.5) * step_ns
     # temperature: measured, else interpolated in time
     t_ok = np.isfinite(t_slot)
-    if not t_ok.any():
-        raise FitError(f"gap_fill: no soil temperature in column {temperature!r}")
     temperature_filled = ~t_ok
-    if temperature_filled.any():
+    if t_ok.any() and temperature_filled.any():
         t_slot = t_slot.copy()
         t_slot[temperature_filled] = np.interp(
             centres_ns[temperature_filled], centres_ns[t_ok], t_slot[t_ok]
         )
-    # 1. long-term sensitivity
-    fit_mask = measured & t_ok
-    if model_key == "q10":
-        if q10 is None:
-            long_term = q10_fit(t_slot[fit_mask], f_slot[fit_mask], n_boot=0)
-            if not long_term.converged:
-                raise FitError(f"gap_fill: long-term Q10 fit failed: {long_term.message}")
-            q10_used = long_term.q10
-            if not 1e-3 < q10_used < 1e3:
-                raise FitError(f"gap_fill: the long-term Q10 of {q10_used:.3g} is not plausible")
+    reason = "asked for"
+    if model_key == "auto":
+        with_t = int((measured & t_ok).sum())
+        positive = float(np.mean(f_slot[measured] > 0))
+        if with_t >= max(10, 0.5 * measured.sum()) and positive >= 0.9:
+            model_key, reason = "q10", "soil temperature and positive fluxes"
         else:
-            q10_used = float(q10)
-            if not 1e-3 < q10_used < 1e3:
-                raise ConfigError(f"q10 {q10!r}: must lie between 0.001 and 1000")
-        sensitivity = {"q10": q10_used}
-        g = np.power(q10_used, (t_slot - 10.0) / 10.0)
-    else:
-        if e0_k is None:
-            long_term = lloyd_taylor_fit(t_slot[fit_mask], f_slot[fit_mask], n_boot=0)
-            if not long_term.converged:
-                raise FitError(f"gap_fill: long-term Lloyd-Taylor fit failed: {long_term.message}")
-            e0_used = long_term.e0_k
-        else:
-            e0_used = float(e0_k)
-            if not E0_BOUNDS_K[0] < e0_used < E0_BOUNDS_K[1]:
-                raise ConfigError(f"e0_k {e0_k!r}: must lie between {E0_BOUNDS_K[0]:g} and "
-                                  f"{E0_BOUNDS_K[1]:g} K")  # fmt: skip
-        sensitivity = {"e0_k": e0_used}
-        g = np.exp(e0_used * _lt_u(t_slot))
-    if not np.all(np.isfinite(g)):
-        raise FitError("gap_fill: temperature response not finite (temperature at or below T0?)")
-    # 2. R10 per window centred on each day
-    slots_per_day = SECONDS_PER_DAY * 1e9 / step_ns
-    half_slots = window_days * slots_per_day / 2.0
-    day0 = origin - origin % (86400 * 10**9)
-    n_days = math.ceil((stop - day0) / (86400 * 10**9))
-    day_centres_ns = day0 + (np.arange(n_days) + 0.5) * 86400 * 10**9
-    centre_slot = (day_centres_ns - origin) / step_ns
-    lo = np.clip(np.floor(centre_slot - half_slots + 0.5), 0, n_slots).astype(np.int64)
-    hi = np.clip(np.floor(centre_slot + half_slots + 0.5), 0, n_slots).astype(np.int64)
-    needed = (
-        int(min_points)
-        if min_points is not None
-        else max(5, math.ceil(0.1 * window_days * slots_per_day))
-    )
-    windows = _Windows(lo, hi, day_centres_ns.astype(float), centres_ns, max(needed, 2))
-    base = windows.fit(measured, f_slot, g)
-    if base is None:
-        raise FitError(
-            f"gap_fill: no {window_days:g}-day window has {needed} measured slots "
-            "(lower min_points or lengthen window_days)"
+            model_key = "linear"
+            reason = (
+                f"{positive:.0%} of the fluxes positive"
+                if with_t >= max(10, 0.5 * measured.sum())
+                else f"soil temperature with {with_t} of {int(measured.sum())} fluxes"
+            )
+    sensitivity: dict[str, float] = {}
+    if model_key != "linear":
+        if not t_ok.any():
+            raise FitError(f"gap_fill: no soil temperature in column {temperature!r}")
+        g, sensitivity = _sensitivity(
+            model_key, t_slot[measured & t_ok], f_slot[measured & t_ok], t_slot, q10, e0_k
         )
-    # 3. R10 interpolated across windows without enough data and across gaps
-    r10_t = base.r10_t
-    model_flux = r10_t * g
     filled = ~measured
-    out_flux = np.where(measured, f_slot, model_flux)
-    # 4. uncertainty of a filled value: the persistent (AR(1)) part of the residual scatter,
-    # and an error of the level (R10) shared by the whole gap
-    structure = _residual_structure(np.where(measured, f_slot - model_flux, np.nan))
-    rho = structure["rho"]
-    inflation = np.sqrt(np.minimum((1.0 + rho) / (1.0 - rho), np.maximum(base.n_w, 1.0)))
-    sd_t = base.interp(base.sd_w) * math.sqrt(structure["persistent_fraction"])
-    se_r10_t = base.interp(base.se_r10_w * inflation)
-    scatter = np.where(filled, sd_t, 0.0)
+    gen = _rng(rng)
     run, run_start = _runs(filled)
     n_runs = int(run.max()) + 1 if filled.any() else 0
     in_run = run >= 0
     run_len = np.bincount(run[in_run], minlength=n_runs)
-    run_model = np.bincount(run[in_run], weights=model_flux[in_run], minlength=n_runs)
-    # the level error of each gap: the SE of the interpolated R10 at least ...
-    level_se = (g * se_r10_t)[in_run]
-    level_model = np.bincount(run[in_run], weights=level_se, minlength=n_runs) ** 2
-    # ... and what artificial gaps of the same length show beyond the AR(1) scatter
-    scatter_var = _ar1_run_variances(scatter, run, run_start, rho, n_runs)
-    calibration: list[dict[str, float]] = []
-    level_var = level_model
-    if fill_error == "artificial_gaps" and n_runs:
-        rel_sum, calibration = _artificial_gap_errors(
-            windows, measured, f_slot, g, run_len, _rng(rng)
+    calibration: list[dict[str, Any]] = []
+    needed = 0
+    n_windows = n_windows_fitted = 0
+    if model_key == "linear":
+        # linear interpolation in time across each gap (held before the first and after
+        # the last measurement); at measured slots the model is the line between the
+        # neighbours, so that the residuals show the random error
+        def predict(mask: np.ndarray) -> np.ndarray | None:
+            if mask.sum() < 2:
+                return None
+            return np.interp(centres_ns, centres_ns[mask], f_slot[mask])
+
+        line = predict(measured)
+        model_flux = np.where(measured, _leave_one_out_linear(centres_ns, f_slot, measured), line)
+        r10_t = np.full(n_slots, np.nan)
+        structure = _residual_structure(np.where(measured, f_slot - model_flux, np.nan))
+        scatter = np.zeros(n_slots)
+        sd_t = np.zeros(n_slots)
+        loo_sd = structure["white_sd"] if np.isfinite(structure["white_sd"]) else 0.0
+        level_var = (loo_sd * run_len.astype(float)) ** 2  # "model": LOO scatter, shared
+        if fill_error == "artificial_gaps" and n_runs:
+            per_slot, calibration = _artificial_gap_errors(
+                predict, measured, f_slot, run_len, gen, relative=False
+            )
+            if calibration:
+                level_var = (per_slot * run_len) ** 2
+        out_flux = np.where(measured, f_slot, line)
+        fill_model = line
+    else:
+        # 2. R10 per window centred on each day
+        slots_per_day = SECONDS_PER_DAY * 1e9 / step_ns
+        half_slots = window_days * slots_per_day / 2.0
+        day0 = origin - origin % (86400 * 10**9)
+        n_windows = math.ceil((stop - day0) / (86400 * 10**9))
+        day_centres_ns = day0 + (np.arange(n_windows) + 0.5) * 86400 * 10**9
+        centre_slot = (day_centres_ns - origin) / step_ns
+        lo = np.clip(np.floor(centre_slot - half_slots + 0.5), 0, n_slots).astype(np.int64)
+        hi = np.clip(np.floor(centre_slot + half_slots + 0.5), 0, n_slots).astype(np.int64)
+        needed = (
+            int(min_points)
+            if min_points is not None
+            else max(5, math.ceil(0.1 * window_days * slots_per_day))
         )
-        empirical = (rel_sum * run_model) ** 2 - scatter_var
-        level_var = np.maximum(level_model, empirical)
+        windows = _Windows(lo, hi, day_centres_ns.astype(float), centres_ns, max(needed, 2))
+        base = windows.fit(measured, f_slot, g)
+        if base is None:
+            raise FitError(
+                f"gap_fill: no {window_days:g}-day window has {needed} measured slots "
+                "(lower min_points or lengthen window_days)"
+            )
+        n_windows_fitted = int(base.ok_w.sum())
+        # 3. R10 interpolated across windows without enough data and across gaps
+        r10_t = base.r10_t
+        model_flux = r10_t * g
+        fill_model = model_flux
+        out_flux = np.where(measured, f_slot, model_flux)
+        # 4. uncertainty of a filled value: the persistent (AR(1)) part of the residual
+        # scatter, and an error of the level (R10) shared by the whole gap
+        structure = _residual_structure(np.where(measured, f_slot - model_flux, np.nan))
+        rho = structure["rho"]
+        inflation = np.sqrt(np.minimum((1.0 + rho) / (1.0 - rho), np.maximum(base.n_w, 1.0)))
+        sd_t = base.interp(base.sd_w) * math.sqrt(structure["persistent_fraction"])
+        se_r10_t = base.interp(base.se_r10_w * inflation)
+        scatter = np.where(filled, sd_t, 0.0)
+        # the level error of each gap: the SE of the interpolated R10 at least ...
+        level_se = (g * se_r10_t)[in_run]
+        level_var = np.bincount(run[in_run], weights=level_se, minlength=n_runs) ** 2
+        # ... and what artificial gaps of the same length show beyond the AR(1) scatter
+        if fill_error == "artificial_gaps" and n_runs:
+
+            def predict(mask: np.ndarray) -> np.ndarray | None:
+                fit = windows.fit(mask, f_slot, g)
+                return None if fit is None else fit.r10_t * g
+
+            rel, calibration = _artificial_gap_errors(
+                predict, measured, f_slot, run_len, gen, relative=True
+            )
+            run_abs = np.bincount(run[in_run], weights=np.abs(model_flux[in_run]), minlength=n_runs)
+            scatter_var = _ar1_run_variances(scatter, run, run_start, rho, n_runs)
+            level_var = np.maximum(level_var, (rel * run_abs) ** 2 - scatter_var)
+    # the level error of a gap, shared among its slots in proportion to |fill|
+    run_weight = np.bincount(run[in_run], weights=np.abs(fill_model[in_run]), minlength=n_runs)
     with np.errstate(divide="ignore", invalid="ignore"):
-        share = np.sqrt(level_var) / run_model
-    share_slot = share[np.maximum(run, 0)] if n_runs else np.zeros(n_slots)
-    fill_se_level = np.where(in_run, share_slot * model_flux, np.nan)
+        per_weight = np.where(run_weight > 0, np.sqrt(level_var) / run_weight, 0.0)
+        per_slot_flat = np.where(run_weight > 0, 0.0, np.sqrt(level_var) / np.maximum(run_len, 1))
+    if n_runs:
+        idx = np.maximum(run, 0)
+        share_slot = per_weight[idx] * np.abs(fill_model) + per_slot_flat[idx]
+    else:
+        share_slot = np.zeros(n_slots)
+    fill_se_level = np.where(in_run, share_slot, np.nan)
     fill_sd_residual = np.where(filled, sd_t, np.nan)
     fill_se = np.sqrt(fill_sd_residual**2 + fill_se_level**2)
     result = pd.DataFrame(
@@ -1508,19 +1610,19 @@ def gap_fill(
     result.attrs.update(
         {
             "method": (
-                f"moving-window {model_key} gap-filling (Gomez-Casanovas et al. 2013): "
+                "linear interpolation in time across gaps"
+                if model_key == "linear"
+                else f"moving-window {model_key} gap-filling (Gomez-Casanovas et al. 2013): "
                 f"constant sensitivity, R10 per {window_days:g}-day window, interpolated"
             ),
             "model": model_key,
+            "model_reason": reason,
             **sensitivity,
-            "sensitivity_source": "given"
-            if (q10 if model_key == "q10" else e0_k) is not None
-            else "long-term fit",
             "window_days": float(window_days),
             "min_points": needed,
             "interval_s": step,
-            "n_windows": int(n_days),
-            "n_windows_fitted": int(base.ok_w.sum()),
+            "n_windows": int(n_windows),
+            "n_windows_fitted": n_windows_fitted,
             "fill_error": fill_error,
             "artificial_gap_classes": calibration,
             "n_measured": int(measured.sum()),

@@ -377,14 +377,55 @@ def test_gap_fill_refuses_what_it_cannot_do():
     with pytest.raises(ConfigError, match="model 'spline'"):
         tp.gap_fill(frame, model="spline")
     with pytest.raises(ConfigError, match="no column 'soil_temperature_degc'"):
-        tp.gap_fill(frame.drop(columns="soil_temperature_degc"))
+        tp.gap_fill(frame.drop(columns="soil_temperature_degc"), model="q10")
     no_t = frame.assign(soil_temperature_degc=np.nan)
     with pytest.raises(FitError, match="no soil temperature"):
-        tp.gap_fill(no_t)
+        tp.gap_fill(no_t, model="lloyd_taylor")
     with pytest.raises(FitError, match="measured slots"):
         tp.gap_fill(frame.assign(flux=np.nan))
     with pytest.raises(ConfigError, match="naive"):
         tp.gap_fill(frame.assign(begin_utc=frame["begin_utc"].dt.tz_localize(None)))
+    with pytest.raises(ConfigError, match="q10 50000"):
+        tp.gap_fill(frame, model="q10", q10=5e4)
+
+
+def test_gap_fill_auto_chooses_linear_without_temperature_or_for_uptake():
+    frame = _series(days=20)
+    frame.loc[200:260, "flux"] = np.nan
+    auto = tp.gap_fill(frame)
+    assert auto.attrs["model"] == "q10"
+    no_t = tp.gap_fill(frame.drop(columns="soil_temperature_degc"))
+    assert no_t.attrs["model"] == "linear" and "soil temperature" in no_t.attrs["model_reason"]
+    # CH4 uptake: negative fluxes, a straight line across the gap
+    uptake = frame.assign(flux=-1.0 - np.arange(len(frame)) * 1e-3)
+    truth = uptake["flux"].to_numpy().copy()
+    uptake.loc[200:260, "flux"] = np.nan
+    out = tp.gap_fill(uptake)
+    assert (
+        out.attrs["model"] == "linear" and "0% of the fluxes positive" in out.attrs["model_reason"]
+    )
+    np.testing.assert_allclose(out["flux"], truth, rtol=1e-9)
+    assert out.loc[out["filled"], "fill_se"].notna().all()
+    daily = tp.sums(out, "ch4", "day")
+    assert daily["sum_mg_c_m2"].lt(0).all() and np.isfinite(daily["total_se_mg_c_m2"]).all()
+
+
+def test_linear_gap_fill_uncertainty_from_artificial_gaps():
+    rng = np.random.default_rng(8)
+    frame = _series(days=60)
+    frame["flux"] = -2.0 + 0.3 * rng.normal(size=len(frame))  # white noise around -2
+    gaps = np.zeros(len(frame), bool)
+    for start in range(100, 2800, 300):
+        gaps[start : start + 24] = True
+    frame.loc[gaps, "flux"] = np.nan
+    out = tp.gap_fill(frame, model="linear")
+    classes = out.attrs["artificial_gap_classes"]
+    assert classes and classes[0]["error"] == "flux unit"
+    # the error of the mean of 24 filled values is about that of the line between two
+    # noisy end points: 0.3 / sqrt(2) ... 0.3, never near the per-value noise 0.3 / sqrt(24)
+    assert 0.15 < classes[0]["rms_error"] < 0.45
+    level = out.loc[out["filled"], "fill_se_level"]
+    assert level.notna().all() and (level > 0).all()
 
 
 def test_sums_refuse_a_series_with_gaps():
