@@ -515,6 +515,13 @@ def _section(page: _Page, drawing: _TraceFigure) -> str:
     )
     details = table(None, [[esc(k), esc(v)] for k, v in d.details]) if d.details else ""
     note = f"<p class='flags'>{esc(d.note)}</p>" if d.note else ""
+    t = np.asarray(d.elapsed_s, dtype=float)
+    left_out = int(np.count_nonzero(~(_plottable(t) & _plottable(np.asarray(d.mole_fraction)))))
+    if left_out:
+        note += (
+            f"<p class='flags'>{left_out} of {t.size} samples not drawn: missing, not finite "
+            f"or beyond ±{PLOTTABLE:g}</p>"
+        )
     return (
         f"<section class='obs' id='{page.anchor}'>\n"
         f"<h2>{page.seq + 1}. {esc(d.title)} · {esc(_GAS.get(d.gas, d.gas))}</h2>\n{note}"
@@ -570,11 +577,11 @@ class _TraceFigure:
         top, bottom = self.top, self.bottom
         t = np.asarray(d.elapsed_s, dtype=float)
         y = np.asarray(d.mole_fraction, dtype=float)
-        ok = np.isfinite(t) & np.isfinite(y)
+        ok = _plottable(t) & _plottable(y)
         inside = ok & d.in_window
         closing = ok & (t < 0)
         outside = ok & ~inside & ~closing
-        has_window = math.isfinite(d.dead_band_s) and math.isfinite(d.end_s)
+        has_window = bool(_plottable(np.array([d.dead_band_s, d.end_s])).all())
         for span in self.spans:
             span.set_visible(has_window)
             if has_window:
@@ -584,7 +591,10 @@ class _TraceFigure:
         self.closing.set_data(t[closing], y[closing])
         self.outside.set_data(t[outside], y[outside])
         self.window.set_data(t[inside], y[inside])
-        end = d.end_s if math.isfinite(d.end_s) else (float(np.max(t[ok])) if ok.any() else 1.0)
+        if has_window:
+            end = d.end_s
+        else:
+            end = float(np.max(t[ok])) if ok.any() else 1.0
         grid = np.linspace(0.0, end, 200)
         fits = (
             ("linear", d.linear, d.ours.lin_flux, d.ours.lin_r2),
@@ -601,8 +611,11 @@ class _TraceFigure:
                 label = f"{name}: not fitted"
             else:
                 with np.errstate(all="ignore"):
-                    curve.set_data(grid, fit.curve_mf(grid))
-                    residual.set_data(t[inside], y[inside] - fit.curve_mf(t[inside]))
+                    values = fit.curve_mf(grid)
+                    misfit = y[inside] - fit.curve_mf(t[inside])
+                shown, kept = _plottable(values), _plottable(misfit)
+                curve.set_data(grid[shown], values[shown])
+                residual.set_data(t[inside][kept], misfit[kept])
             curve.set_linewidth(1.8 if chosen else 1.1)
             labels.append(label)
         for text, label in zip(self.legend.get_texts(), labels, strict=True):
@@ -618,6 +631,16 @@ class _TraceFigure:
         rising = shown.sum() > 1 and y[shown][-1] >= y[shown][0]
         self.legend.set_loc("lower right" if rising else "upper right")
         return figure_png(self.figure)
+
+
+#: Beyond this magnitude a value is not drawn (a logger's 1e308 would break the axis
+#: scaling); the page counts the samples left out.
+PLOTTABLE = 1e12
+
+
+def _plottable(values: np.ndarray) -> np.ndarray:
+    with np.errstate(all="ignore"):
+        return np.isfinite(values) & (np.abs(values) < PLOTTABLE)
 
 
 def _drawable(fit: LinearFit | ExponentialFit) -> bool:

@@ -1,9 +1,9 @@
 """A real browser for tests: headless Chromium driven over the DevTools protocol.
 
 ``from browser import Browser, non_white_fraction`` (``tests/`` is on ``sys.path``); tests
-get a session-wide :class:`Browser` from the ``browser`` fixture of ``tests/conftest.py``,
-which skips where Chromium is not installed and fails when ``CHAMBERD_REQUIRE_BROWSER=1``
-(CI, set by ``.ci/run``).
+get a :class:`Browser` (one per test module) from the ``browser`` fixture of
+``tests/conftest.py``, which skips where Chromium is not installed and fails when
+``CHAMBERD_REQUIRE_BROWSER=1`` (CI, set by ``.ci/run``).
 
 How: Chromium is started with ``--remote-debugging-pipe`` and spoken to over two pipes
 (the DevTools protocol's JSON messages, each ended by a NUL byte, on the child's file
@@ -372,7 +372,7 @@ def save_artifact(name: str, data: bytes) -> Path | None:
 
 
 def browser_session() -> Iterator[Browser]:
-    """The body of the ``browser`` fixture: a Browser for the session, or a skip (a
+    """The body of the ``browser`` fixture: a Browser, ended afterwards, or a skip (a
     failure with ``CHAMBERD_REQUIRE_BROWSER=1``) where Chromium is absent or does not
     start."""
     required = os.environ.get("CHAMBERD_REQUIRE_BROWSER") == "1"

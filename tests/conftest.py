@@ -221,10 +221,10 @@ def private_postgres():
         shutil.rmtree(root, ignore_errors=True)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
-    """A headless Chromium for the session (``tests/browser.py``); skips where it is not
-    installed, fails when CHAMBERD_REQUIRE_BROWSER=1 (CI)."""
+    """A headless Chromium for the tests of one module (``tests/browser.py``), ended after
+    them; skips where it is not installed, fails when CHAMBERD_REQUIRE_BROWSER=1 (CI)."""
     from browser import browser_session
 
     yield from browser_session()

@@ -159,11 +159,30 @@ def _value(v: Any, kind: str = "") -> str:
     return pct(v) if kind == "pct" else fmt(v)
 
 
+#: Beyond this magnitude a value is not drawn (it would break the axis scaling).
+PLOTTABLE = 1e12
+
+
 def _finite(*values: Any) -> bool:
+    """Every value a number that can be drawn (finite, below :data:`PLOTTABLE`)."""
     try:
-        return all(v is not None and math.isfinite(float(v)) for v in values)
+        return all(
+            v is not None and math.isfinite(float(v)) and abs(float(v)) < PLOTTABLE for v in values
+        )
     except (TypeError, ValueError):
         return False
+
+
+def _plottable(values: np.ndarray) -> np.ndarray:
+    with np.errstate(all="ignore"):
+        return np.isfinite(values) & (np.abs(values) < PLOTTABLE)
+
+
+def _clean(values: Any) -> np.ndarray:
+    """``values`` as floats, NaN (a gap in a line) where they cannot be drawn."""
+    out = np.array(pd.to_numeric(pd.Series(values), errors="coerce"), dtype=float, copy=True)
+    out[~_plottable(out)] = np.nan
+    return out
 
 
 def _caption(text: str) -> str:
@@ -307,7 +326,7 @@ def _pairs(c: Any) -> tuple[np.ndarray, np.ndarray]:
     pairs = c.pairing.pairs
     a = pd.to_numeric(pairs["flux_a"], errors="coerce").to_numpy(dtype=float)
     b = pd.to_numeric(pairs["flux_b"], errors="coerce").to_numpy(dtype=float)
-    keep = np.isfinite(a) & np.isfinite(b)
+    keep = _plottable(a) & _plottable(b)
     return a[keep], b[keep]
 
 
@@ -455,14 +474,21 @@ def _series_section(c: Any, unit: str) -> str:
         if frame is None or not len(frame):
             continue
         t = pd.to_datetime(frame["time_utc"], utc=True).dt.tz_localize(None)
-        f = pd.to_numeric(frame["flux"], errors="coerce")
+        f = pd.to_numeric(frame["flux"], errors="coerce").to_numpy(dtype=float)
+        keep = _plottable(f) & t.notna().to_numpy()
         style = _points(len(frame))
         style["alpha"] = 0.25
-        axis.plot(t, f, color=colour, **style)
+        axis.plot(t[keep], f[keep], color=colour, **style)
         paired_t = pd.to_datetime(pairs[f"time_{name}"], utc=True).dt.tz_localize(None)
+        paired_f = pd.to_numeric(pairs[f"flux_{name}"], errors="coerce").to_numpy(dtype=float)
+        keep = _plottable(paired_f) & paired_t.notna().to_numpy()
         paired = {**_points(len(pairs)), "alpha": 0.9}
         axis.plot(
-            paired_t, pairs[f"flux_{name}"], color=colour, label=f"{name}: {side.label}", **paired
+            paired_t[keep],
+            paired_f[keep],
+            color=colour,
+            label=f"{name}: {side.label}",
+            **paired,
         )
         drawn += len(frame)
     if not drawn:
@@ -489,13 +515,25 @@ def _diel_section(c: Any, unit: str) -> str:
     for side, colour, name in available:
         d = side.diel
         hours = d["hour_local_standard"].to_numpy(dtype=float) + 0.5
-        mean = d["flux_mean"].to_numpy(dtype=float)
         axis.fill_between(
-            hours, d["flux_mean_ci_lower"], d["flux_mean_ci_upper"], color=colour, alpha=0.2, lw=0
+            hours,
+            _clean(d["flux_mean_ci_lower"]),
+            _clean(d["flux_mean_ci_upper"]),
+            color=colour,
+            alpha=0.2,
+            lw=0,
         )
-        axis.plot(hours, mean, "-o", color=colour, ms=3, lw=1.3, label=f"{name}: {side.label}")
-        axis.plot(hours, d["flux_q25"], ":", color=colour, lw=0.8)
-        axis.plot(hours, d["flux_q75"], ":", color=colour, lw=0.8)
+        axis.plot(
+            hours,
+            _clean(d["flux_mean"]),
+            "-o",
+            color=colour,
+            ms=3,
+            lw=1.3,
+            label=f"{name}: {side.label}",
+        )
+        axis.plot(hours, _clean(d["flux_q25"]), ":", color=colour, lw=0.8)
+        axis.plot(hours, _clean(d["flux_q75"]), ":", color=colour, lw=0.8)
     axis.set_xlim(0, 24)
     axis.set_xticks(range(0, 25, 3))
     _style(axis, "hour of local standard time", f"flux [{unit}]")
@@ -548,7 +586,7 @@ def _temperature_section(c: Any, unit: str) -> str:
         if frame is not None and len(frame):
             t = pd.to_numeric(frame["soil_temperature_degc"], errors="coerce").to_numpy(float)
             f = pd.to_numeric(frame["flux"], errors="coerce").to_numpy(float)
-            ok = np.isfinite(t) & np.isfinite(f)
+            ok = _plottable(t) & _plottable(f)
             if ok.any():
                 style = {**_points(int(ok.sum())), "alpha": 0.3}
                 axis.plot(t[ok], f[ok], color=colour, label=f"{name}: {selection.label}", **style)
@@ -565,7 +603,7 @@ def _temperature_section(c: Any, unit: str) -> str:
                 curve = temporal.lloyd_taylor(grid, fit.r10, fit.e0_k)
             else:
                 continue
-            axis.plot(grid, curve, ls, color=colour, lw=1.5, label=f"{name} {label}")
+            axis.plot(grid, _clean(curve), ls, color=colour, lw=1.5, label=f"{name} {label}")
             drawn = True
         if q10 is not None:
             rows.append(
@@ -662,14 +700,18 @@ def _sums_section(c: Any) -> str:
             t = pd.to_datetime(run["time_utc"], utc=True).dt.tz_localize(None)
             axis.fill_between(
                 t,
-                run[f"ci_lower_{suffix}"],
-                run[f"ci_upper_{suffix}"],
+                _clean(run[f"ci_lower_{suffix}"]),
+                _clean(run[f"ci_upper_{suffix}"]),
                 color=colour,
                 alpha=0.2,
                 lw=0,
             )
             axis.plot(
-                t, run[f"cumulative_{suffix}"], color=colour, lw=1.4, label=f"{name}: {side.label}"
+                t,
+                _clean(run[f"cumulative_{suffix}"]),
+                color=colour,
+                lw=1.4,
+                label=f"{name}: {side.label}",
             )
         _style(axis, "time (UTC)", f"cumulative sum [{unit}]")
         axis.legend(fontsize=7, loc="upper left", frameon=False)
@@ -823,7 +865,7 @@ def _pairing_section(c: Any) -> str:
     pairs = c.pairing.pairs
     if "dt_s" in pairs and len(pairs) and not d.block:
         dt_s = pd.to_numeric(pairs["dt_s"], errors="coerce").to_numpy(dtype=float)
-        dt_s = dt_s[np.isfinite(dt_s)]
+        dt_s = dt_s[_plottable(dt_s)]
         if len(dt_s):
             figure = new_figure(5.2, 2.8)
             axis = figure.subplots()

@@ -279,3 +279,52 @@ def test_docstring_examples():
 
     for module in (fit_report, central_refit):
         assert doctest.testmod(module).failed == 0
+
+
+def test_any_trace_and_values_render_without_warnings(tmp_path):
+    """Seeded property test: traces and values a report may meet in stored data (NaN,
+    infinities, 1e308, empty or constant traces, no window, missing values) give a page,
+    never an exception or a floating-point or matplotlib warning."""
+    rng = np.random.default_rng(20261201)
+    specials = [math.nan, math.inf, -math.inf, 1e308, -1e308, 0.0, 5e-324]
+    report = FitReport(tmp_path / "fuzz.html", title="fuzz", max_pages=60)
+    warnings.simplefilter("error")
+    for _ in range(60):
+        n = int(rng.choice([0, 1, 2, 5, 120]))
+        t = np.sort(rng.uniform(-20, 200, n))
+        y = 400 + rng.normal(0, 5, n) * rng.choice([0.0, 1.0, 1e6])
+        for array in (t, y):
+            if n and rng.random() < 0.5:
+                array[rng.integers(0, n, max(1, n // 10))] = rng.choice(specials)
+        value = lambda: None if rng.random() < 0.2 else float(rng.choice([*specials, 1.5]))  # noqa: E731
+        band = float(rng.choice([10.0, math.nan, -5.0, 1e9]))
+        side = Side(
+            "chamberd",
+            value(),
+            rng.choice(["linear", "exponential", None]),
+            lin_flux=value(),
+            lin_r2=value(),
+            exp_flux=value(),
+            exp_r2=value(),
+            flags=tuple(rng.choice(["low_r2", "made_up_flag", "exp_failed"], 2)),
+        )
+        ref = None if rng.random() < 0.3 else Side("instrument", value(), "linear", value())
+        report.add(
+            ObservationDiagnostics(
+                title="<fuzz> & 'quotes'",
+                gas=str(rng.choice(["co2", "ch4", "n2o", "xx"])),
+                flux_unit="umol m-2 s-1",
+                elapsed_s=t,
+                mole_fraction=y,
+                in_window=(t >= band) if n else np.zeros(0, dtype=bool),
+                dead_band_s=band,
+                end_s=float(rng.choice([120.0, math.nan, math.inf])),
+                ours=side,
+                reference=ref,
+                mdf=float(rng.choice([0.05, math.nan, 0.0])),
+            )
+        )
+    text = report.write().read_text(encoding="utf-8")
+    parsed = _Report(text)
+    _check_self_contained(parsed, text)
+    assert len(parsed.sections) == 60 and "<fuzz>" not in text

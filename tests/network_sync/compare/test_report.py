@@ -81,10 +81,15 @@ def _campaign(url: str, *, days: int, sparse: bool, seed: int = 3) -> None:
 
 
 @pytest.fixture(scope="module")
-def dense(tmp_path_factory):
+def dense_url(tmp_path_factory):
     url = f"sqlite:///{tmp_path_factory.mktemp('dense') / 'c.db'}"
     _campaign(url, days=6, sparse=False)
-    with Central.connect(url, mode="read") as c:
+    return url
+
+
+@pytest.fixture(scope="module")
+def dense(dense_url):
+    with Central.connect(dense_url, mode="read") as c:
         return compare(c, "XLG/auto/C1", "XLG/survey/S1", n_boot=100, by=("hour", "flux"))
 
 
@@ -319,6 +324,20 @@ def test_a_comparison_without_its_optional_parts(tmp_path):
     assert "Q10 (ln F" not in text and "Period sums" not in text
 
 
+def test_chamberd_compare_writes_the_report(dense_url, tmp_path, capsys):
+    from chamberd.controller.cli import main
+
+    path = tmp_path / "report.html"
+    argv = ["compare", "--target", dense_url, "--a", "XLG/auto/C1", "--b", "XLG/survey/S1"]
+    assert main([*argv, "--boot", "50", "--by", "month", "-q", "-o", str(path)]) == 0
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err
+    text = path.read_text(encoding="utf-8")
+    page = _self_contained(text)
+    assert page.ids >= SECTIONS and len(page.images) == 8
+    assert "<h3>by month</h3>" in text and "50 resamples" in text
+
+
 # --- in a real browser ------------------------------------------------------------------------
 
 
@@ -346,3 +365,29 @@ def test_report_renders_in_chromium(browser, dense, sparse, tmp_path):
             assert page.errors() == []
         finally:
             page.close()
+
+
+def test_values_that_cannot_be_drawn_are_left_out(dense, tmp_path):
+    """Absurd values anywhere in the result (a logger's 1e308, infinities, NaN) give a
+    report without an exception or a warning: they are not drawn."""
+    from chamberd.network_sync.compare.pairing import Pairing
+
+    pairs = dense.pairing.pairs.copy()
+    pairs.loc[pairs.index[:3], "flux_a"] = [1e308, np.inf, np.nan]
+    pairs.loc[pairs.index[3:5], "flux_b"] = [-1e308, -np.inf]
+    pairs.loc[pairs.index[:2], "dt_s"] = [np.nan, 1e300]
+    frame = dense.a.frame.copy()
+    frame.loc[frame.index[:2], "flux"] = [1e308, np.inf]
+    frame.loc[frame.index[2:4], "soil_temperature_degc"] = [np.inf, -1e308]
+    diel = dense.temporal_a.diel.copy()
+    diel.loc[diel.index[:2], "flux_mean"] = [np.inf, 1e308]
+    hostile = dataclasses.replace(
+        dense,
+        pairing=Pairing(pairs, dense.pairing.diagnostics),
+        a=dataclasses.replace(dense.a, frame=frame),
+        temporal_a=dataclasses.replace(dense.temporal_a, diel=diel),
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        text = render_report(hostile, tmp_path / "r.html").read_text(encoding="utf-8")
+    assert len(_self_contained(text).images) == 8
