@@ -36,8 +36,10 @@ the same two rules (``tests/network_sync/test_central_security.py`` checks every
 from __future__ import annotations
 
 import contextlib
+import csv
 import datetime as dt
 import hashlib
+import io
 import re
 import sqlite3
 import threading
@@ -744,6 +746,34 @@ class Central:
             return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
         except Exception as exc:
             raise self._translate(exc) from exc
+
+    def query_csv(self, sql: str, params: Sequence[Any] = ()) -> bytes:
+        """A query's rows as CSV with a header line, the fast path for large reads.
+
+        PostgreSQL: ``COPY (query) TO STDOUT`` (the parameters bound client side); SQLite:
+        the rows through the csv module. NULL is an empty field, numbers are written so
+        that they read back exactly.
+        """
+        if self.dialect == "sqlite":
+            cur = self.execute(sql, params)
+            out = io.StringIO()
+            writer = csv.writer(out, lineterminator="\n")
+            try:
+                writer.writerow([d[0] for d in cur.description])
+                while rows := cur.fetchmany(100_000):
+                    writer.writerows(rows)
+            except Exception as exc:
+                raise self._translate(exc) from exc
+            return out.getvalue().encode("utf-8")
+        statement = f"COPY ({self._sql(sql)}) TO STDOUT WITH (FORMAT csv, HEADER true)"
+        buffer = io.BytesIO()
+        try:
+            with self.conn.cursor() as cur, cur.copy(statement, tuple(params)) as copy:
+                for data in copy:
+                    buffer.write(data)
+        except Exception as exc:
+            raise self._translate(exc) from exc
+        return buffer.getvalue()
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[Central]:

@@ -800,10 +800,8 @@ def compare_command(
     for given, name in ((spec_a, "--a"), (spec_b, "--b")):
         if not given:
             raise click.BadParameter("required (or --baseline)", param_hint=name)
-    render = None
     if output:
         check_output_folder(output, "-o")
-        render = _report_renderer()
     with Central.connect(target, mode="read") as central:
         central.require_schema()
         comparison = compare(
@@ -825,9 +823,11 @@ def compare_command(
             progress=progress,
             **window,
         )
-    if render is not None:
+    if output:
+        from chamberd.network_sync.compare.report import render_report
+
         progress(f"writing the report {output}")
-        written = render(comparison, output)
+        written = render_report(comparison, output)
         if not quiet:
             click.echo(f"report written to {written}", err=True)
     if as_json:
@@ -841,18 +841,6 @@ def _number(value: Any) -> str:
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "-"
     return f"{float(value):.3f}"
-
-
-def _report_renderer() -> Any:
-    """The HTML report's renderer (network_sync/compare/report.py)."""
-    try:
-        from chamberd.network_sync.compare import report
-    except ImportError:
-        raise ConfigError(
-            "-o: the HTML comparison report is not in this build yet "
-            "(network_sync/compare/report.py); use --json"
-        ) from None
-    return report.render_report
 
 
 class _RollBack(Exception):

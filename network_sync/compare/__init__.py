@@ -14,7 +14,8 @@ composes them and the reports sit beside them:
 ``report``          the self-contained HTML report built from those result objects
 ==================  ==========================================================================
 
-The names most analyses need are importable from here::
+The names most analyses need are importable from here (the estimators from ``stats``, the
+temperature responses and sums from ``temporal``, ``render_report`` from ``report``)::
 
     from chamberd.network_sync.compare import compare, select, pair, parse_spec
 """
@@ -33,12 +34,14 @@ from .comparison import (
     plain,
 )
 from .pairing import (
+    Matched,
     Pairing,
     PairingDiagnostics,
     Selection,
     SeriesSpec,
     Unpaired,
     pair,
+    pair_all,
     parse_spec,
     processing_versions,
     select,
@@ -50,6 +53,7 @@ __all__ = [
     "BY",
     "Baseline",
     "Comparison",
+    "Matched",
     "Pairing",
     "PairingDiagnostics",
     "ProcessingPart",
@@ -63,6 +67,7 @@ __all__ = [
     "baselines",
     "compare",
     "pair",
+    "pair_all",
     "parse_spec",
     "plain",
     "processing_versions",

@@ -42,17 +42,18 @@ Temperature response, diel cycle, sums
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from chamberd.controller.errors import ConfigError
+from chamberd.controller.errors import ChamberError, ConfigError
 from chamberd.network_sync.central import Central, redact
 
 from .pairing import (
@@ -62,6 +63,7 @@ from .pairing import (
     SeriesSpec,
     has_raw_traces,
     pair,
+    pair_all,
     parse_spec,
     processing_versions,
     selection,
@@ -576,6 +578,7 @@ def compare(
         raise ConfigError(
             f"{spec_a.text} and {spec_b.text}: no pairs; "
             + "; ".join(line.strip() for line in pairing.diagnostics.lines())
+            + f"; a spans {_extent(sel_a)}, b spans {_extent(sel_b)}"
         )
     pairs = _with_classes(pairing.pairs)
     pairing = Pairing(pairs, pairing.diagnostics)
@@ -584,7 +587,7 @@ def compare(
     breakdowns: dict[str, pd.DataFrame] = {}
     for k, name in enumerate(by):
         say(f"breakdown by {name}")
-        with _quiet():
+        with _quiet(), _as_message(f"the breakdown by {name}"):
             breakdowns[name] = stats.breakdown(
                 pairs,
                 BY[name],
@@ -596,7 +599,7 @@ def compare(
             )
     found: tuple[Baseline, ...] = ()
     if baseline:
-        span = _span(pairs)
+        span = _span(pairs, settings.start_utc, settings.end_utc)
         systems = list(dict.fromkeys([(spec_a.site, spec_a.system), (spec_b.site, spec_b.system)]))
         processing_of = {
             (spec_a.site, spec_a.system): a_processing,
@@ -616,6 +619,7 @@ def compare(
                 block=block,
                 completeness=completeness,
                 progress=say,
+                known=(sel_a, sel_b),
             )
             for site, system in systems
         )
@@ -658,6 +662,11 @@ def compare(
         temperature_difference=difference,
         sampling=sampling,
     )
+
+
+def _extent(chosen: Selection) -> str:
+    times = chosen.frame["time_utc"]
+    return f"{times.min():%Y-%m-%d %H:%M} to {times.max():%Y-%m-%d %H:%M} UTC"
 
 
 def _rng(seed: int, part: str, *extra: int) -> np.random.Generator:
@@ -748,7 +757,7 @@ def _classes(make: Callable[..., Any], values: np.ndarray, edges: Any = None) ->
 def _agreement(stats: Any, pairs: pd.DataFrame, n_boot: int, rng: np.random.Generator) -> Any:
     se_a = pairs["flux_se_a"].to_numpy(dtype=float)
     se_b = pairs["flux_se_b"].to_numpy(dtype=float)
-    with _quiet():
+    with _quiet(), _as_message("the agreement statistics"):
         return stats.agreement(
             pairs["flux_a"].to_numpy(dtype=float),
             pairs["flux_b"].to_numpy(dtype=float),
@@ -760,19 +769,40 @@ def _agreement(stats: Any, pairs: pd.DataFrame, n_boot: int, rng: np.random.Gene
         )
 
 
+@contextlib.contextmanager
+def _as_message(what: str) -> Iterator[None]:
+    """An estimator's refusal (too few pairs, a degenerate series) as a message."""
+    try:
+        yield
+    except (ArithmeticError, ValueError) as exc:
+        if isinstance(exc, ChamberError):
+            raise
+        raise ConfigError(f"{what}: {exc}") from exc
+
+
 def _quiet() -> Any:
     """No floating-point warnings on the terminal: the estimators handle NaN and inf."""
     return np.errstate(divide="ignore", invalid="ignore", over="ignore")
 
 
-def _span(pairs: pd.DataFrame) -> tuple[str | None, str | None]:
-    """The UTC span of the pairs, as selection bounds (begin >= start, < end)."""
+def _span(
+    pairs: pd.DataFrame, start: str | None = None, end: str | None = None
+) -> tuple[str | None, str | None]:
+    """The UTC span of the pairs (an hour more on each side, within [start, end)), as
+    selection bounds (begin >= start, < end), in the stored text form."""
     if not len(pairs):
-        return None, None
+        return start, end
     times = pd.concat([pairs["time_a"], pairs["time_b"]])
     first = times.min().floor("s") - pd.Timedelta(hours=1)
     last = times.max().ceil("s") + pd.Timedelta(hours=1)
-    return first.isoformat(), last.isoformat()
+    if start is not None:
+        first = max(first, pd.Timestamp(start))
+    if end is not None:
+        last = min(last, pd.Timestamp(end))
+    return (
+        first.isoformat(timespec="microseconds"),
+        last.isoformat(timespec="microseconds"),
+    )
 
 
 # --- baselines ------------------------------------------------------------------------------
@@ -839,59 +869,78 @@ def _baseline(
     block: str | None,
     completeness: float,
     progress: Progress,
+    known: Sequence[Selection] = (),
 ) -> Baseline:
-    """Every pair of collars of one system compared like the main comparison."""
+    """Every pair of collars of one system compared like the main comparison.
+
+    ``known``: selections already read; one of every collar of this system, in this
+    processing, over a period that holds [start, end), is reused instead of a new query.
+    """
     from . import stats
 
     spec = SeriesSpec(site, system)
-    try:
-        chosen = selection(
-            central,
-            spec,
-            gas=gas,
-            start=start,
-            end=end,
-            processing=processing,
-            aggregate=False,
-            option="baseline",
-        )
-    except ConfigError as exc:  # e.g. a processing version this system does not have
-        return _no_baseline(spec, processing, start, end, str(exc))
-    frame = chosen.frame
+    progress(f"baseline {spec.text}: every collar")
+    reuse = next(
+        (
+            s
+            for s in known
+            if s.spec == spec and s.processing == processing and _covers(s, start, end)
+        ),
+        None,
+    )
+    if reuse is not None and reuse.observations is not None:
+        frame = _within(reuse.observations, start, end)
+        bounds_start, bounds_end = start, end
+    else:
+        try:
+            chosen = selection(
+                central,
+                spec,
+                gas=gas,
+                start=start,
+                end=end,
+                processing=processing,
+                aggregate=False,
+                option="baseline",
+            )
+        except ConfigError as exc:  # e.g. a processing version this system does not have
+            return _no_baseline(spec, processing, start, end, str(exc))
+        frame = chosen.frame
+        bounds_start, bounds_end = chosen.start_utc, chosen.end_utc
     collars = tuple(sorted(frame["chamber"].unique())) if len(frame) else ()
-    bounds = {"start_utc": chosen.start_utc, "end_utc": chosen.end_utc}
+    bounds = {"start_utc": bounds_start, "end_utc": bounds_end}
     if len(collars) < 2:
         note = f"{len(collars)} collar with {gas} fluxes in the period: no pair of collars"
-        return _no_baseline(spec, processing, chosen.start_utc, chosen.end_utc, note)
+        return _no_baseline(spec, processing, bounds_start, bounds_end, note)
     progress(
         f"baseline {spec.text}: {len(collars) * (len(collars) - 1) // 2} collar pairs "
         f"of {len(collars)} collars"
     )
     by_collar = {c: g.reset_index(drop=True) for c, g in frame.groupby("chamber", sort=True)}
-    parts, labels, diagnostics = [], [], []
-    for i, ca in enumerate(collars):
-        for cb in collars[i + 1 :]:
-            paired = pair(
-                by_collar[ca],
-                by_collar[cb],
-                tolerance_s=tolerance_s,
-                method=method,
-                block=block,
-                completeness=completeness,
-            )
-            diagnostics.append(paired.diagnostics)
-            labels.append((ca, cb))
-            if len(paired):
-                parts.append(
-                    paired.pairs[["flux_a", "flux_b", "date_local_standard"]].assign(
-                        collar_pair=f"{ca} / {cb}"
-                    )
-                )
-    if not parts:
+    matched = pair_all(
+        {c: by_collar[c] for c in collars},
+        tolerance_s=tolerance_s,
+        method=method,
+        block=block,
+        completeness=completeness,
+    )
+    labels = [(m.a, m.b) for m in matched]
+    diagnostics = [m.diagnostics for m in matched]
+    if not any(len(m.flux_a) for m in matched):
         note = "no collar pair has pairs within the tolerance"
-        return _no_baseline(spec, processing, chosen.start_utc, chosen.end_utc, note, collars)
-    pooled = pd.concat(parts, ignore_index=True)
-    with _quiet():
+        return _no_baseline(spec, processing, bounds_start, bounds_end, note, collars)
+    sizes = [len(m.flux_a) for m in matched]
+    pooled = pd.DataFrame(
+        {
+            "flux_a": np.concatenate([m.flux_a for m in matched]),
+            "flux_b": np.concatenate([m.flux_b for m in matched]),
+            "collar_pair": pd.Categorical.from_codes(
+                np.repeat(np.arange(len(matched)), sizes),
+                categories=[f"{a} / {b}" for a, b in labels],
+            ),
+        }
+    )
+    with _quiet(), _as_message(f"the baseline of {spec.text}"):
         table = stats.breakdown(pooled, "collar_pair", a="flux_a", b="flux_b")
     table = _collar_table(table, labels)
     floor = {}
@@ -920,6 +969,29 @@ def _baseline(
         ),
         **bounds,
     )
+
+
+def _covers(chosen: Selection, start: Any, end: Any) -> bool:
+    """Whether a selection's period holds [start, end)."""
+    if chosen.start_utc is not None and (
+        start is None or pd.Timestamp(start) < pd.Timestamp(chosen.start_utc)
+    ):
+        return False
+    return not (
+        chosen.end_utc is not None
+        and (end is None or pd.Timestamp(end) > pd.Timestamp(chosen.end_utc))
+    )
+
+
+def _within(observations: pd.DataFrame, start: str | None, end: str | None) -> pd.DataFrame:
+    """The observations whose begin time is in [start, end)."""
+    keep = np.ones(len(observations), dtype=bool)
+    begin = observations["begin_utc"]
+    if start is not None:
+        keep &= (begin >= pd.Timestamp(start)).to_numpy()
+    if end is not None:
+        keep &= (begin < pd.Timestamp(end)).to_numpy()
+    return observations[keep].reset_index(drop=True)
 
 
 def _collar_table(table: pd.DataFrame, labels: list[tuple[str, str]]) -> pd.DataFrame:

@@ -69,9 +69,10 @@ Diagnostics (every :class:`Pairing`)
 from __future__ import annotations
 
 import datetime as dt
+import io
 import math
 import zoneinfo
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
@@ -85,12 +86,14 @@ from chamberd.network_sync.queries import _standard_offset, parse_time
 __all__ = [
     "FRAME_COLUMNS",
     "PAIR_COLUMNS",
+    "Matched",
     "Pairing",
     "PairingDiagnostics",
     "Selection",
     "SeriesSpec",
     "Unpaired",
     "pair",
+    "pair_all",
     "parse_spec",
     "processing_versions",
     "select",
@@ -252,6 +255,9 @@ class Selection:
     method: str
     #: the SQL with its parameters, for the provenance block
     query: str
+    #: every observation of the series, one row each (FRAME_COLUMNS, ``chamber`` the
+    #: collar): ``frame`` itself for one chamber; the collars behind the round means
+    observations: pd.DataFrame | None = field(default=None, repr=False)
 
     @property
     def label(self) -> str:
@@ -273,7 +279,7 @@ class Selection:
     def as_dict(self) -> dict[str, Any]:
         """The provenance as plain values (no frame)."""
         out = {f.name: getattr(self, f.name) for f in fields(self)}
-        del out["frame"]
+        del out["frame"], out["observations"]
         out["processing_versions"] = dict(self.processing_versions)
         out["spec"] = self.spec.text
         out["site"] = self.spec.site
@@ -390,11 +396,12 @@ def selection(
         )
     else:
         times = "o.begin_utc AS begin_s, o.end_utc AS end_s"
+    uuid = "o.uuid, " if spec.single_chamber else ""  # rounds and baselines do without
     sql = (
-        f"SELECT o.uuid, o.chamber, {times}, o.observation_s, f.flux, f.flux_se, "
+        f"SELECT {uuid}o.chamber, {times}, o.observation_s, f.flux, f.flux_se, "
         "o.soil_temperature_degc, o.soil_moisture_pct, f.processing_version, f.flux_unit "
         "FROM observations o JOIN fluxes f ON f.observation_uuid = o.uuid "
-        f"WHERE {' AND '.join(where)} ORDER BY o.begin_utc, o.chamber"
+        f"WHERE {' AND '.join(where)}"
     )
     raw = _fetch(central, sql, params, central.dialect)
     if processing is not None and raw["n"] == 0:
@@ -417,6 +424,7 @@ def selection(
     )
     present = chambers or tuple(sorted(set(raw["chamber"])))
     several = aggregate and not spec.single_chamber and len(present) > 1
+    observations = _observation_frame(raw, offset_s)
     if several:
         need = math.ceil(len(present) / 2) if min_collars is None else int(min_collars)
         if need < 1:
@@ -424,7 +432,7 @@ def selection(
         frame, incomplete = _round_means(raw, need, offset_s)
     else:
         need, incomplete = 1, 0
-        frame = _observation_frame(raw, offset_s)
+        frame = observations
     shown = sql
     for value in params:
         shown = shown.replace("?", repr(value), 1)
@@ -447,6 +455,7 @@ def selection(
         instrument=str(system.get("instrument") or ""),
         method=str(system.get("method") or ""),
         query=f"{shown}  -- on {redact(central.url)}",
+        observations=observations,
     )
 
 
@@ -622,57 +631,40 @@ def _chambers(central: Central, spec: SeriesSpec, option: str) -> tuple[str, ...
     return spec.chambers
 
 
-_FETCH_COLUMNS = (
-    "uuid",
-    "chamber",
-    "begin_s",
-    "end_s",
-    "observation_s",
-    "flux",
-    "flux_se",
-    "soil_temperature_degc",
-    "soil_moisture_pct",
-    "processing_version",
-    "flux_unit",
-)
-_FLOATS = ("observation_s", "flux", "flux_se", "soil_temperature_degc", "soil_moisture_pct")
+_TEXT_COLUMNS = ("uuid", "chamber", "processing_version", "flux_unit")
+_FLOAT_COLUMNS = ("observation_s", "flux", "flux_se", "soil_temperature_degc", "soil_moisture_pct")
 
 
 def _fetch(central: Central, sql: str, params: Sequence[Any], dialect: str) -> dict[str, Any]:
-    """The rows as numpy columns, fetched in chunks (a million rows stay small)."""
-    cursor = central.execute(sql, params)
-    parts: dict[str, list[np.ndarray]] = {c: [] for c in _FETCH_COLUMNS}
-    try:
-        while True:
-            rows = cursor.fetchmany(200_000)
-            if not rows:
-                break
-            columns = list(zip(*rows, strict=True))
-            for name, values in zip(_FETCH_COLUMNS, columns, strict=True):
-                if name in _FLOATS:
-                    parts[name].append(np.array(values, dtype=float))
-                elif name in ("begin_s", "end_s"):
-                    parts[name].append(_as_seconds(values, dialect))
-                else:
-                    parts[name].append(np.array(values, dtype=object))
-    except Exception as exc:  # a driver error while fetching
-        raise central._translate(exc) from exc
+    """The rows as numpy columns, read as CSV (:meth:`Central.query_csv`: PostgreSQL's
+    ``COPY``), so a million rows stay fast and small."""
+    data = central.query_csv(sql, params)
+    frame = pd.read_csv(
+        io.BytesIO(data),
+        dtype={**dict.fromkeys(_TEXT_COLUMNS, str), **dict.fromkeys(_FLOAT_COLUMNS, float)},
+        keep_default_na=False,
+        na_values=[""],
+    )
     out: dict[str, Any] = {}
-    for name in _FETCH_COLUMNS:
-        if parts[name]:
-            out[name] = np.concatenate(parts[name])
+    for name in _TEXT_COLUMNS:
+        if name in frame.columns:
+            out[name] = frame[name].to_numpy(dtype=object)
         else:
-            numeric = name in (*_FLOATS, "begin_s", "end_s")
-            out[name] = np.array([], dtype=float if numeric else object)
-    out["n"] = len(out["flux"])
+            out[name] = np.full(len(frame), "", dtype=object)
+    for name in _FLOAT_COLUMNS:
+        out[name] = frame[name].to_numpy(dtype=float)
+    for name in ("begin_s", "end_s"):
+        out[name] = _as_seconds(frame[name], dialect)
+    out["n"] = len(frame)
     return out
 
 
-def _as_seconds(values: Sequence[Any], dialect: str) -> np.ndarray:
+def _as_seconds(values: pd.Series, dialect: str) -> np.ndarray:
     """Times (PostgreSQL: epoch seconds already; SQLite: ISO text) as UTC epoch seconds."""
     if dialect == "postgresql":
-        return np.array([np.nan if v is None else v for v in values], dtype=float)
-    stamps = pd.to_datetime(pd.Series(values, dtype=object), utc=True, format="ISO8601")
+        return pd.to_numeric(values, errors="coerce").to_numpy(dtype=float)
+    text = values.astype(object).where(values.notna(), None)
+    stamps = pd.to_datetime(pd.Series(text, dtype=object), utc=True, format="ISO8601")
     return _seconds(stamps)
 
 
@@ -1062,30 +1054,46 @@ def pair(
     >>> p.diagnostics.pairs, p.diagnostics.max_abs_dt_s
     (2, 240.0)
     """
+    completeness = _check(method, block, tolerance_s, completeness)
+    fa = a.frame if isinstance(a, Selection) else a
+    fb = b.frame if isinstance(b, Selection) else b
+    sa, sb = _Side.of(fa), _Side.of(fb)
+    if block is not None:
+        return _pair_blocks(sa, sb, method, float(tolerance_s), block, completeness)
+    ia, ib, overlap, diagnostics = _match(sa, sb, method, float(tolerance_s))
+    return Pairing(_pairs_frame(sa, sb, ia, ib, overlap), diagnostics)
+
+
+def _check(method: str, block: str | None, tolerance_s: Any, completeness: Any) -> float:
+    """Validate pair()'s settings; the completeness as a float."""
     if method not in ("nearest", "overlap"):
         raise ConfigError(f"pairing method {method!r}: expected nearest or overlap")
     if block not in (None, "hour", "day"):
         raise ConfigError(f"block {block!r}: expected hour, day or none")
     try:
-        tolerance_s = float(tolerance_s)
+        tolerance = float(tolerance_s)
     except (TypeError, ValueError):
         raise ConfigError(f"tolerance {tolerance_s!r}: expected seconds") from None
-    if not (math.isfinite(tolerance_s) and tolerance_s >= 0):
+    if not (math.isfinite(tolerance) and tolerance >= 0):
         raise ConfigError(f"tolerance {tolerance_s!r}: must be >= 0 and finite")
-    completeness = float(completeness)
-    if not (0.0 <= completeness <= 1.0):
+    try:
+        share = float(completeness)
+    except (TypeError, ValueError):
+        raise ConfigError(f"completeness {completeness!r}: a share from 0 to 1") from None
+    if not (0.0 <= share <= 1.0):
         raise ConfigError(f"completeness {completeness!r}: a share from 0 to 1")
-    fa = a.frame if isinstance(a, Selection) else a
-    fb = b.frame if isinstance(b, Selection) else b
-    sa, sb = _Side.of(fa), _Side.of(fb)
-    if block is not None:
-        return _pair_blocks(sa, sb, method, tolerance_s, block, completeness)
+    return share
+
+
+def _match(
+    sa: _Side, sb: _Side, method: str, tolerance_s: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, PairingDiagnostics]:
+    """Matched rows of a and b, their overlap [s] and the diagnostics (no blocks)."""
     if method == "nearest":
         ia, ib, cand_a, cand_b = _nearest(sa, sb, tolerance_s)
         overlap = np.full(len(ia), np.nan)
     else:
         ia, ib, cand_a, cand_b, overlap = _overlap(sa, sb)
-    pairs = _pairs_frame(sa, sb, ia, ib, overlap)
     outside_tol = tolerance_s if method == "nearest" else 0.0
     diagnostics = PairingDiagnostics(
         method=method,
@@ -1097,9 +1105,55 @@ def pair(
         pairs=len(ia),
         unpaired_a=_unpaired(sa, sb, ia, cand_a, outside_tol),
         unpaired_b=_unpaired(sb, sa, ib, cand_b, outside_tol),
-        **_dt_summary(pairs["dt_s"].to_numpy()),
+        **_dt_summary(sb.t[ib] - sa.t[ia]),
     )
-    return Pairing(pairs, diagnostics)
+    return ia, ib, overlap, diagnostics
+
+
+@dataclass(frozen=True)
+class Matched:
+    """The pairs of two of several series, as arrays (:func:`pair_all`)."""
+
+    a: str
+    b: str
+    flux_a: np.ndarray
+    flux_b: np.ndarray
+    #: local standard day of each pair (side a's zone), as a day number since 1970-01-01
+    day: np.ndarray
+    diagnostics: PairingDiagnostics
+
+
+def pair_all(
+    frames: Mapping[str, pd.DataFrame],
+    *,
+    tolerance_s: float = 900.0,
+    method: str = "nearest",
+    block: str | None = None,
+    completeness: float = 0.5,
+) -> list[Matched]:
+    """Every pair of several series (``a`` before ``b`` in the mapping's order), paired as
+    :func:`pair` pairs two, each series prepared once: the within-system baselines pair all
+    the collars of a system this way."""
+    share = _check(method, block, tolerance_s, completeness)
+    keys = list(frames)
+    sides = {k: _Side.of(frames[k]) for k in keys}
+    out = []
+    for i, ka in enumerate(keys):
+        for kb in keys[i + 1 :]:
+            sa, sb = sides[ka], sides[kb]
+            if block is not None:
+                paired = _pair_blocks(sa, sb, method, float(tolerance_s), block, share)
+                fa = paired.pairs["flux_a"].to_numpy(dtype=float)
+                fb = paired.pairs["flux_b"].to_numpy(dtype=float)
+                local = paired.pairs["date_local_standard"]
+                day = ((local - pd.Timestamp(0)) // pd.Timedelta(days=1)).to_numpy(dtype=np.int64)
+                out.append(Matched(ka, kb, fa, fb, day, paired.diagnostics))
+                continue
+            ia, ib, _, diagnostics = _match(sa, sb, method, float(tolerance_s))
+            middle = (sa.t[ia] + sb.t[ib]) / 2.0 + sa.offset_s
+            day = np.floor(middle / 86400.0).astype(np.int64)
+            out.append(Matched(ka, kb, sa.flux[ia], sb.flux[ib], day, diagnostics))
+    return out
 
 
 @dataclass

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 
 import pytest
@@ -168,13 +167,19 @@ def test_unknown_database_is_a_message(tmp_path, capsys):
     assert status == 2 and "none.db" in err
 
 
-@pytest.mark.skipif(
-    importlib.util.find_spec("chamberd.network_sync.compare.report") is not None,
-    reason="the report module is in this build (its own tests cover -o)",
-)
-def test_report_not_yet_is_a_message(target, capsys, tmp_path):
+def test_report_is_written(target, capsys, tmp_path):
+    path = tmp_path / "report.html"
+    status, out, err = run(
+        capsys, "--target", target, "--a", "XLG/auto/C1", "--b", "XLG/survey/S1", "--boot",
+        "50", "-o", str(path), "--json",
+    )  # fmt: skip
+    assert status == 0, err
+    assert f"report written to {path}" in err
+    html = path.read_text(encoding="utf-8")
+    assert "<html" in html.lower() and "XLG/survey/S1" in html
+    assert json.loads(out)["n_pairs"] == 15  # --json and -o together
     status, _, err = run(
         capsys, "--target", target, "--a", "XLG/auto", "--b", "XLG/survey", "-o",
-        str(tmp_path / "r.html"),
+        str(tmp_path / "missing" / "r.html"),
     )  # fmt: skip
-    assert status == 2 and "-o: the HTML comparison report is not in this build" in err
+    assert status == 2 and "-o" in err

@@ -277,3 +277,43 @@ def test_table_lines(campaign):
     row = next(line for line in lines if line.startswith("relative bias"))
     assert row.count("[") == 1  # the estimate and its CI
     assert not any(np.nan is x for x in lines)
+
+
+def test_no_pairs_says_when_each_side_is(campaign):
+    central, _ = campaign
+    with pytest.raises(ConfigError) as info:
+        compare(central, "XLG/auto/C1", "XLG/survey/S1", end="2026-07-01T03:00", tolerance_s=30)
+    assert "a spans 2026-07-01 00:01 to 2026-07-01 02:31 UTC" in str(info.value)
+
+
+def test_degenerate_series_are_a_result_or_a_message(central_url):
+    """b exactly proportional to a, or constant: never a traceback."""
+    import datetime as dt
+
+    from comparedata import add_system, observation, store
+
+    with Central.connect(central_url) as c:
+        c.migrate()
+        start = dt.datetime(2026, 7, 1, tzinfo=dt.UTC)
+        for system, scale in (("a", 1.0), ("b", 0.9), ("c", 0.0)):
+            add_system(c, "S", system)
+            store(
+                c,
+                "S",
+                system,
+                [
+                    observation(
+                        "C1",
+                        start + dt.timedelta(minutes=30 * k),
+                        (1.0 + 0.1 * (k % 7)) * scale if scale else 1.5,
+                    )
+                    for k in range(96)
+                ],
+            )
+        for other in ("S/b/C1", "S/c/C1"):
+            try:
+                result = compare(c, "S/a/C1", other, n_boot=20)
+            except ConfigError as exc:
+                assert "statistics" in str(exc)
+            else:
+                json.dumps(result.as_dict(), allow_nan=False)

@@ -327,3 +327,20 @@ def test_cycle_period_snaps_to_round_periods():
     assert cycle_period(["C1"] * len(t), t) == 1800.0
     irregular = np.arange(0, 100) * 377.0
     assert cycle_period(["C1"] * 100, irregular) == pytest.approx(377.0)
+
+
+def test_specs_from_any_text_parse_or_are_refused_by_name():
+    """Seeded fuzz: any text is a spec that round-trips, or a ConfigError naming the option."""
+    import random
+
+    rng = random.Random(10)
+    alphabet = "ab/,: plot\x00é\n\t-_.0" + "\ud800"
+    for _ in range(3000):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 16)))
+        try:
+            spec = parse_spec(text, "--a")
+        except ConfigError as exc:
+            assert str(exc).startswith("--a")
+            continue
+        assert parse_spec(spec.text) == spec
+        assert spec.site and spec.system
