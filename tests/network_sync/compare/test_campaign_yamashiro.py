@@ -97,7 +97,7 @@ def _span(central, spec):
 def test_between_the_systems_there_are_no_pairs_and_compare_says_why(yamashiro):
     url, _full = yamashiro
     with Central.connect(url, mode="read") as central:
-        _, a_last, n_a = _span(central, "YMS/ataka")
+        a_first, a_last, n_a = _span(central, "YMS/ataka")
         b_first, _, n_b = _span(central, "YMS/ueyama")
         assert a_last < b_first  # the two periods do not overlap
         with pytest.raises(ConfigError) as info:
@@ -108,6 +108,9 @@ def test_between_the_systems_there_are_no_pairs_and_compare_says_why(yamashiro):
     # every observation of each side is outside the other side's period, counted
     assert f"a: {n_a} candidates, unpaired {n_a} (outside period {n_a})" in message
     assert f"b: {n_b} candidates, unpaired {n_b} (outside period {n_b})" in message
+    # and when each side was measured
+    assert f"a spans {a_first:%Y-%m-%d %H:%M} to {a_last:%Y-%m-%d %H:%M} UTC" in message
+    assert f"b spans {b_first:%Y-%m-%d %H:%M}" in message
 
 
 def test_the_cli_says_it_without_a_traceback(yamashiro, capsys):
