@@ -291,7 +291,38 @@ def plot_command(database: str, observation: str, output: str) -> None:
     type=click.Path(dir_okay=False),
     help="SQLite file the demo writes (replaced at each run).",
 )
-def demo_command(as_json: bool, speed: float, database: str) -> None:
+@click.option(
+    "--campaign",
+    is_flag=True,
+    help="A simulated intercomparison campaign with known truth, compared (chamberd compare).",
+)
+@click.option(
+    "--days",
+    type=click.IntRange(4, 366),
+    default=20,
+    show_default=True,
+    help="--campaign: simulated days.",
+)
+@click.option(
+    "--folder",
+    default=".",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="--campaign: where its files go (site database, survey CSV, central database, report).",
+)
+@click.option(
+    "--target",
+    help="--campaign: central database URL (default: campaign-central.db in --folder, replaced).",
+)
+def demo_command(
+    as_json: bool,
+    speed: float,
+    database: str,
+    campaign: bool,
+    days: int,
+    folder: str,
+    target: str | None,
+) -> None:
     """Run the real daemon against the simulated site for two rounds and show the fluxes.
 
     The simulator serves LI-850 XML and Modbus on 127.0.0.1; the daemon measures its four
@@ -299,9 +330,31 @@ def demo_command(as_json: bool, speed: float, database: str) -> None:
     prints per chamber the true flux, the measured exponential and linear fluxes, R2 and
     flags, and writes a plot of one observation beside the database.
 
-    Example: chamberd demo
+    With --campaign: an automated system (the daemon on the simulated site, in virtual
+    time) and a survey chamber that reads 13 % low and visits every other day at
+    10:00-14:00 measure neighbouring collars for DAYS days; they are synced and imported
+    into one central database and compared. Prints the truth beside what the comparison
+    recovered (relative bias, sparse-sampling bias, with CIs) and writes an HTML report;
+    with --json the last line is one JSON object (truth, comparison, report).
+
+    Example: chamberd demo --campaign
     """
     import json
+
+    if campaign:
+        from chamberd.controller.campaign import CampaignDesign, format_campaign, run_campaign
+
+        say = (lambda text: click.echo(text, err=True)) if as_json else click.echo
+        result = run_campaign(
+            folder=folder, target=target, design=CampaignDesign(days=days), progress=say
+        )
+        if as_json:
+            click.echo(json.dumps(result["json"]))
+        else:
+            click.echo(format_campaign(result))
+        return
+    if target is not None:
+        raise click.BadParameter("only with --campaign", param_hint="--target")
 
     from chamberd.controller.demo import run_demo
 

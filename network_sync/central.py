@@ -5,11 +5,11 @@
 versioned migrations (:data:`MIGRATIONS`, recorded in ``schema_migrations``); SQL is
 written once with ``?`` placeholders and type names from :data:`_TYPES`.
 
-Tables: ``campaign`` (the database's own short random id), ``sites``, ``systems``,
-``chambers`` (dated geometry), ``observations`` (key ``uuid``; natural key ``site_id,
-system_id, chamber, begin_utc``), ``samples``, ``fluxes`` (key ``observation_uuid, gas,
-model, processing_version``), ``calibrations``, ``conflicts``, ``ingest_log``,
-``site_roles``.
+Tables: ``campaign`` (the database's own short random id), ``sites``, ``systems`` (with
+``metadata``: an imported data set's own description, JSON), ``chambers`` (dated
+geometry), ``observations`` (key ``uuid``; natural key ``site_id, system_id, chamber,
+begin_utc``), ``samples``, ``fluxes`` (key ``observation_uuid, gas, model,
+processing_version``), ``calibrations``, ``conflicts``, ``ingest_log``, ``site_roles``.
 
 This module is the database boundary: every sqlite3 or psycopg exception is translated here
 (:meth:`Central._translate`) into the chamberd tree, with a message that names the table,
@@ -52,6 +52,7 @@ from chamberd.controller.errors import ChamberError, ConfigError, StorageError, 
 
 __all__ = [
     "LATEST_VERSION",
+    "METADATA_VERSION",
     "MIGRATIONS",
     "Central",
     "add_site_role",
@@ -397,10 +398,19 @@ MIGRATIONS: list[tuple[int, str, list[Statement], list[str]]] = [
             "REVOKE USAGE ON SCHEMA public FROM chamberd_site_writer; END IF; END $$",
         ],
     ),
+    (
+        4,
+        "systems.metadata: what an imported data set says of itself (COSORE DESCRIPTION.txt "
+        "and PORTS.txt, as JSON), carried to exports",
+        ["ALTER TABLE systems ADD COLUMN metadata TEXT NOT NULL DEFAULT ''"],
+        [],
+    ),
 ]
 
 #: the schema version this chamberd writes
 LATEST_VERSION = MIGRATIONS[-1][0]
+#: the version from which ``systems.metadata`` exists
+METADATA_VERSION = 4
 
 #: rows a migration cannot carry over: (table, count query, what is wrong with them)
 _PRECHECKS: dict[int, list[tuple[str, str, str]]] = {

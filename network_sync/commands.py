@@ -418,7 +418,7 @@ def query_command(
     Example: chamberd query --target sqlite:///c.db --site YMS --gas co2 --from 2017-01-01 -o q.csv
     """
     from chamberd.network_sync.central import Central
-    from chamberd.network_sync.queries import fluxes
+    from chamberd.network_sync.queries import fluxes, format_float
 
     filters = _query_filters(site, system, chamber, gas, start, end)
     if fmt == "parquet" and not output:
@@ -428,7 +428,9 @@ def query_command(
         central.require_schema()
         frame = fluxes(central, selected_only=not all_models, **filters)
     if fmt == "csv":
-        text = frame.to_csv(index=False, date_format="%Y-%m-%dT%H:%M:%SZ")
+        text = frame.to_csv(
+            index=False, date_format="%Y-%m-%dT%H:%M:%SZ", float_format=format_float
+        )
     elif fmt == "json":
         text = frame.to_json(orient="records", date_format="iso", lines=True)
     if fmt == "parquet":

@@ -54,7 +54,7 @@ from chamberd.controller.errors import (
 )
 
 from . import plausibility
-from .central import Central
+from .central import METADATA_VERSION, Central, value_problem
 from .formats._common import read_bytes, read_gzip_bytes, split_lines
 from .sync import FLUX_UNITS, SAMPLE_FIELDS, VALUE_FIELDS, content_hash, upsert_batch
 
@@ -129,6 +129,10 @@ class _Read:
     zone: str | None = None  # the zone a new site is registered with
     instrument: str = ""
     notes: list[str] = field(default_factory=list)  # conversions and reader warnings
+    # what the file says of the site (name, latitude, longitude): fills what is missing
+    site: dict[str, Any] = field(default_factory=dict)
+    # what a data set says of itself (systems.metadata, JSON): carried to exports
+    metadata: dict[str, Any] | None = None
 
 
 def import_paths(
@@ -147,6 +151,8 @@ def import_paths(
     if fmt not in FORMATS:
         raise DataFileError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
     central.require_writer(site_id)  # a role that may not write this site: refused first
+    if fmt == "cosore":  # the data set's description goes to systems.metadata
+        central.require_schema(METADATA_VERSION)
     clock = clock or SystemClock()
     report = ImportReport()
     for path in _expand(paths, fmt):
@@ -220,7 +226,7 @@ def _import_one(
     counts = dict.fromkeys(("sent", "revised", "unchanged", "conflicts"), 0)
     try:
         with central.transaction():
-            _ensure_site(central, site_id, system_id, read.zone, instrument or read.instrument, at)
+            _ensure_site(central, site_id, system_id, read, instrument or read.instrument, at)
             _adopt_legacy_uuids(central, read.observations, site_id, system_id, digest)
             payloads = [
                 {
@@ -300,19 +306,60 @@ def _site_zone(central: Central, site_id: str) -> str | None:
 
 
 def _ensure_site(
-    central: Central, site_id: str, system_id: str, zone: str | None, instrument: str, now: str
+    central: Central, site_id: str, system_id: str, read: _Read, instrument: str, now: str
 ) -> None:
-    if not central.query("SELECT 1 FROM sites WHERE site_id = ?", (site_id,)):
+    """Register the site and the system when new. What the file says of the site (a COSORE
+    name and coordinates) fills only what the site lacks (a site's own registration, or the
+    first data set, wins); the system's metadata is the latest data set's description."""
+    given = read.site
+    sites = central.query(
+        "SELECT name, latitude, longitude FROM sites WHERE site_id = ?", (site_id,)
+    )
+    if not sites:
         central.execute(
-            "INSERT INTO sites (site_id, name, time_zone, created_at) VALUES (?, ?, ?, ?)",
-            (site_id, site_id, zone or "UTC", now),
+            "INSERT INTO sites (site_id, name, time_zone, latitude, longitude, created_at) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (
+                site_id,
+                given.get("name") or site_id,
+                read.zone or "UTC",
+                given.get("latitude"),
+                given.get("longitude"),
+                now,
+            ),
         )
-    if not central.query(
-        "SELECT 1 FROM systems WHERE site_id = ? AND system_id = ?", (site_id, system_id)
-    ):
+    elif given:
+        row = sites[0]
+        name = row["name"] if row["name"] not in ("", site_id) else given.get("name")
         central.execute(
-            "INSERT INTO systems (site_id, system_id, instrument, method) VALUES (?, ?, ?, ?)",
-            (site_id, system_id, instrument, "imported"),
+            "UPDATE sites SET name = ?, latitude = ?, longitude = ? WHERE site_id = ?",
+            (
+                name or row["name"],
+                given.get("latitude") if row["latitude"] is None else row["latitude"],
+                given.get("longitude") if row["longitude"] is None else row["longitude"],
+                site_id,
+            ),
+        )
+    metadata = "" if read.metadata is None else json.dumps(read.metadata)
+    systems = central.query(
+        "SELECT instrument FROM systems WHERE site_id = ? AND system_id = ?", (site_id, system_id)
+    )
+    if not systems:
+        if read.metadata is None:
+            central.execute(
+                "INSERT INTO systems (site_id, system_id, instrument, method) VALUES (?, ?, ?, ?)",
+                (site_id, system_id, instrument, "imported"),
+            )
+        else:
+            central.execute(
+                "INSERT INTO systems (site_id, system_id, instrument, method, metadata) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (site_id, system_id, instrument, "imported", metadata),
+            )
+    elif read.metadata is not None:
+        central.execute(
+            "UPDATE systems SET instrument = ?, metadata = ? WHERE site_id = ? AND system_id = ?",
+            (systems[0]["instrument"] or instrument, metadata, site_id, system_id),
         )
 
 
@@ -646,16 +693,57 @@ def _key_values(path: Path) -> dict[str, str]:
     return out
 
 
-def _ports(path: Path) -> dict[int, dict[str, float | None]]:
-    """PORTS.txt: port -> area and volume (port 0 = all ports)."""
+_CSR_KEY = re.compile(r"CSR_[A-Z0-9_]{1,60}")
+#: DESCRIPTION.txt keys that are numbers, with the range each must lie in
+_DESCRIPTION_NUMBERS = {
+    "CSR_LATITUDE": (-90.0, 90.0),
+    "CSR_LONGITUDE": (-180.0, 180.0),
+    "CSR_ELEVATION": (-500.0, 9000.0),
+}
+
+
+def _description(path: Path, meta: dict[str, str]) -> tuple[dict[str, str], dict[str, Any]]:
+    """The data set's description (every ``CSR_*`` key, its text as written) and what it
+    says of the site (name, latitude, longitude); DataFileError naming the key of a value
+    the central database cannot hold or a coordinate that is not one."""
+    description = {k: v for k, v in meta.items() if _CSR_KEY.fullmatch(k)}
+    for key, value in description.items():
+        problem = value_problem(value, "text")
+        if problem:
+            raise DataFileError(f"{path}: {key} {_show(value)} {problem}")
+    site: dict[str, Any] = {}
+    for key, (low, high) in _DESCRIPTION_NUMBERS.items():
+        try:
+            number = _number(description.get(key), key)
+        except ValueError as exc:
+            raise DataFileError(f"{path}: {exc}") from None
+        if number is not None and not low <= number <= high:
+            shown = _show(description[key])
+            raise DataFileError(f"{path}: {key} {shown} is not in {low:g}..{high:g}")
+        site[key] = number
+    name = description.get("CSR_SITE_NAME", "")
+    return description, {
+        "name": name,
+        "latitude": site["CSR_LATITUDE"],
+        "longitude": site["CSR_LONGITUDE"],
+    }
+
+
+def _ports(path: Path) -> tuple[dict[int, dict[str, float | None]], list[dict[str, str]]]:
+    """PORTS.txt: port -> area and volume (port 0 = all ports), and its rows as written
+    (each column's text by name) for the system's metadata."""
     where, lines = _meta_text(path)
     header: list[str] | None = None
     out: dict[int, dict[str, float | None]] = {}
+    rows: list[dict[str, str]] = []
     for number, line in enumerate(lines, start=1):
         if not line.strip() or line.lstrip().startswith("#"):
             continue
         try:
-            cells = [c.strip() for c in next(csv.reader([line], skipinitialspace=True))]
+            # columns are aligned with tabs as well as spaces: a tab before a quoted cell
+            # ("Quercus serrata, Ilex pedunculosa") must not hide its opening quote
+            spaced = line.replace("\t", " ")
+            cells = [c.strip() for c in next(csv.reader([spaced], skipinitialspace=True))]
         except csv.Error as exc:
             raise DataFileError(f"{where}, line {number}: not a CSV row: {exc}") from None
         if header is None:
@@ -682,8 +770,13 @@ def _ports(path: Path) -> dict[int, dict[str, float | None]]:
         ]
         if refused:
             raise DataFileError("; ".join(plausibility.summarise(refused)))
+        for name, text in entry.items():
+            problem = value_problem(text, "text")
+            if problem:
+                raise DataFileError(f"{where}, line {number}: {name} {_show(text)} {problem}")
         out[port] = geometry
-    return out
+        rows.append({name: text for name, text in entry.items() if name})
+    return out, rows
 
 
 _NO_YEAR_LIMIT = plausibility.Limits(last_year=9999)
@@ -709,7 +802,8 @@ def _read_cosore(folder: Path, fallback_zone: str | None) -> _Read:
         length = _number(meta.get("CSR_MSMT_LENGTH"), "CSR_MSMT_LENGTH")
     except ValueError as exc:
         raise DataFileError(f"{description}: {exc}") from None
-    ports = _ports(folder / "PORTS.txt")
+    described, site = _description(description, meta)
+    ports, port_rows = _ports(folder / "PORTS.txt")
     where, raw = read_gzip_bytes(folder / "data.csv.gz", COSORE_MAX_BYTES)
     names, rows = _table(raw, where)
     missing = {"CSR_PORT", "CSR_TIMESTAMP_BEGIN"} - set(names)
@@ -781,6 +875,14 @@ def _read_cosore(folder: Path, fallback_zone: str | None) -> _Read:
         zone=zone or fallback_zone or "UTC",
         instrument=meta.get("CSR_INSTRUMENT", ""),
         notes=notes,
+        site=site,
+        metadata={
+            "format": "cosore",
+            "description": described,
+            "ports": port_rows,
+            # the data set's column names: the depth of its soil sensors
+            "columns": {"temperature": temp_col, "moisture": sm_col},
+        },
     )
 
 

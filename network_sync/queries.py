@@ -10,6 +10,8 @@ tables with COSORE's column names and units), :func:`export_fluxnet` a FLUXNET-s
 from __future__ import annotations
 
 import datetime as dt
+import json
+import re
 import zoneinfo
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,7 +23,20 @@ from chamberd.controller.errors import ConfigError
 
 from .central import Central
 
-__all__ = ["COLUMNS", "export_cosore", "export_fluxnet", "fluxes", "parse_time"]
+__all__ = [
+    "COLUMNS",
+    "SIGNIFICANT_DIGITS",
+    "export_cosore",
+    "export_fluxnet",
+    "fluxes",
+    "format_float",
+    "parse_time",
+]
+
+#: significant digits a written number keeps: more than any instrument or data set
+#: resolves, fewer than the 15-17 of a double, so that arithmetic noise
+#: (``0.1 * 3 = 0.30000000000000004``, a register times 0.01) is not written
+SIGNIFICANT_DIGITS = 12
 
 COLUMNS = [
     "uuid",
@@ -50,6 +65,23 @@ COLUMNS = [
     "volume_cm3",
     "observation_s",
 ]
+
+
+def format_float(value: float) -> str:
+    """A number as CSV text without floating-point noise: rounded to
+    :data:`SIGNIFICANT_DIGITS` significant digits, then the shortest text that reads back
+    as that value (``15.347199999999999`` -> ``15.3472``, ``1.001103444`` stays as it is);
+    empty for NaN.
+
+    >>> format_float(15.347199999999999), format_float(0.1 * 3), format_float(1.001103444)
+    ('15.3472', '0.3', '1.001103444')
+    >>> format_float(2081 * 0.01), format_float(-0.000012345), format_float(320.0)
+    ('20.81', '-1.2345e-05', '320')
+    """
+    if value != value:  # NaN
+        return ""
+    text = repr(float(f"{value:.{SIGNIFICANT_DIGITS}g}"))
+    return text[:-2] if text.endswith(".0") else text
 
 
 def parse_time(text: str | None, option: str) -> str | None:
@@ -81,7 +113,8 @@ def fluxes(
     """One row per observation, gas and model (only the reported model by default).
 
     ``start``/``end`` are UTC ISO strings (:func:`parse_time`): begin time >= start and
-    < end. Times come back as timezone-aware UTC timestamps; fluxes in their ``flux_unit``.
+    < end. Rows come in time order (begin time, then site, system, chamber, gas, model).
+    Times come back as timezone-aware UTC timestamps; fluxes in their ``flux_unit``.
     """
     where, params = ["1 = 1"], []
     for column, value in (
@@ -114,7 +147,7 @@ def fluxes(
         "o.air_temperature_degc, o.pressure_kpa, o.area_cm2, o.volume_cm3, o.observation_s "
         "FROM observations o JOIN fluxes f ON f.observation_uuid = o.uuid "
         f"WHERE {' AND '.join(where)} "
-        "ORDER BY o.site_id, o.system_id, o.chamber, o.begin_utc, f.gas, f.model"
+        "ORDER BY o.begin_utc, o.site_id, o.system_id, o.chamber, f.gas, f.model"
     )
     frame = pd.DataFrame(central.query(sql, params), columns=COLUMNS)
     for column in ("begin_utc", "end_utc"):
@@ -158,81 +191,155 @@ def _standard_time(times: pd.Series, zone: str) -> pd.Series:
     return times.dt.tz_convert("UTC").dt.tz_localize(None) + _standard_offset(zone)
 
 
+def _to_csv(frame: pd.DataFrame, path: str | Path, **options: Any) -> None:
+    """``frame`` as CSV with every number written by :func:`format_float`."""
+    frame.to_csv(path, index=False, float_format=format_float, **options)
+
+
+def _wide(frame: pd.DataFrame) -> pd.DataFrame:
+    """One row per observation in time order (then system, chamber), a flux column per gas
+    (missing where the gas was not measured or its value withheld), and the observation's
+    own columns."""
+    observations = frame.drop_duplicates("uuid").set_index("uuid")
+    by_gas = frame.set_index(["uuid", "gas"])["flux"]
+    by_gas = by_gas[~by_gas.index.duplicated()].unstack("gas")
+    wide = observations.join(by_gas.add_prefix("flux_"))
+    wide = wide.sort_values(["begin_utc", "system_id", "chamber"], kind="stable")
+    return wide.reset_index()
+
+
 def export_fluxnet(
     central: Central, path: str | Path, *, site: str, system: str | None = None, **filters: Any
 ) -> pd.DataFrame:
-    """A FLUXNET-style CSV of one site: one row per observation and chamber.
+    """A FLUXNET-style CSV of one site: one row per observation and chamber, in time order.
 
     Columns: ``TIMESTAMP_START``, ``TIMESTAMP_END`` (YYYYMMDDHHMM, local standard time),
     ``SYSTEM``, ``CHAMBER``, ``FCO2`` (umol m-2 s-1), ``FCH4`` and ``FN2O``
     (nmol m-2 s-1), ``TS`` (soil temperature, degC), ``SWC`` (soil water content, %),
-    ``TA`` (chamber air temperature, degC), ``PA`` (kPa); missing values are -9999.
+    ``TA`` (chamber air temperature, degC), ``PA`` (kPa); missing values are -9999; numbers
+    as :func:`format_float` writes them.
     """
     info = _site(central, site)
     frame = fluxes(central, site=site, system=system, **filters)
     if frame.empty:
         out = pd.DataFrame(columns=["TIMESTAMP_START", "TIMESTAMP_END", "SYSTEM", "CHAMBER"])
     else:
-        wide = frame.pivot_table(  # rows in time order per system and chamber
-            index=["system_id", "chamber", "begin_utc", "uuid"],
-            columns="gas",
-            values="flux",
-            aggfunc="first",
-        ).reset_index()
-        ancillary = frame.drop_duplicates("uuid").set_index("uuid")
-        begin = _standard_time(wide["begin_utc"], info["time_zone"])
+        wide = _wide(frame)
         # the end: as stored, else begin + the observation length
-        stored_end = pd.Series(
-            pd.to_datetime(ancillary.loc[wide["uuid"], "end_utc"].to_numpy(), utc=True),
-            index=wide.index,
-        )
-        length = pd.to_timedelta(
-            ancillary.loc[wide["uuid"], "observation_s"].fillna(0).to_numpy(), "s"
-        )
-        end_utc = stored_end.fillna(wide["begin_utc"] + length)
-        end = _standard_time(end_utc, info["time_zone"])
+        length = pd.to_timedelta(wide["observation_s"].fillna(0), "s")
+        end_utc = wide["end_utc"].fillna(wide["begin_utc"] + length)
+        zone = info["time_zone"]
         out = pd.DataFrame(
             {
-                "TIMESTAMP_START": begin.dt.strftime("%Y%m%d%H%M"),
-                "TIMESTAMP_END": end.dt.strftime("%Y%m%d%H%M"),
+                "TIMESTAMP_START": _standard_time(wide["begin_utc"], zone).dt.strftime(
+                    "%Y%m%d%H%M"
+                ),
+                "TIMESTAMP_END": _standard_time(end_utc, zone).dt.strftime("%Y%m%d%H%M"),
                 "SYSTEM": wide["system_id"],
                 "CHAMBER": wide["chamber"],
-                "FCO2": wide.get("co2"),
-                "FCH4": wide.get("ch4"),
-                "FN2O": wide.get("n2o"),
-                "TS": ancillary.loc[wide["uuid"], "soil_temperature_degc"].values,
-                "SWC": ancillary.loc[wide["uuid"], "soil_moisture_pct"].values,
-                "TA": ancillary.loc[wide["uuid"], "air_temperature_degc"].values,
-                "PA": ancillary.loc[wide["uuid"], "pressure_kpa"].values,
+                "FCO2": wide.get("flux_co2"),
+                "FCH4": wide.get("flux_ch4"),
+                "FN2O": wide.get("flux_n2o"),
+                "TS": wide["soil_temperature_degc"],
+                "SWC": wide["soil_moisture_pct"],
+                "TA": wide["air_temperature_degc"],
+                "PA": wide["pressure_kpa"],
             }
         )
         out = out.dropna(axis="columns", how="all")
-    out.to_csv(path, index=False, na_rep="-9999")
+    _to_csv(out, path, na_rep="-9999")
     return out
+
+
+#: COSORE description keys written first, in this order (the rest follow as recorded)
+_DESCRIPTION_KEYS = (
+    "CSR_SITE_NAME",
+    "CSR_LONGITUDE",
+    "CSR_LATITUDE",
+    "CSR_ELEVATION",
+    "CSR_TIMEZONE",
+    "CSR_IGBP",
+    "CSR_NETWORK",
+    "CSR_SITE_ID",
+    "CSR_INSTRUMENT",
+    "CSR_MSMT_LENGTH",
+    "CSR_FILE_FORMAT",
+    "CSR_TIMESTAMP_FORMAT",
+    "CSR_TIMESTAMP_TZ",
+    "CSR_PRIMARY_PUB",
+    "CSR_OTHER_PUBS",
+    "CSR_DATA_URL",
+    "CSR_ACKNOWLEDGMENT",
+)
+#: the export's own file: how its timestamps are written
+_EXPORT_FILE_FORMAT = "Processed_csv"
+_EXPORT_TIMESTAMP_FORMAT = "%Y-%m-%dT%H:%M:%S%z"
+
+
+def _metadata(system: dict[str, Any] | None) -> dict[str, Any]:
+    """A system's recorded data-set description (``systems.metadata``), or an empty one."""
+    text = (system or {}).get("metadata") or ""
+    try:
+        value = json.loads(text) if text else {}
+    except ValueError:
+        value = {}
+    return value if isinstance(value, dict) else {}
+
+
+def _ports_of(chambers: list[str]) -> dict[str, int]:
+    """COSORE port numbers: a chamber named ``port<n>`` (an imported data set's) keeps
+    ``n``; otherwise the chambers are numbered 1, 2, ... in name order."""
+    matches = {c: re.fullmatch(r"port([0-9]{1,6})", c) for c in chambers}
+    if chambers and all(matches.values()):
+        ports = {c: int(m.group(1)) for c, m in matches.items() if m}
+        if len(set(ports.values())) == len(ports):
+            return ports
+    return {c: i + 1 for i, c in enumerate(sorted(chambers))}
 
 
 def export_cosore(
     central: Central, folder: str | Path, *, site: str, system: str, **filters: Any
 ) -> dict[str, pd.DataFrame]:
-    """A COSORE-compatible data set of one site and system in ``folder``.
+    """A COSORE-compatible data set of one site and system in ``folder``, rows in time order.
 
     ``data.csv``: ``CSR_PORT``, ``CSR_TIMESTAMP_BEGIN``, ``CSR_TIMESTAMP_END`` (ISO 8601 with
-    the site's standard-time offset), ``CSR_FLUX_CO2`` (umol m-2 s-1), ``CSR_FLUX_CH4``
-    (nmol m-2 s-1), ``CSR_T5`` (degC), ``CSR_SM5`` (m3 m-3); ``PORTS.csv``: ``CSR_PORT``,
-    ``CSR_CHAMBER`` (our chamber id), ``CSR_MSMT_VAR`` (Rs), ``CSR_TREATMENT``,
-    ``CSR_AREA`` (cm2), ``CSR_VOLUME`` (cm3); ``DESCRIPTION.csv``: ``CSR_SITE_NAME``,
-    ``CSR_LONGITUDE``, ``CSR_LATITUDE``, ``CSR_TIMEZONE``, ``CSR_INSTRUMENT``,
-    ``CSR_MSMT_LENGTH``, ``CSR_FILE_FORMAT``.
+    the standard-time offset of the data set's zone), ``CSR_FLUX_CO2`` (umol m-2 s-1),
+    ``CSR_FLUX_CH4`` (nmol m-2 s-1), the soil temperature (degC) and moisture (m3 m-3) under
+    the imported data set's column names (``CSR_T3``, ``CSR_SM5``, ...; else ``CSR_T5``,
+    ``CSR_SM5``); ``PORTS.csv``: ``CSR_PORT``, ``CSR_CHAMBER`` (our chamber id),
+    ``CSR_MSMT_VAR`` (Rs), ``CSR_TREATMENT``, ``CSR_AREA`` (cm2), ``CSR_VOLUME`` (cm3) and
+    the other columns an imported ``PORTS.txt`` had (depth, species, ...);
+    ``DESCRIPTION.csv``: ``CSR_SITE_NAME``, ``CSR_LONGITUDE``, ``CSR_LATITUDE``,
+    ``CSR_TIMEZONE``, ``CSR_INSTRUMENT``, ``CSR_MSMT_LENGTH``, ``CSR_FILE_FORMAT`` and every
+    other key an imported ``DESCRIPTION.txt`` had (elevation, land cover, network,
+    publications, acknowledgment, ...). The same three tables also as COSORE's own members
+    (``DESCRIPTION.txt``, ``PORTS.txt``, ``data.csv.gz``), so that ``chamberd import
+    --format cosore`` reads the export back.
+
+    The description of an imported data set is its own (as recorded in
+    ``systems.metadata``); the site's row and the observations fill what it lacks. Numbers
+    are written by :func:`format_float`.
     """
     info = _site(central, site)
     systems = central.query(
         "SELECT * FROM systems WHERE site_id = ? AND system_id = ?", (site, system)
     )
+    recorded = _metadata(systems[0] if systems else None)
+    described = {
+        str(k): str(v) for k, v in (recorded.get("description") or {}).items() if v is not None
+    }
+    columns = recorded.get("columns") or {}
+    temperature_column = columns.get("temperature") or "CSR_T5"
+    moisture_column = columns.get("moisture") or "CSR_SM5"
+    zone = described.get("CSR_TIMEZONE") or info["time_zone"]
+    try:
+        fixed = dt.timezone(_standard_offset(zone))
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        zone = info["time_zone"]
+        fixed = dt.timezone(_standard_offset(zone))
     frame = fluxes(central, site=site, system=system, **filters)
     chambers = sorted(frame["chamber"].unique()) if not frame.empty else []
-    port_of = {c: i + 1 for i, c in enumerate(chambers)}
-    zone = info["time_zone"]
-    fixed = dt.timezone(_standard_offset(zone))
+    port_of = _ports_of(chambers)
 
     def stamp(series: pd.Series) -> pd.Series:
         return series.map(lambda t: t.astimezone(fixed).isoformat() if pd.notna(t) else None)
@@ -241,47 +348,85 @@ def export_cosore(
         data = pd.DataFrame(columns=["CSR_PORT", "CSR_TIMESTAMP_BEGIN", "CSR_TIMESTAMP_END"])
         ports = pd.DataFrame(columns=["CSR_PORT", "CSR_CHAMBER"])
     else:
-        wide = frame.pivot_table(
-            index=["chamber", "begin_utc", "uuid"], columns="gas", values="flux", aggfunc="first"
-        ).reset_index()
-        first = frame.drop_duplicates("uuid").set_index("uuid").loc[wide["uuid"]]
+        wide = _wide(frame)
+        wide["port"] = wide["chamber"].map(port_of)
+        wide = wide.sort_values(["begin_utc", "port"], kind="stable").reset_index(drop=True)
         data = pd.DataFrame(
             {
-                "CSR_PORT": wide["chamber"].map(port_of),
+                "CSR_PORT": wide["port"],
                 "CSR_TIMESTAMP_BEGIN": stamp(wide["begin_utc"]),
-                "CSR_TIMESTAMP_END": stamp(first["end_utc"].reset_index(drop=True)),
-                "CSR_FLUX_CO2": wide.get("co2"),
-                "CSR_FLUX_CH4": wide.get("ch4"),
-                "CSR_T5": first["soil_temperature_degc"].to_numpy(),
-                "CSR_SM5": first["soil_moisture_pct"].to_numpy() / 100.0,
+                "CSR_TIMESTAMP_END": stamp(wide["end_utc"]),
+                "CSR_FLUX_CO2": wide.get("flux_co2"),
+                "CSR_FLUX_CH4": wide.get("flux_ch4"),
+                temperature_column: wide["soil_temperature_degc"],
+                moisture_column: wide["soil_moisture_pct"] / 100.0,
             }
         ).dropna(axis="columns", how="all")
+        recorded_ports = {}
+        for row in recorded.get("ports") or []:
+            try:
+                recorded_ports[int(str(row.get("CSR_PORT", "")).strip())] = row
+            except ValueError:
+                continue
         geometry = frame.drop_duplicates("chamber").set_index("chamber")
-        ports = pd.DataFrame(
-            {
-                "CSR_PORT": [port_of[c] for c in chambers],
-                "CSR_CHAMBER": chambers,
-                "CSR_MSMT_VAR": "Rs",
-                "CSR_TREATMENT": "None",
-                "CSR_AREA": [geometry.loc[c, "area_cm2"] for c in chambers],
-                "CSR_VOLUME": [geometry.loc[c, "volume_cm3"] for c in chambers],
+        rows = []
+        for chamber in chambers:
+            number = port_of[chamber]
+            own = recorded_ports.get(number) or recorded_ports.get(0) or {}
+            row: dict[str, Any] = {
+                "CSR_PORT": number,
+                "CSR_CHAMBER": chamber,
+                "CSR_MSMT_VAR": own.get("CSR_MSMT_VAR") or "Rs",
+                "CSR_TREATMENT": own.get("CSR_TREATMENT") or "None",
+                "CSR_AREA": geometry.loc[chamber, "area_cm2"],
+                "CSR_VOLUME": geometry.loc[chamber, "volume_cm3"],
             }
-        )
+            for key, value in own.items():
+                row.setdefault(key, value)
+            rows.append(row)
+        ports = pd.DataFrame(rows)
+        for column in ("CSR_AREA", "CSR_VOLUME"):
+            ports[column] = pd.to_numeric(ports[column]).astype(float)
     length = frame["observation_s"].dropna().median() if not frame.empty else None
-    description = pd.DataFrame(
-        {
-            "CSR_SITE_NAME": [info.get("name") or site],
-            "CSR_LONGITUDE": [info.get("longitude")],
-            "CSR_LATITUDE": [info.get("latitude")],
-            "CSR_TIMEZONE": [zone],
-            "CSR_INSTRUMENT": [systems[0]["instrument"] if systems else ""],
-            "CSR_MSMT_LENGTH": [length],
-            "CSR_FILE_FORMAT": ["Processed_csv"],
-        }
-    )
+    own_values = {
+        "CSR_SITE_NAME": info.get("name") or site,
+        "CSR_LONGITUDE": _number_text(info.get("longitude")),
+        "CSR_LATITUDE": _number_text(info.get("latitude")),
+        "CSR_TIMEZONE": zone,
+        "CSR_INSTRUMENT": systems[0]["instrument"] if systems else "",
+        "CSR_MSMT_LENGTH": _number_text(length),
+    }
+    entries = {**own_values, **{k: v for k, v in described.items() if v != ""}}
+    # the export is its own file: its format and timestamps are this export's
+    entries["CSR_FILE_FORMAT"] = _EXPORT_FILE_FORMAT
+    entries["CSR_TIMESTAMP_FORMAT"] = _EXPORT_TIMESTAMP_FORMAT
+    entries["CSR_TIMESTAMP_TZ"] = zone
+    for key, value in described.items():  # empty keys of the data set stay, empty
+        entries.setdefault(key, value)
+    ordered = [k for k in _DESCRIPTION_KEYS if k in entries]
+    ordered += [k for k in entries if k not in ordered]
+    description = pd.DataFrame({k: [entries[k]] for k in ordered})
     out = Path(folder)
     out.mkdir(parents=True, exist_ok=True)
-    data.to_csv(out / "data.csv", index=False)
-    ports.to_csv(out / "PORTS.csv", index=False)
+    _to_csv(data, out / "data.csv")
+    _to_csv(ports, out / "PORTS.csv")
     description.to_csv(out / "DESCRIPTION.csv", index=False)
+    # COSORE's own members, for chamberd import --format cosore and the COSORE tools
+    _to_csv(data, out / "data.csv.gz", compression={"method": "gzip", "mtime": 0})
+    _to_csv(ports, out / "PORTS.txt")
+    (out / "DESCRIPTION.txt").write_text(
+        "# DESCRIPTION.txt written by chamberd export (COSORE key: value lines)\n"
+        + "".join(f"{k}: {_one_line(entries[k])}\n" for k in ordered),
+        encoding="utf-8",
+    )
     return {"data": data, "ports": ports, "description": description}
+
+
+def _number_text(value: Any) -> str:
+    if value is None or (isinstance(value, float) and value != value):
+        return ""
+    return format_float(float(value))
+
+
+def _one_line(value: Any) -> str:
+    return " ".join(str(value).split())

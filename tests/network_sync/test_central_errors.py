@@ -16,7 +16,7 @@ from chamberd.controller.cli import main
 from chamberd.controller.config import parse_config, to_toml
 from chamberd.controller.errors import ConfigError, StorageError, SyncError
 from chamberd.controller.store import SiteStore
-from chamberd.network_sync.central import Central, add_site_role
+from chamberd.network_sync.central import LATEST_VERSION, Central, add_site_role
 from chamberd.network_sync.sync import register_site
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -204,9 +204,9 @@ def test_central_init_creates_a_missing_file_and_a_missing_database(
     missing = f"{postgres_admin_url.rsplit('/', 1)[0]}/chamberd_new_{uuidlib.uuid4().hex[:10]}"
     try:
         assert main(["central", "init", missing]) == 0
-        assert "schema version 3" in capsys.readouterr().out
+        assert f"schema version {LATEST_VERSION}" in capsys.readouterr().out
         with Central.connect(missing, mode="read") as central:
-            assert central.schema_version() == 3
+            assert central.schema_version() == LATEST_VERSION
     finally:
         drop_campaign_database(postgres_admin_url, missing)
 
@@ -236,7 +236,7 @@ def test_a_read_only_open_writes_nothing(central_url):
     with Central.connect(central_url) as central:
         central.migrate()
     with Central.connect(central_url, mode="read") as central:
-        assert central.schema_version() == 3
+        assert central.schema_version() == LATEST_VERSION
         with pytest.raises(StorageError, match="read-only|readonly"):
             central.execute(
                 "INSERT INTO sites (site_id, time_zone, created_at) "

@@ -14,7 +14,7 @@ from pgtools import drop_campaign_database
 
 from chamberd.controller.cli import main
 from chamberd.controller.errors import ConfigError, StorageError, SyncError
-from chamberd.network_sync.central import Central, add_site_role, site_role_name
+from chamberd.network_sync.central import LATEST_VERSION, Central, add_site_role, site_role_name
 from chamberd.network_sync.sync import register_site
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -360,8 +360,12 @@ def test_upgrade_from_version_2_keeps_data_and_legacy_site_roles(postgres_url, p
             central._execute_raw(f'CREATE ROLE "{analyst}" LOGIN IN ROLE chamberd_analyst')
             legacy.append(analyst)
             before = _contents(central)
-            assert central.migrate() == [3]
+            assert central.migrate(upto=3) == [3]
             assert _contents(central) == before
+            # later migrations keep the rows too (version 4 adds systems.metadata, empty)
+            assert central.migrate() == list(range(4, LATEST_VERSION + 1))
+            assert {r["metadata"] for r in central.query("SELECT metadata FROM systems")} == {""}
+            assert central.query("SELECT count(*) AS n FROM observations")[0]["n"] == 2
             groups = central.role_names()
             assert [r["role_name"] for r in central.legacy_site_roles()] == legacy[:2]
         with psycopg.connect(_site_url(postgres_url, analyst, "x"), autocommit=True) as conn:
@@ -425,7 +429,7 @@ def test_upgrade_refuses_rows_written_across_sites(backend, tmp_path, request):
         assert central.schema_version() == 2  # nothing of migration 3 applied
         assert not central.has_table("campaign")
         central.execute("DELETE FROM fluxes WHERE processing_version = 'evil'")
-        assert central.migrate() == [3]
+        assert central.migrate() == list(range(3, LATEST_VERSION + 1))
 
 
 # --- hostile values, stored literally ---------------------------------------------------------

@@ -44,7 +44,7 @@ def test_filter_by_system_chamber_gas_and_time(central):
     everything = fluxes(central)
     assert len(everything) == 10  # 6 observations, CO2 for all, CH4 for 4
     co2 = fluxes(central, system="manual", gas="co2")
-    assert list(co2["chamber"]) == ["M1", "M1", "M2"]
+    assert list(co2["chamber"]) == ["M1", "M2", "M1"]  # in time order
     assert co2["begin_utc"].dt.tz is not None
     assert str(co2["begin_utc"].iloc[0]) == "2026-07-01 02:00:00+00:00"
     one_day = fluxes(central, chamber=["M1", "S1"], start=parse_time("2026-07-02", "--from"))
@@ -58,7 +58,9 @@ def test_fluxnet_export(central, tmp_path):
     assert text[0] == "TIMESTAMP_START,TIMESTAMP_END,SYSTEM,CHAMBER,FCO2,FCH4"
     # local standard time (UTC+8), YYYYMMDDHHMM, -9999 for the missing CH4
     assert text[1].startswith("202607011000,202607011000,manual,M1,2.5,-0.8")
-    assert "-9999" in text[2]
+    # in time order: M2 at 10:30 on the first day before M1 on the second
+    assert text[2].startswith("202607011030,202607011030,manual,M2,1.9,-1.1")
+    assert text[3].startswith("202607021000,202607021000,manual,M1,2.7,-9999")
     assert len(out) == 3
 
 
