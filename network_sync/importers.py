@@ -895,8 +895,9 @@ def _read_manual(path: Path) -> _Read:
     """The manual-chamber template (docs/import.md): one row per sample time and chamber
     closure (``chamber, start_time, elapsed_s, co2_umol_mol[, ch4_nmol_mol, n2o_nmol_mol,
     air_temperature_degc, pressure_kpa]``) or one row per closure with precomputed fluxes
-    (``chamber, start_time, co2_flux_umol_m2_s[, ch4_flux_nmol_m2_s, n2o_flux_nmol_m2_s]``),
-    plus ``area_cm2`` and ``volume_cm3``."""
+    (``chamber, start_time, co2_flux_umol_m2_s[, ch4_flux_nmol_m2_s, n2o_flux_nmol_m2_s]``,
+    each optionally with its standard error ``co2_flux_se_umol_m2_s``, ...), plus
+    ``area_cm2`` and ``volume_cm3``."""
     where, raw = read_bytes(path)
     fields, rows = _table(raw, where)
     missing = [f for f in _MANUAL_REQUIRED if f not in fields]
@@ -909,9 +910,20 @@ def _read_manual(path: Path) -> _Read:
             f"{where}, line 1: neither samples (elapsed_s and a concentration) nor fluxes "
             "(co2_flux_umol_m2_s, ...)"
         )
-    for col in flux_cols:
-        if col.split("_", 1)[0] not in FLUX_UNITS:
+    se_cols = [c for c in fields if c.endswith(("_flux_se_umol_m2_s", "_flux_se_nmol_m2_s"))]
+    for col in (*flux_cols, *se_cols):
+        gas = col.split("_", 1)[0]
+        if gas not in FLUX_UNITS:
             raise DataFileError(f"{where}, line 1: unknown gas in column {col}")
+        # the column's unit must be the one chamberd stores the gas's flux in: a CH4 flux
+        # in umol would otherwise be stored as nmol, 1000 times too small
+        unit = "umol" if FLUX_UNITS[gas].startswith("umol") else "nmol"
+        if not col.endswith(f"_{unit}_m2_s"):
+            expected = col.rsplit("_", 3)[0] + f"_{unit}_m2_s"
+            raise DataFileError(
+                f"{where}, line 1: column {col}: {gas} fluxes are in {FLUX_UNITS[gas]} "
+                f"(name the column {expected})"
+            )
     closures: dict[tuple[str, str], dict[str, Any]] = {}
     bad = _BadRows(where)
     for line, row, problem in rows:
@@ -926,7 +938,14 @@ def _read_manual(path: Path) -> _Read:
             )
             entry = closures.setdefault(
                 (chamber, begin),
-                {"line": line, "samples": [], "fluxes": {}, "area": None, "volume": None},
+                {
+                    "line": line,
+                    "samples": [],
+                    "fluxes": {},
+                    "se": {},
+                    "area": None,
+                    "volume": None,
+                },
             )
             for name, slot in (("area_cm2", "area"), ("volume_cm3", "volume")):
                 value = _number(row.get(name), name)
@@ -952,12 +971,21 @@ def _read_manual(path: Path) -> _Read:
                 value = _number(row.get(col), col)
                 if value is not None:
                     entry["fluxes"][col.split("_", 1)[0]] = value
+            for col in se_cols:
+                value = _number(row.get(col), col)
+                if value is not None:
+                    if value < 0:
+                        raise ValueError(f"{col} is negative")
+                    entry["se"][col.split("_", 1)[0]] = value
         except ValueError as exc:
             bad.add(line, exc)
     bad.check("the file")
     out = []
     for (chamber, begin), entry in closures.items():
-        fluxes = [_flux(g, "reported", v, "manual", selected=1) for g, v in entry["fluxes"].items()]
+        fluxes = [
+            _flux(g, "reported", v, "manual", selected=1, flux_se=entry["se"].get(g))
+            for g, v in entry["fluxes"].items()
+        ]
         observation = _observation(
             chamber=chamber,
             started_at=begin,

@@ -136,6 +136,8 @@ def two_systems(
     bias: float = -0.13,
     seed: int = 1,
     samples: bool = False,
+    survey_every_days: int = 1,
+    survey_hours: tuple[float, ...] = (2, 4, 6),
 ) -> dict[str, Any]:
     """An automated system (three collars, half-hourly) and a survey system (two collars,
     every 3 h in daytime, reading ``bias`` low) on one site; flux = 2 Q10^((T-10)/10) with
@@ -168,8 +170,8 @@ def two_systems(
                     fluxes=extra,
                 )
             )
-    for day in range(days):
-        for hour in (2, 4, 6):  # 10:00, 12:00, 14:00 local (UTC+8)
+    for day in range(0, days, survey_every_days):
+        for hour in survey_hours:  # by default 10:00, 12:00, 14:00 local (UTC+8)
             for j, chamber in enumerate(["S1", "S2"]):
                 begin = start + dt.timedelta(days=day, hours=hour, minutes=3 + 4 * j)
                 temperature = soil_temperature(begin)

@@ -1231,12 +1231,15 @@ def _temperature_difference(ta: SideTemporal, tb: SideTemporal) -> dict[str, dic
     return out
 
 
-def _median_interval_s(chosen: Selection) -> float:
+def _rate_per_day(chosen: Selection) -> float:
+    """Observations per day over the span the series covers (0 when it has fewer than two
+    distinct times). By counts, not by the median interval: a survey that measures three
+    times on a visit every few days has short intervals but a low rate."""
     t = np.unique(chosen.frame["time_utc"].dropna().to_numpy())
     if len(t) < 2:
-        return math.inf
-    gaps = np.diff(t).astype("timedelta64[us]").astype(float) / 1e6
-    return float(np.median(gaps[gaps > 0])) if np.any(gaps > 0) else math.inf
+        return 0.0
+    span_days = (t[-1] - t[0]) / np.timedelta64(1, "D")
+    return len(t) / span_days if span_days > 0 else 0.0
 
 
 def _sampling(
@@ -1252,12 +1255,12 @@ def _sampling(
     samples at least four times less often (with its own fluxes: the method bias too)."""
     from . import temporal
 
-    ia, ib = _median_interval_s(sel_a), _median_interval_s(sel_b)
-    if not (math.isfinite(ia) and math.isfinite(ib)):
+    ra, rb = _rate_per_day(sel_a), _rate_per_day(sel_b)
+    if not (ra > 0 and rb > 0):
         return None
-    if ib >= _SPARSE_RATIO * ia:
+    if ra >= _SPARSE_RATIO * rb:
         dense, sparse, filled, names = sel_a, sel_b, temporal_a.filled, ("a", "b")
-    elif ia >= _SPARSE_RATIO * ib:
+    elif rb >= _SPARSE_RATIO * ra:
         dense, sparse, filled, names = sel_b, sel_a, temporal_b.filled, ("b", "a")
     else:
         return None

@@ -2217,7 +2217,9 @@ def emulate_sampling(
     rel = bias / continuous_sum if continuous_sum != 0 else math.nan
     gen = _rng(rng)
     if jitter_days is None:
-        spacing = np.median(np.diff(s_ok)) / 1e9 / SECONDS_PER_DAY if s_ok.size > 1 else 0.0
+        # half the spacing of the sampling *days* (a visit may take several samples)
+        days = np.unique(s_ok // (SECONDS_PER_DAY * 10**9))
+        spacing = float(np.median(np.diff(days))) if days.size > 1 else 0.0
         jitter = int(max(0, math.floor(spacing / 2.0)))
     else:
         jitter = int(jitter_days)

@@ -201,6 +201,25 @@ def test_manual_template_samples_and_fluxes(central, tmp_path):
     ]
 
 
+def test_manual_flux_standard_errors_and_units(central, tmp_path):
+    """Optional standard errors are stored with the fluxes; a flux column in another unit
+    than chamberd stores that gas in is refused, naming the column to use."""
+    good = tmp_path / "se.csv"
+    good.write_text(
+        "chamber,start_time,co2_flux_umol_m2_s,co2_flux_se_umol_m2_s\n"
+        "M4,2026-07-01T11:00:00Z,2.71,0.12\n"
+    )
+    report = import_paths(central, [good], site_id="M", system_id="manual", fmt="manual-csv")
+    assert not report.rejected
+    row = central.query("SELECT flux, flux_se FROM fluxes WHERE gas = 'co2'")[0]
+    assert (row["flux"], row["flux_se"]) == (2.71, 0.12)
+    wrong = tmp_path / "wrong.csv"
+    wrong.write_text("chamber,start_time,ch4_flux_umol_m2_s\nM5,2026-07-01T11:00:00Z,0.4\n")
+    report = import_paths(central, [wrong], site_id="M", system_id="manual", fmt="manual-csv")
+    (reason,) = report.rejected[0].reasons
+    assert "ch4_flux_umol_m2_s" in reason and "ch4_flux_nmol_m2_s" in reason
+
+
 @pytest.mark.parametrize(
     ("edit", "message"),
     [

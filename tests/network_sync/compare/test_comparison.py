@@ -317,3 +317,18 @@ def test_degenerate_series_are_a_result_or_a_message(central_url):
                 assert "statistics" in str(exc)
             else:
                 json.dumps(result.as_dict(), allow_nan=False)
+
+
+def test_a_survey_with_several_samples_per_visit_is_sparse(central_url):
+    """Visits every other day with three samples 1.5 h apart: short intervals, low rate.
+    The sampling emulation runs, and its interval is not a point (visits move by a day)."""
+    with Central.connect(central_url) as c:
+        c.migrate()
+        two_systems(c, days=12, seed=4, survey_every_days=2, survey_hours=(2, 3.5, 5))
+    with Central.connect(central_url, mode="read") as central:
+        result = compare(central, "XLG/auto/C1", "XLG/survey/S1", n_boot=100)
+    s = result.sampling
+    assert s is not None and s.result is not None and (s.continuous, s.sparse) == ("a", "b")
+    low, high = s.result.relative_bias_ci
+    assert high > low
+    assert result.as_dict()["sparse_sampling_bias"] is not None
