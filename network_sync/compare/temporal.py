@@ -40,6 +40,8 @@ from scipy import optimize, signal, sparse, stats
 
 from chamberd.controller.errors import ConfigError, FitError
 
+from .stats import block_bootstrap_counts
+
 __all__ = [
     "FLUX_MAX_ABS",
     "GASES",
@@ -182,17 +184,9 @@ def _block_matrix(labels: np.ndarray | None, n: int) -> tuple[sparse.csr_matrix,
 
 
 def _block_counts(rng: np.random.Generator, n_blocks: int, n_boot: int):
-    """How often each block is drawn in each replicate (a block bootstrap draws ``n_blocks``
-    blocks with replacement), in chunks of replicates: arrays (replicates x blocks)."""
-    chunk = max(1, min(n_boot, _CHUNK_CELLS // max(n_blocks, 1)))
-    done = 0
-    while done < n_boot:
-        size = min(chunk, n_boot - done)
-        picks = rng.integers(0, n_blocks, size=(size, n_blocks))
-        picks += np.arange(size)[:, None] * n_blocks
-        counts = np.bincount(picks.ravel(), minlength=size * n_blocks)
-        yield counts.reshape(size, n_blocks).astype(float)
-        done += size
+    """How often each block is drawn in each replicate, in chunks of replicates (the block
+    bootstrap of :func:`.stats.block_bootstrap_counts`, in this module's chunk size)."""
+    return block_bootstrap_counts(n_blocks, n_boot, rng, chunk_cells=_CHUNK_CELLS)
 
 
 def _bootstrap_label(blocks: np.ndarray | None, n_blocks: int) -> str:
