@@ -189,3 +189,13 @@ def test_low_flow_reads_low(sim_cfg):
     assert site.analyser_values("irga")["flow_l_min"] == pytest.approx(0.8, abs=0.02)
     site.faults.low_flow.add("irga")
     assert site.analyser_values("irga")["flow_l_min"] == pytest.approx(0.2, abs=0.02)
+
+
+def test_an_uncompensated_probe_at_altitude_reads_several_percent_low(sim_cfg):
+    _, site = _site(_cfg(sim_cfg, "gmp343", pressure_kpa=85.0))  # about 1400 m
+    assert site.probe["irga"].pressure_hpa == pytest.approx(850.0)
+    set_up = site.analyser_values("irga")["co2_umol_mol"]
+    site.probe["irga"].pressure_on = False
+    ratio = site.analyser_values("irga")["co2_umol_mol"] / set_up
+    assert ratio == pytest.approx(850.0 / 1013.25) and ratio < 0.85
+    assert site.aux_value("pressure_kpa", None) == 85.0
