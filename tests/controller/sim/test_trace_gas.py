@@ -206,3 +206,20 @@ def test_broker_down_then_back(mqtt_rig):
         for driver_ in drivers.values():
             driver_.close()
         hardware.stop()
+
+
+@needs_mosquitto
+def test_ensure_broker_starts_a_private_mosquitto_where_none_answers(no_leaks):
+    from tracegas import free_port
+
+    from chamberd.controller.clock import SystemClock
+    from chamberd.controller.sim.broker import broker_reachable, ensure_broker
+
+    nowhere = f"mqtt://127.0.0.1:{free_port()}"
+    with ensure_broker(nowhere, SystemClock()) as url:
+        assert url != nowhere and broker_reachable(url)
+    assert not broker_reachable(url)
+    machine = "mqtt://127.0.0.1:1883"
+    if broker_reachable(machine):  # one answers: it is used, nothing started
+        with ensure_broker(machine, SystemClock()) as same:
+            assert same == machine
