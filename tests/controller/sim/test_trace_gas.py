@@ -9,6 +9,7 @@ Tolerances: the headspace slope of a noise-free closure recovers the true flux w
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 
 import numpy as np
 import pytest
@@ -223,3 +224,35 @@ def test_ensure_broker_starts_a_private_mosquitto_where_none_answers(no_leaks):
     if broker_reachable(machine):  # one answers: it is used, nothing started
         with ensure_broker(machine, SystemClock()) as same:
             assert same == machine
+
+
+@pytest.mark.parametrize(
+    ("protocol", "has", "lacks"),
+    [
+        ("li7810", ("ch4_nmol_mol", "co2_umol_mol"), ("n2o_nmol_mol",)),
+        ("li7820", ("n2o_nmol_mol", "h2o_mmol_mol"), ("co2_umol_mol", "ch4_nmol_mol")),
+        ("lgr-n2oco", ("n2o_nmol_mol",), ("ch4_nmol_mol",)),
+        ("picarro", ("n2o_nmol_mol", "ch4_nmol_mol", "co2_umol_mol"), ()),
+    ],
+)
+def test_memory_trace_gas_analyser_in_virtual_time(make_site_dict, protocol, has, lacks):
+    from chamberd.controller.hardware.memory import MemoryTraceGasAnalyser
+
+    site, clock = _site(make_site_dict, (protocol,), chamber_sim=PADDY)
+    analyser = make_analyser(site.cfg.analyser("irga1"), clock=clock, site=site, memory=True)
+    assert isinstance(analyser, MemoryTraceGasAnalyser)
+    analyser.configure(output_interval_s=1.0)
+    site.command_lid("C1", True)
+    readings = [analyser.read(5.0) for _ in range(90)]
+    steps = [b.monotonic_s - a.monotonic_s for a, b in itertools.pairwise(readings)]
+    assert steps == [1.0] * 89
+    for name in has:
+        assert all(getattr(r, name) is not None for r in readings), name
+    for name in lacks:
+        assert all(getattr(r, name) is None for r in readings), name
+    assert all(r.dry for r in readings)
+    if "ch4_nmol_mol" in has:  # a paddy: CH4 rises in the shut chamber
+        assert readings[-1].ch4_nmol_mol > readings[0].ch4_nmol_mol + 20
+    site.faults.stale.add("irga1")
+    with pytest.raises(HardwareTimeoutError, match="stale"):
+        analyser.read(5.0)
