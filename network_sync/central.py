@@ -443,10 +443,7 @@ MIGRATIONS: list[tuple[int, str, list[Statement], list[str]]] = [
         "calibration_readings, the calibrations a refit applied in refit_calibrations, "
         "observations name their analyser",
         [
-            *(
-                f"ALTER TABLE calibrations ADD COLUMN {column}"
-                for column in _CALIBRATION_COLUMNS
-            ),
+            *(f"ALTER TABLE calibrations ADD COLUMN {column}" for column in _CALIBRATION_COLUMNS),
             "ALTER TABLE observations ADD COLUMN analyser TEXT",
             {
                 "sqlite": [
@@ -462,7 +459,7 @@ MIGRATIONS: list[tuple[int, str, list[Statement], list[str]]] = [
                 site_id TEXT NOT NULL,
                 calibration_id TEXT NOT NULL,
                 seq INTEGER NOT NULL,
-                step TEXT NOT NULL DEFAULT '',
+                step TEXT,
                 at {TS},
                 cylinder_id TEXT,
                 gas TEXT,

@@ -655,6 +655,13 @@ def sync_command(
         f"{'would send' if dry_run else 'sent'} {summary.sent}, unchanged {summary.unchanged}, "
         f"revised {summary.revised}, conflicts {summary.conflicts}, remaining {summary.remaining}"
     )
+    cal = summary.calibrations
+    if cal and (cal["sent"] or cal["unchanged"] or cal["revised"] or cal["remaining"]):
+        click.echo(
+            f"calibration records: {'would send' if dry_run else 'sent'} {cal['sent']}, "
+            f"unchanged {cal['unchanged']}, revised {cal['revised']}, "
+            f"remaining {cal['remaining']}"
+        )
 
 
 @click.command("compare")
