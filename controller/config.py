@@ -72,11 +72,15 @@ from .errors import ChamberError, ConfigError
 
 __all__ = [
     "AnalyserConfig",
+    "AnalyserDrift",
+    "AutomaticCheck",
     "AuxConfig",
+    "CalibrationSection",
     "ChamberConfig",
     "CoilRef",
     "GeometryVersion",
     "InputRef",
+    "ManifoldSlot",
     "ModbusConfig",
     "SiteConfig",
     "config_hash",
@@ -444,6 +448,67 @@ class SyncSection(_Model):
     max_skew_s: _number(float, gt=0, le=86400) = 120.0
 
 
+SpanGain = _number(float, gt=0, le=10)
+SpanDrift = _number(float, ge=-1, le=1)  # relative gain change per day
+ZeroOffset = _number(float, ge=-100_000, le=100_000)
+ZeroDrift = _number(float, ge=-10_000, le=10_000)
+
+
+class AnalyserDrift(_Model):
+    """The drift of one simulated analyser (unset fields: the ``[sim]`` defaults)."""
+
+    span_gain: SpanGain | None = None
+    span_drift_per_day: SpanDrift | None = None
+    zero_offset_umol_mol: ZeroOffset | None = None
+    zero_drift_umol_mol_per_day: ZeroDrift | None = None
+
+
+class ManifoldSlot(_Model):
+    """One valve of the calibration gas manifold: opening its coil sends the gas of the
+    cylinder connected to it to the analysers (every analyser when ``analysers`` is
+    empty)."""
+
+    slot: Identifier
+    coil: CoilRef
+    cylinder: Identifier | None = None  # id in the cylinder registry
+    analysers: list[Identifier] = Field(default_factory=list, max_length=100)
+
+
+def _clock_time(text: str) -> str:
+    if not re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d", text):
+        raise PydanticCustomError("clock_time", "must be a local time HH:MM (00:00 to 23:59)")
+    return text
+
+
+class AutomaticCheck(_Model):
+    """A scheduled zero/span check through the manifold (no adjustment)."""
+
+    every_days: _number(float, gt=0, le=365)
+    analyser: Identifier
+    zero_slot: Identifier | None = None
+    span_slots: list[Identifier] = Field(default_factory=list, max_length=10)
+    purge_s: _number(float, gt=0, le=3600) = 120.0
+    average_s: _number(float, gt=0, le=3600) = 30.0
+    at: Annotated[str, AfterValidator(_clock_time)] = "03:00"  # local time of the site
+
+
+class CalibrationSection(_Model):
+    """Calibration hardware and settings (``chamberd calibrate``)."""
+
+    manifold: list[ManifoldSlot] = Field(default_factory=list, max_length=32)
+    automatic: AutomaticCheck | None = None
+    # overrides of the procedures' limits, by limit name (see docs/trainee.md)
+    limits: dict[Identifier, _number(float, ge=-1e9, le=1e9)] = Field(
+        default_factory=dict, max_length=100
+    )
+
+    def slot(self, slot_id: str) -> ManifoldSlot:
+        for slot in self.manifold:
+            if slot.slot == slot_id:
+                return slot
+        raise KeyError(slot_id)
+
+
 class SimSection(_Model):
     """The simulated site (``chamberd sim`` and ``chamberd demo`` only)."""
 
@@ -456,6 +521,19 @@ class SimSection(_Model):
     analyser_transport: Literal["pty", "tcp"] = "tcp"
     lid_delay_s: _number(float, ge=0, le=600) = 3.0
     mixing_s: _number(float, ge=0, le=3600) = 3.0
+    # the analysers' own error: output = offset(t) + gain(t) * true, drifting linearly in
+    # time from the site clock's start; per analyser overrides in ``drift``
+    span_gain: SpanGain = 1.0
+    span_drift_per_day: SpanDrift = 0.0
+    zero_offset_umol_mol: ZeroOffset = 0.0
+    zero_drift_umol_mol_per_day: ZeroDrift = 0.0
+    drift: dict[Identifier, AnalyserDrift] = Field(default_factory=dict, max_length=100)
+    # the gas in the cylinder behind each calibration manifold slot [umol mol-1]
+    cylinders: dict[Identifier, _number(float, ge=0, le=1_000_000)] = Field(
+        default_factory=dict, max_length=100
+    )
+    manifold_delay_s: _number(float, ge=0, le=600) = 4.0  # valve to analyser transport
+    manifold_purge_s: _number(float, gt=0, le=3600) = 6.0  # e-folding time of the purge
 
 
 class SiteConfig(_Model):
@@ -470,6 +548,7 @@ class SiteConfig(_Model):
     pump: PumpSection = PumpSection()
     alarms: AlarmSection = AlarmSection()
     sync: SyncSection = SyncSection()
+    calibration: CalibrationSection = CalibrationSection()
     sim: SimSection = SimSection()
 
     @model_validator(mode="after")
@@ -521,6 +600,7 @@ def _cross_checks(cfg: SiteConfig, *, check_paths: bool = False) -> list[str]:
     _check_ports(cfg, errors, resolve=check_paths)
     _check_addresses(cfg, errors, resolve=check_paths)
     _check_chambers(cfg, errors)
+    _check_calibration(cfg, errors)
     _check_timing(cfg, errors)
     _check_rounds(cfg, errors)
     if check_paths:
@@ -568,6 +648,12 @@ def _check_ids_and_references(cfg: SiteConfig, errors: list[str]) -> None:
             errors.append(f"aux[{i}].chamber: no chamber with id {a.chamber!r}")
     if cfg.pump.coil is not None and cfg.pump.coil.device not in devices:
         errors.append(f"pump.coil.device: no modbus device with id {cfg.pump.coil.device!r}")
+    for i, slot in enumerate(cfg.calibration.manifold):
+        if slot.coil.device not in devices:
+            errors.append(
+                f"calibration.manifold[{i}].coil.device: no modbus device with id "
+                f"{slot.coil.device!r}"
+            )
 
 
 def _refs(chamber: ChamberConfig) -> list[tuple[str, CoilRef | InputRef]]:
@@ -721,6 +807,8 @@ def _check_addresses(cfg: SiteConfig, errors: list[str], *, resolve: bool) -> No
     for i, c in enumerate(cfg.chambers):
         for name, ref in _refs(c):
             claim(f"chambers[{i}].{name}", ref)
+    for i, slot in enumerate(cfg.calibration.manifold):
+        claim(f"calibration.manifold[{i}].coil", slot.coil)
     for i, a in enumerate(cfg.aux):
         width = REGISTER_WIDTH[a.datatype]
         if a.address + width > 65536:
@@ -786,6 +874,46 @@ def _check_chambers(cfg: SiteConfig, errors: list[str]) -> None:
                 f"of analyser {analyser.id!r} (output_interval_s "
                 f"{analyser.output_interval_s:g}); the fit needs at least {MIN_FIT_READINGS}"
             )
+
+
+def _check_calibration(cfg: SiteConfig, errors: list[str]) -> None:
+    """Manifold slots unique, automatic checks and sim cylinders naming real slots."""
+    calibration = cfg.calibration
+    analysers = {a.id for a in cfg.analysers}
+    slots: set[str] = set()
+    for i, slot in enumerate(calibration.manifold):
+        if slot.slot in slots:
+            errors.append(f"calibration.manifold[{i}].slot: duplicate slot {slot.slot!r}")
+        slots.add(slot.slot)
+        for k, analyser in enumerate(slot.analysers):
+            if analyser not in analysers:
+                errors.append(
+                    f"calibration.manifold[{i}].analysers[{k}]: no analyser with id {analyser!r}"
+                )
+    auto = calibration.automatic
+    if auto is not None:
+        if auto.analyser not in analysers:
+            errors.append(f"calibration.automatic.analyser: no analyser with id {auto.analyser!r}")
+        if auto.zero_slot is None and not auto.span_slots:
+            errors.append(
+                "calibration.automatic: give zero_slot or span_slots (a check needs a gas)"
+            )
+        if auto.zero_slot is not None and auto.zero_slot not in slots:
+            errors.append(
+                f"calibration.automatic.zero_slot: no calibration.manifold slot {auto.zero_slot!r}"
+            )
+        for k, slot_id in enumerate(auto.span_slots):
+            if slot_id not in slots:
+                errors.append(
+                    f"calibration.automatic.span_slots[{k}]: no calibration.manifold slot "
+                    f"{slot_id!r}"
+                )
+    for slot_id in cfg.sim.cylinders:
+        if slot_id not in slots:
+            errors.append(f"sim.cylinders.{slot_id}: no calibration.manifold slot {slot_id!r}")
+    for analyser in cfg.sim.drift:
+        if analyser not in analysers:
+            errors.append(f"sim.drift.{analyser}: no analyser with id {analyser!r}")
 
 
 def _check_timing(cfg: SiteConfig, errors: list[str]) -> None:
@@ -1169,8 +1297,15 @@ def _toml_value(value: Any) -> str:
     if isinstance(value, list):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
     if isinstance(value, dict):
-        return "{ " + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + " }"
+        return (
+            "{ " + ", ".join(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in value.items()) + " }"
+        )
     return _toml_string(str(value))
+
+
+def _toml_key(key: str) -> str:
+    """A bare key where TOML allows one (a '.' would make it a dotted key), else quoted."""
+    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else _toml_string(key)
 
 
 def to_toml(cfg: SiteConfig) -> str:
@@ -1181,7 +1316,7 @@ def to_toml(cfg: SiteConfig) -> str:
     for key, value in data.items():
         if isinstance(value, dict):
             tables.append(f"\n[{key}]")
-            tables += [f"{k} = {_toml_value(v)}" for k, v in value.items()]
+            tables += [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in value.items()]
         elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
             for item in value:
                 tables.append(f"\n[[{key}]]")

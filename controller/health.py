@@ -386,8 +386,17 @@ class TrackedActuators:
     def set_pump(self, on: bool) -> None:
         self._do(self._line(self.cfg.pump.coil), lambda: self.inner.set_pump(on))
 
+    def set_manifold(self, slot: str | None) -> None:
+        lines = {f"modbus:{m.coil.device}" for m in self.cfg.calibration.manifold}
+        self._do(lines, lambda: self.inner.set_manifold(slot))
+
     def open_all(self) -> None:
         failures = open_lids(self, self.cfg.chambers)
+        if self.cfg.calibration.manifold:
+            try:
+                self.set_manifold(None)
+            except (HardwareError, ProtocolError) as exc:
+                failures.append(("manifold", "close manifold", exc))
         if failures:
             error = HardwareError(
                 "safe state incomplete: "

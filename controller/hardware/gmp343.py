@@ -8,6 +8,12 @@ sometimes miss a command, so each is resent once when no prompt comes in time.
 
 Data lines are parsed leniently: ``452.3``, ``CO2= 452 ppm`` and ``452.3 (ppm)`` all give
 452.3 umol mol-1 (the GMP343 reports moist-air CO2 without H2O).
+
+Compensation (the probe corrects its reading for the gas it assumes is in its cell): the
+switches ``PC``, ``TC``, ``RHC``, ``OC`` (``ON``/``OFF``; alone, they show the state) and
+the values ``P`` (hPa), ``RH`` (%RH), ``O2`` (%); ``T`` shows the temperature the probe
+measures and compensates with. ``ERRS`` lists active errors (``OK: No errors
+detected.``). Output is stopped (``S``) for these commands and restarted (``R``) after.
 """
 
 from __future__ import annotations
@@ -22,13 +28,24 @@ from chamberd.controller.errors import HardwareTimeoutError, ProtocolError
 from .ports import AnalyserInfo, AnalyserReading
 from .serial_link import SerialLink
 
-__all__ = ["BAUDRATE", "GMP343Analyser", "parse_data_line"]
+__all__ = ["BAUDRATE", "COMPENSATION_COMMANDS", "GMP343Analyser", "parse_data_line"]
 
 log = logging.getLogger(__name__)
 
 BAUDRATE = 19200
 _NUMBER = re.compile(r"[-+]?\d+(?:\.\d*)?(?:[eE][-+]?\d+)?")
 SETUP = ("S", "ECHO OFF", "SMODE STOP", "INTV {interval} s", "FORM CO2 #r #n", "R")
+#: compensation() key -> the probe's command (switches take ON/OFF, values a number)
+COMPENSATION_COMMANDS = {
+    "pressure_on": "PC",
+    "pressure_hpa": "P",
+    "temperature_on": "TC",
+    "temperature_degc": "T",
+    "humidity_on": "RHC",
+    "humidity_pct": "RH",
+    "oxygen_on": "OC",
+    "oxygen_pct": "O2",
+}
 
 
 def parse_data_line(line: str) -> float:
@@ -114,6 +131,75 @@ class GMP343Analyser:
                     raise ProtocolError(
                         f"{self.link.name} on {self.link.url}: refused {command!r}: {line!r}"
                     )
+
+    # --- settings (the GMP343Settings port) -----------------------------------------------
+
+    def _stopped(self, commands: list[str]) -> list[list[str]]:
+        """Run ``commands`` with the output stopped; restart continuous output after."""
+        self._command("S")
+        try:
+            return [self._command(command) for command in commands]
+        finally:
+            self.link.write_line("R")
+
+    def _refused(self, command: str, reply: list[str]) -> None:
+        for line in reply:
+            if "error" in line.lower() or "unknown" in line.lower():
+                raise ProtocolError(
+                    f"{self.link.name} on {self.link.url}: refused {command!r}: {line!r}"
+                )
+
+    def compensation(self) -> dict[str, float | bool]:
+        commands = list(COMPENSATION_COMMANDS.values())
+        out: dict[str, float | bool] = {}
+        for (key, command), reply in zip(
+            COMPENSATION_COMMANDS.items(), self._stopped(commands), strict=True
+        ):
+            self._refused(command, reply)
+            text = " ".join(line.partition(":")[2] or line for line in reply).strip()
+            if key.endswith("_on"):
+                word = text.split()[0].upper() if text else ""
+                if word not in ("ON", "OFF"):
+                    raise ProtocolError(
+                        f"{self.link.name}: {command!r} answered {reply!r}, not ON or OFF"
+                    )
+                out[key] = word == "ON"
+            else:
+                match = _NUMBER.search(text)
+                if match is None:
+                    raise ProtocolError(
+                        f"{self.link.name}: {command!r} answered {reply!r}, not a number"
+                    )
+                out[key] = float(match.group())
+        return out
+
+    def errors(self) -> list[str]:
+        (reply,) = self._stopped(["ERRS"])
+        lines = [line.strip() for line in reply if line.strip()]
+        if any(line.upper().startswith("OK") for line in lines):
+            return []
+        return lines
+
+    def set_compensation(self, **values: float | bool) -> None:
+        commands = []
+        for key, value in values.items():
+            if key == "temperature_degc":
+                raise ValueError(
+                    "the GMP343 compensates with the temperature it measures: set "
+                    "temperature_on, not temperature_degc"
+                )
+            if key not in COMPENSATION_COMMANDS:
+                raise ValueError(f"unknown GMP343 compensation setting {key!r}")
+            command = COMPENSATION_COMMANDS[key]
+            if key.endswith("_on"):
+                commands.append(f"{command} {'ON' if value else 'OFF'}")
+            else:
+                number = float(value)
+                if not math.isfinite(number):
+                    raise ValueError(f"{key} must be finite, got {value!r}")
+                commands.append(f"{command} {number:.2f}")
+        for command, reply in zip(commands, self._stopped(commands), strict=True):
+            self._refused(command, reply)
 
     def read(self, timeout_s: float) -> AnalyserReading:
         deadline = self.clock.monotonic() + timeout_s

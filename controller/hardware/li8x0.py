@@ -10,13 +10,21 @@ and the fields present depend on the instrument's configuration. After every com
 analyser answers ``<li850><ack>TRUE</ack></li850>`` (FALSE when it could not parse it); ACK
 lines may arrive between data lines at any time. Commands end with LF, replies with CR LF.
 
+User calibration (LI-COR's "Calibration tags" of the XML grammar) goes under ``<CAL>``
+with the date, e.g. ``<li850><cal><date>2026-07-01</date><co2zero>true</co2zero></cal>
+</li850>`` or ``<co2span>2000</co2span>``; ``<li850><cal>?</cal></li850>`` and
+``<li850><poly>?</poly></li850>`` return the calibration state (last zero and span dates,
+the zero and span constants; the factory polynomial). The instrument averages its reading
+for 5 s on a zero or span command and does no stability test itself.
+
 The protocol functions (:func:`parse_message`, :func:`outrate_command`,
-:func:`fields_command`) are pure; :class:`LI8x0Analyser` drives a
+:func:`fields_command`, :func:`cal_command`) are pure; :class:`LI8x0Analyser` drives a
 :class:`~chamberd.controller.hardware.serial_link.SerialLink`.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import math
 import xml.etree.ElementTree as ET
@@ -29,9 +37,12 @@ from .ports import AnalyserInfo, AnalyserReading
 from .serial_link import SerialLink
 
 __all__ = [
+    "CAL_AVERAGE_S",
+    "FLOW_MODELS",
     "MODELS",
     "LI8x0Analyser",
     "Message",
+    "cal_command",
     "fields_command",
     "outrate_command",
     "parse_message",
@@ -44,12 +55,33 @@ MODELS = {"li820": "li820", "li830": "li830", "li840a": "li840", "li850": "li850
 BAUDRATE = 9600
 # fields the driver turns on (the instrument's RS232 switches)
 _FIELDS = ("CO2", "H2O", "CELLTEMP", "CELLPRES")
+#: Models with a flow sensor (the ``FLOWRATE`` field, L/min).
+FLOW_MODELS = ("li830", "li840a", "li850")
+#: The instrument averages this long on a zero or span command [s].
+CAL_AVERAGE_S = 5.0
 _VALUES = {
     "co2": "co2_umol_mol",
     "h2o": "h2o_mmol_mol",
     "celltemp": "cell_temperature_degc",
     "cellpres": "cell_pressure_kpa",
+    "flowrate": "flow_l_min",
 }
+# leaves of a full reply that report the instrument's health
+_DIAGNOSTIC_PREFIXES = (
+    "data/celltemp",
+    "data/cellpres",
+    "data/ivolt",
+    "data/flowrate",
+    "data/co2abs",
+    "data/h2oabs",
+    "data/raw/",
+    "pump/",
+    "source",
+    "tech/",
+    "cfg/heater",
+    "cfg/pcomp",
+    "error",
+)
 
 
 @dataclass(frozen=True)
@@ -134,6 +166,31 @@ def fields_command(root: str, fields: tuple[str, ...] = _FIELDS) -> str:
     """
     inner = "".join(f"<{f.lower()}>true</{f.lower()}>" for f in fields)
     return f"<{root}><rs232>{inner}<strip>false</strip></rs232></{root}>"
+
+
+def _number_text(value: float) -> str:
+    if not math.isfinite(value):
+        raise ValueError(f"not a finite number: {value!r}")
+    return f"{value:.3f}".rstrip("0").rstrip(".")
+
+
+def cal_command(root: str, tag: str, on: dt.date, value: float | None = None) -> str:
+    """A user calibration command (``tag``: co2zero, co2span, co2span2, h2ozero), dated.
+
+    >>> cal_command("li850", "co2zero", dt.date(2026, 7, 1))
+    '<li850><cal><date>2026-07-01</date><co2zero>true</co2zero></cal></li850>'
+    >>> cal_command("li840", "co2span", dt.date(2026, 7, 1), 2000.0)
+    '<li840><cal><date>2026-07-01</date><co2span>2000</co2span></cal></li840>'
+    """
+    if tag not in ("co2zero", "co2span", "co2span2", "h2ozero"):
+        raise ValueError(f"unknown calibration command {tag!r}")
+    if tag.endswith("zero"):
+        body = "true"
+    else:
+        if value is None or value <= 0:
+            raise ValueError(f"{tag} needs the span gas value > 0, got {value!r}")
+        body = _number_text(value)
+    return f"<{root}><cal><date>{on.isoformat()}</date><{tag}>{body}</{tag}></cal></{root}>"
 
 
 class LI8x0Analyser:
@@ -225,9 +282,95 @@ class LI8x0Analyser:
             firmware=info.get("ver", ""),
         )
 
+    @property
+    def fields(self) -> tuple[str, ...]:
+        """The RS-232 fields the driver turns on (FLOWRATE on models with a flow sensor)."""
+        return (*_FIELDS, "FLOWRATE") if self.model in FLOW_MODELS else _FIELDS
+
     def configure(self, *, output_interval_s: float) -> None:
-        self._command(fields_command(self.root))
+        self._command(fields_command(self.root, self.fields))
         self._command(outrate_command(self.root, output_interval_s))
+
+    # --- calibration (the LI8x0Calibration port) ------------------------------------------
+
+    def _query(self, command: str, timeout_s: float = 3.0) -> dict[str, str]:
+        """Send a query; every leaf of the non-data replies up to its ACK."""
+        self.link.write_line(command)
+        deadline = self.clock.monotonic() + timeout_s
+        leaves: dict[str, str] = {}
+        while True:
+            remaining = deadline - self.clock.monotonic()
+            if remaining <= 0:
+                raise HardwareTimeoutError(
+                    f"{self.link.name} on {self.link.url}: no ACK to {command!r} within "
+                    f"{timeout_s:g} s; last frames: {self.link.last_frames()}"
+                )
+            try:
+                line = self.link.read_line(remaining)
+            except HardwareTimeoutError as exc:
+                raise HardwareTimeoutError(
+                    f"{self.link.name} on {self.link.url}: no ACK to {command!r} within "
+                    f"{timeout_s:g} s; last frames: {self.link.last_frames()}"
+                ) from exc
+            try:
+                message = parse_message(line)
+            except ProtocolError:
+                continue
+            if message.ack is False:
+                raise ProtocolError(
+                    f"{self.link.name} on {self.link.url}: refused {command!r} (ACK FALSE); "
+                    f"last frames: {self.link.last_frames()}"
+                )
+            for key, value in (message.text or {}).items():
+                if key != "ack":
+                    leaves[key] = value
+            if message.ack is True:
+                return leaves
+
+    def calibration_state(self) -> dict[str, str]:
+        """The ``<CAL>?`` and ``<POLY>?`` leaves (``cal/co2kzero``, ``poly/date``, ...)."""
+        state: dict[str, str] = {}
+        for part in ("cal", "poly"):
+            leaves = self._query(f"<{self.root}><{part}>?</{part}></{self.root}>")
+            found = {k: v for k, v in leaves.items() if k.startswith(f"{part}/")}
+            if part == "cal" and not found:
+                raise ProtocolError(
+                    f"{self.link.name} on {self.link.url}: no <cal> values in the answer to "
+                    f"<cal>?; last frames: {self.link.last_frames()}"
+                )
+            state.update(found)
+        return state
+
+    def _calibrate(self, tag: str, on: dt.date, value: float | None = None) -> str:
+        command = cal_command(self.root, tag, on, value)
+        sent = self.clock.monotonic()
+        # never resent: a repeated zero or span would average twice; the instrument
+        # averages 5 s before the ACK (or after it: the wait below covers both)
+        self._command(command, timeout_s=CAL_AVERAGE_S + 5.0, attempts=1)
+        left = sent + CAL_AVERAGE_S - self.clock.monotonic()
+        if left > 0:
+            self.clock.sleep(left)
+        log.info("%s: %s acknowledged", self.link.name, command)
+        return command
+
+    def zero_co2(self, on: dt.date) -> str:
+        return self._calibrate("co2zero", on)
+
+    def span_co2(self, value_umol_mol: float, on: dt.date) -> str:
+        return self._calibrate("co2span", on, value_umol_mol)
+
+    def span2_co2(self, value_umol_mol: float, on: dt.date) -> str:
+        return self._calibrate("co2span2", on, value_umol_mol)
+
+    def zero_h2o(self, on: dt.date) -> str:
+        if self.model == "li820":
+            raise ValueError("the LI-820 measures no H2O: no H2O zero")
+        return self._calibrate("h2ozero", on)
+
+    def diagnostics(self) -> dict[str, str]:
+        """Health leaves of the full reply to ``<li850>?</li850>``."""
+        leaves = self._query(f"<{self.root}>?</{self.root}>")
+        return {k: v for k, v in leaves.items() if k.startswith(_DIAGNOSTIC_PREFIXES)}
 
     def read(self, timeout_s: float) -> AnalyserReading:
         deadline = self.clock.monotonic() + timeout_s
@@ -267,6 +410,7 @@ class LI8x0Analyser:
                 h2o_mmol_mol=message.values.get("h2o_mmol_mol"),
                 cell_temperature_degc=message.values.get("cell_temperature_degc"),
                 cell_pressure_kpa=message.values.get("cell_pressure_kpa"),
+                flow_l_min=message.values.get("flow_l_min"),
             )
 
     def discard_pending(self) -> None:

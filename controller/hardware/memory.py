@@ -8,12 +8,19 @@ Analyser faults that make sense without a wire (silence) are honoured.
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 from typing import TYPE_CHECKING
 
 from chamberd.controller.clock import Clock
-from chamberd.controller.errors import HardwareError, HardwareTimeoutError
+from chamberd.controller.errors import (
+    ConfigError,
+    HardwareError,
+    HardwareTimeoutError,
+    ProtocolError,
+)
 
+from .li8x0 import CAL_AVERAGE_S, cal_command
 from .ports import AnalyserInfo, AnalyserReading, AuxReading, LidState
 
 if TYPE_CHECKING:
@@ -68,10 +75,54 @@ class MemoryAnalyser:
             h2o_mmol_mol=values["h2o_mmol_mol"],
             cell_temperature_degc=values["cell_temperature_degc"],
             cell_pressure_kpa=values["cell_pressure_kpa"],
+            flow_l_min=values["flow_l_min"],
         )
 
     def discard_pending(self) -> None:
         self._next = math.nan  # the next reading is the next tick from now
+
+    # --- the LI8x0Calibration port, acting on the site's instrument calibration ------------
+
+    def calibration_state(self) -> dict[str, str]:
+        cal = self.site.calibration[self.analyser]
+        state = {f"cal/{k}": v for k, v in cal.dates.items()}
+        state |= {
+            "cal/co2kzero": f"{cal.co2_zero_umol_mol:.6g}",
+            "cal/co2kspan": f"{cal.co2_span_factor:.6g}",
+            "cal/co2kspan2": f"{cal.co2_span2_k:.6g}",
+            "cal/h2okzero": f"{cal.h2o_zero_mmol_mol:.6g}",
+        }
+        return state
+
+    def _calibrate(self, tag: str, on: dt.date, value: float | None = None) -> str:
+        command = cal_command("li850", tag, on, value)
+        started = self.clock.monotonic()
+        self.clock.sleep(CAL_AVERAGE_S)
+        if self.analyser in self.site.faults.analyser_nak or not self.site.calibrate(
+            self.analyser, tag, value, started, on.isoformat()
+        ):
+            raise ProtocolError(f"memory analyser {self.analyser}: refused {command!r}")
+        return command
+
+    def zero_co2(self, on: dt.date) -> str:
+        return self._calibrate("co2zero", on)
+
+    def span_co2(self, value_umol_mol: float, on: dt.date) -> str:
+        return self._calibrate("co2span", on, value_umol_mol)
+
+    def span2_co2(self, value_umol_mol: float, on: dt.date) -> str:
+        return self._calibrate("co2span2", on, value_umol_mol)
+
+    def zero_h2o(self, on: dt.date) -> str:
+        return self._calibrate("h2ozero", on)
+
+    def diagnostics(self) -> dict[str, str]:
+        values = self.site.analyser_values(self.analyser)
+        return {
+            "data/celltemp": f"{values['cell_temperature_degc']:.2f}",
+            "data/cellpres": f"{values['cell_pressure_kpa']:.3f}",
+            "data/flowrate": f"{values['flow_l_min']:.3f}",
+        }
 
     def close(self) -> None:
         self.closed = True
@@ -106,10 +157,21 @@ class MemoryActuators:
     def set_pump(self, on: bool) -> None:
         self.site.command_pump(on)
 
+    def set_manifold(self, slot: str | None) -> None:
+        slots = [m.slot for m in self.site.cfg.calibration.manifold]
+        if slot is not None and slot not in slots:
+            raise ConfigError(f"calibration.manifold: no slot {slot!r}")
+        for other in slots:
+            if other != slot:
+                self.site.command_manifold(other, False)
+        if slot is not None:
+            self.site.command_manifold(slot, True)
+
     def open_all(self) -> None:
         for chamber in self.chambers:
             self.site.command_lid(chamber, False)
             self.set_valve(chamber, False)
+        self.set_manifold(None)
 
     def close(self) -> None:
         pass

@@ -41,7 +41,12 @@ from chamberd.controller.config import (
     ModbusConfig,
     SiteConfig,
 )
-from chamberd.controller.errors import HardwareError, HardwareTimeoutError, ProtocolError
+from chamberd.controller.errors import (
+    ConfigError,
+    HardwareError,
+    HardwareTimeoutError,
+    ProtocolError,
+)
 
 from .ports import AuxReading, LidState
 
@@ -242,6 +247,7 @@ class ModbusActuators:
         self.links = links
         self.clock = clock
         self._chambers = {c.id: c for c in cfg.chambers}
+        self._slots = {m.slot: m for m in cfg.calibration.manifold}
 
     def _device(self, ref: CoilRef | InputRef) -> tuple[ModbusLink, int]:
         link = self.links[ref.device]
@@ -299,6 +305,20 @@ class ModbusActuators:
         if coil is not None:
             self._switch(coil, on if coil.active_closes else not on)
 
+    def _set_slot(self, slot: str, open_: bool) -> None:
+        coil = self._slots[slot].coil
+        self._switch(coil, open_ if coil.active_closes else not open_)
+
+    def set_manifold(self, slot: str | None) -> None:
+        """Close every other manifold valve, then open ``slot``'s (None: close all)."""
+        if slot is not None and slot not in self._slots:
+            raise ConfigError(f"calibration.manifold: no slot {slot!r}")
+        for other in self._slots:
+            if other != slot:
+                self._set_slot(other, False)
+        if slot is not None:
+            self._set_slot(slot, True)
+
     def open_all(self) -> None:
         failures: list[str] = []
         for chamber in self._chambers.values():
@@ -310,6 +330,11 @@ class ModbusActuators:
                     action()
                 except (HardwareError, ProtocolError) as exc:
                     failures.append(f"{chamber.id}: {exc}")
+        for slot in self._slots:
+            try:
+                self._set_slot(slot, False)
+            except (HardwareError, ProtocolError) as exc:
+                failures.append(f"manifold {slot}: {exc}")
         if failures:
             raise HardwareError("safe state incomplete: " + "; ".join(failures))
 

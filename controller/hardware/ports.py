@@ -19,7 +19,9 @@ __all__ = [
     "AuxReading",
     "AuxSensors",
     "ChamberActuators",
+    "GMP343Settings",
     "GasAnalyser",
+    "LI8x0Calibration",
     "LidState",
 ]
 
@@ -40,6 +42,7 @@ class AnalyserReading:
     cell_pressure_kpa: float | None = None
     ch4_nmol_mol: float | None = None
     n2o_nmol_mol: float | None = None
+    flow_l_min: float | None = None  # sample flow, when the instrument measures it
 
 
 @dataclass(frozen=True)
@@ -71,6 +74,55 @@ class GasAnalyser(Protocol):
     def close(self) -> None: ...
 
 
+@runtime_checkable
+class LI8x0Calibration(Protocol):
+    """The user calibration of an LI-COR LI-820/830/840A/850 (the XML ``<CAL>`` commands).
+
+    Each command sends the instrument's documented XML (with the date), and returns the
+    exact text sent once the instrument answered ``<ACK>TRUE``; ACK FALSE or no ACK raise
+    :class:`~chamberd.controller.errors.ProtocolError` /
+    :class:`~chamberd.controller.errors.HardwareTimeoutError`. The instrument averages
+    the next 5 s after the command and does no stability test itself: the caller decides
+    the reading is stable BEFORE calling.
+    """
+
+    def calibration_state(self) -> dict[str, str]:
+        """Leaves of the ``<CAL>?`` and ``<POLY>?`` replies, keys ``cal/...`` and
+        ``poly/...`` (lower case), texts as the instrument sent them."""
+        ...
+
+    def zero_co2(self, on: dt.date) -> str: ...
+
+    def span_co2(self, value_umol_mol: float, on: dt.date) -> str: ...
+
+    def span2_co2(self, value_umol_mol: float, on: dt.date) -> str: ...
+
+    def zero_h2o(self, on: dt.date) -> str: ...
+
+    def diagnostics(self) -> dict[str, str]:
+        """Health fields the instrument reports (cell temperature and pressure, input
+        voltage, flow rate, pump and source state, ...), leaf path -> text."""
+        ...
+
+
+@runtime_checkable
+class GMP343Settings(Protocol):
+    """The compensation settings and self-diagnostics of a Vaisala GMP343."""
+
+    def compensation(self) -> dict[str, float | bool]:
+        """``pressure_hpa``, ``pressure_on``, ``temperature_degc``, ``temperature_on``,
+        ``humidity_pct``, ``humidity_on``, ``oxygen_pct``, ``oxygen_on``."""
+        ...
+
+    def errors(self) -> list[str]:
+        """The ``ERRS`` answer; empty when the probe reports no errors."""
+        ...
+
+    def set_compensation(self, **values: float | bool) -> None:
+        """Set some of the keys of :meth:`compensation` (e.g. ``pressure_hpa=880.0``)."""
+        ...
+
+
 class LidState(enum.Enum):
     OPEN = "open"
     CLOSED = "closed"
@@ -92,9 +144,15 @@ class ChamberActuators(Protocol):
 
     def set_pump(self, on: bool) -> None: ...
 
+    def set_manifold(self, slot: str | None) -> None:
+        """Open the calibration manifold valve of ``slot`` (a ``[calibration]`` manifold
+        slot id), closing the others first; None closes them all."""
+        ...
+
     def open_all(self) -> None:
-        """The safe state: every lid commanded open, every valve closed. Never raises for
-        one device's failure before trying the others; raises afterwards."""
+        """The safe state: every lid commanded open, every valve and manifold valve
+        closed. Never raises for one device's failure before trying the others; raises
+        afterwards."""
         ...
 
     def close(self) -> None: ...

@@ -13,18 +13,21 @@ import contextlib
 import logging
 import os
 import random
+import re
 import select
 import socket
 import threading
 import tty
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Protocol
 
 from chamberd.controller.clock import Clock
 
 from .site import SimulatedSite
 
-__all__ = ["AnalyserServer", "GMP343Device", "LI8x0Device"]
+__all__ = ["AnalyserServer", "Deferred", "GMP343Device", "LI8x0Device"]
 
 log = logging.getLogger(__name__)
 
@@ -37,19 +40,39 @@ _LI_FIELDS = {
 _LI_TOGGLES = set(_LI_FIELDS) | {"co2abs", "h2oabs", "h2odewpoint", "ivolt", "raw", "flowrate"}
 
 
+@dataclass
+class Deferred:
+    """A reply the device sends later: at monotonic time ``at``, the lines ``reply()``
+    returns then (an LI-8x0 answers a zero or span command after its 5 s average)."""
+
+    at: float
+    reply: Callable[[], list[str]]
+
+
 class Device(Protocol):
     eol: bytes  # what ends a command from the host
 
     @property
     def interval_s(self) -> float | None: ...
 
-    def handle(self, line: str) -> list[str]: ...
+    def handle(self, line: str) -> list[str | Deferred]: ...
 
     def data_line(self) -> str: ...
 
 
+_CAL_TAGS = ("co2zero", "co2span", "co2span2", "h2ozero")
+_CAL_AVERAGE_S = 5.0
+
+
 class LI8x0Device:
-    """An LI-820/830/840A/850: XML commands, ACKs, and a data record per interval."""
+    """An LI-820/830/840A/850: XML commands, ACKs, and a data record per interval.
+
+    ``<cal>?`` and ``<poly>?`` answer the calibration state; a ``<cal>`` command with a
+    ``<date>`` and one of ``<co2zero>true</co2zero>``, ``<co2span>ppm</co2span>``,
+    ``<co2span2>ppm</co2span2>``, ``<h2ozero>true</h2ozero>`` averages the next 5 s and
+    then applies the calibration to the site's instrument and ACKs (FALSE when the XML,
+    the date or the value is bad, or the site refuses it).
+    """
 
     eol = b"\n"
 
@@ -60,6 +83,8 @@ class LI8x0Device:
         self.outrate = 1.0
         self.fields = {"co2", "h2o", "celltemp", "cellpres", "co2abs", "h2oabs", "ivolt"}
         self.serial = f"SIM-{analyser}"
+        self.has_flow = root in ("li830", "li840", "li850")
+        self.has_h2o = root != "li820"
 
     @property
     def interval_s(self) -> float | None:
@@ -68,22 +93,91 @@ class LI8x0Device:
     def _ack(self, ok: bool) -> str:
         return f"<{self.root}><ack>{'TRUE' if ok else 'FALSE'}</ack></{self.root}>"
 
-    def handle(self, line: str) -> list[str]:
+    def _wrap(self, inner: str) -> str:
+        return f"<{self.root}>{inner}</{self.root}>"
+
+    def cal_xml(self) -> str:
+        cal = self.site.calibration[self.analyser]
+        leaves = {
+            "co2lastzero": cal.dates["co2lastzero"],
+            "co2kzero": f"{cal.co2_zero_umol_mol:.6g}",
+            "co2lastspan": cal.dates["co2lastspan"],
+            "co2kspan": f"{cal.co2_span_factor:.6g}",
+            "co2lastspan2": cal.dates["co2lastspan2"],
+            "co2kspan2": f"{cal.co2_span2_k:.6g}",
+        }
+        if self.has_h2o:
+            leaves |= {
+                "h2olastzero": cal.dates["h2olastzero"],
+                "h2okzero": f"{cal.h2o_zero_mmol_mol:.6g}",
+                "h2olastspan": cal.dates["h2olastspan"],
+                "h2okspan": "1",
+            }
+        return "<cal>" + "".join(f"<{k}>{v}</{k}>" for k, v in leaves.items()) + "</cal>"
+
+    def poly_xml(self) -> str:
+        return (
+            f"<poly><date>{self.serial} 2026-01-15</date><bb>1.15</bb><xs>0.0026</xs>"
+            "<co2><a1>0.15</a1><a2>1.8e-05</a2><a3>3.2e-09</a3><a4>0.0</a4></co2>"
+            "<pres><a0>0.0254</a0><a1>0.8</a1></pres></poly>"
+        )
+
+    def _calibrate(self, tag: str, element: ET.Element, date: str) -> list[str | Deferred]:
+        text = (element.text or "").strip()
+        value: float | None = None
+        if tag.endswith("zero"):
+            if text.lower() != "true":
+                return [self._ack(False)]
+        else:
+            try:
+                value = float(text)
+            except ValueError:
+                return [self._ack(False)]
+        if tag == "h2ozero" and not self.has_h2o:
+            return [self._ack(False)]
+        started = self.site.clock.monotonic()
+
+        def done() -> list[str]:
+            ok = self.site.calibrate(self.analyser, tag, value, started, date)
+            return [self._ack(ok)]
+
+        return [Deferred(started + _CAL_AVERAGE_S, done)]
+
+    def handle(self, line: str) -> list[str | Deferred]:
         text = line.strip()
         if self.analyser in self.site.faults.analyser_nak:
             return [self._ack(False)]
         if text.lower() == f"<{self.root}>?</{self.root}>":
-            config = (
-                f"<{self.root}><ver>2.0.4</ver><serialnum>{self.serial}</serialnum>"
-                f"<cfg><outrate>{self.outrate:g}</outrate></cfg></{self.root}>"
+            config = self._wrap(
+                f"<ver>2.0.4</ver><serialnum>{self.serial}</serialnum>"
+                f"<cfg><outrate>{self.outrate:g}</outrate><heater>TRUE</heater>"
+                f"<pcomp>TRUE</pcomp></cfg>{self.cal_xml()}{self.poly_xml()}"
+                + (
+                    "<pump><enabled>TRUE</enabled><status>0</status></pump>"
+                    if self.has_flow
+                    else ""
+                )
+                + "<source>1234</source>"
             )
-            return [config, self.data_line(), self._ack(True)]
+            return [config, self.data_line(full=True), self._ack(True)]
         try:
             root = ET.fromstring(text)
         except ET.ParseError:
             return [self._ack(False)]
         if root.tag.lower() != self.root:
             return [self._ack(False)]
+        children = {child.tag.lower(): child for child in root}
+        if set(children) == {"cal"} and (children["cal"].text or "").strip() == "?":
+            return [self._wrap(self.cal_xml()), self._ack(True)]
+        if set(children) == {"poly"} and (children["poly"].text or "").strip() == "?":
+            return [self._wrap(self.poly_xml()), self._ack(True)]
+        if "cal" in children:
+            cal = {child.tag.lower(): child for child in children["cal"]}
+            commands = [t for t in _CAL_TAGS if t in cal]
+            date = (cal["date"].text or "").strip() if "date" in cal else ""
+            if len(commands) != 1 or not re.fullmatch(r"\d{4}-\d{2}-\d{2}", date):
+                return [self._ack(False)]
+            return self._calibrate(commands[0], cal[commands[0]], date)
         for element in root.iter():
             tag = element.tag.lower()
             if tag == "outrate":
@@ -100,15 +194,35 @@ class LI8x0Device:
                 return [self.data_line(), self._ack(True)]
         return [self._ack(True)]
 
-    def data_line(self) -> str:
+    def data_line(self, *, full: bool = False) -> str:
         values = self.site.analyser_values(self.analyser)
         parts = []
+        fields = set(_LI_FIELDS) | {"co2abs", "ivolt", "flowrate"} if full else self.fields
         for tag, key in _LI_FIELDS.items():
-            if tag in self.fields:
+            if tag in fields and (self.has_h2o or tag != "h2o"):
                 parts.append(f"<{tag}>{values[key]:.4f}</{tag}>")
-        if "co2abs" in self.fields:
+        if "co2abs" in fields:
             parts.append("<co2abs>0.0812</co2abs>")
+        if "ivolt" in fields:
+            parts.append("<ivolt>12.02</ivolt>")
+        if "flowrate" in fields and self.has_flow:
+            parts.append(f"<flowrate>{values['flow_l_min']:.3f}</flowrate>")
         return f"<{self.root}><data>{''.join(parts)}</data></{self.root}>"
+
+
+# the GMP343's compensation commands: switch -> (ProbeSettings attribute, label)
+_PROBE_SWITCHES = {
+    "PC": ("pressure_on", "Pressure compensation"),
+    "TC": ("temperature_on", "Temperature compensation"),
+    "RHC": ("humidity_on", "Humidity compensation"),
+    "OC": ("oxygen_on", "Oxygen compensation"),
+}
+# value -> (attribute, label, low, high)
+_PROBE_VALUES = {
+    "P": ("pressure_hpa", "Pressure (hPa)", 700.0, 1300.0),
+    "RH": ("humidity_pct", "Humidity (%RH)", 0.0, 100.0),
+    "O2": ("oxygen_pct", "Oxygen (%)", 0.0, 100.0),
+}
 
 
 class GMP343Device:
@@ -159,6 +273,35 @@ class GMP343Device:
             out.append(f"Output intrv.  : {words[1]} {unit.lower()}")
         elif head == "FORM":
             self.form_plain = len(words) > 1 and words[1] != "/"
+        elif head == "ERRS":
+            errors = self.site.faults.probe_errors.get(self.analyser) or []
+            out += list(errors) if errors else ["OK: No errors detected."]
+        elif head in _PROBE_SWITCHES:
+            attribute, label = _PROBE_SWITCHES[head]
+            settings = self.site.probe[self.analyser]
+            if len(words) > 1:
+                if words[1] not in ("ON", "OFF"):
+                    return [*out, f"Error: {head} takes ON or OFF", ">"]
+                setattr(settings, attribute, words[1] == "ON")
+            state = "ON" if getattr(settings, attribute) else "OFF"
+            out.append(f"{label:<25}: {state}")
+        elif head in _PROBE_VALUES:
+            attribute, label, low, high = _PROBE_VALUES[head]
+            settings = self.site.probe[self.analyser]
+            if len(words) > 1:
+                try:
+                    value = float(words[1])
+                except ValueError:
+                    return [*out, f"Error: {head} needs a number", ">"]
+                if not low <= value <= high:
+                    return [*out, f"Error: {head} out of range {low:g} ... {high:g}", ">"]
+                setattr(settings, attribute, value)
+            out.append(f"{label:<25}: {getattr(settings, attribute):.3f}")
+        elif head == "T":
+            if len(words) > 1:
+                return [*out, "Error: the temperature is measured, use TC ON/OFF", ">"]
+            temperature = self.site.analyser_values(self.analyser)["probe_temperature_degc"]
+            out.append(f"{'Temperature (C)':<25}: {temperature:.2f}")
         elif head == "?":
             out += [
                 "GMP343 / 2.0.0",
@@ -215,6 +358,7 @@ class AnalyserServer:
         self._abandoned: list[socket.socket] = []  # half-open connections, never served
         self._power: list[tuple[bool, bool]] = []  # (on, half_open) requests for the loop
         self._applied = threading.Condition()
+        self._deferred: list[Deferred] = []  # replies due later (LI-8x0 calibration ACKs)
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -382,7 +526,17 @@ class AnalyserServer:
                     if not text:
                         continue
                     for reply in self.device.handle(text):
-                        self._send(reply)
+                        if isinstance(reply, Deferred):
+                            self._deferred.append(reply)
+                        else:
+                            self._send(reply)
+            now = self.clock.monotonic()
+            due = [d for d in self._deferred if d.at <= now]
+            if due:
+                self._deferred = [d for d in self._deferred if d.at > now]
+                for deferred in due:
+                    for text_out in deferred.reply():
+                        self._send(text_out)
             interval = self.device.interval_s
             now = self.clock.monotonic()
             if interval is None:

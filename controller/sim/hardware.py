@@ -33,7 +33,8 @@ __all__ = ["SimHardware", "start_hardware"]
 
 @dataclass
 class _DeviceMap:
-    coils: dict[int, tuple[str, str, CoilRef]] = field(default_factory=dict)  # kind, chamber
+    # kind, chamber (or manifold slot), reference
+    coils: dict[int, tuple[str, str, CoilRef]] = field(default_factory=dict)
     registers_out: dict[int, tuple[str, str, CoilRef]] = field(default_factory=dict)
     inputs: dict[int, tuple[str, InputRef]] = field(default_factory=dict)  # chamber
     aux: list[AuxConfig] = field(default_factory=list)
@@ -131,6 +132,10 @@ def _maps(cfg: SiteConfig) -> dict[str, dict[int, _DeviceMap]]:
         ref = cfg.pump.coil
         target = device(ref).registers_out if ref.style == "register" else device(ref).coils
         target[ref.coil] = ("pump", "", ref)
+    for slot in cfg.calibration.manifold:
+        ref = slot.coil
+        target = device(ref).registers_out if ref.style == "register" else device(ref).coils
+        target[ref.coil] = ("manifold", slot.slot, ref)
     for aux in cfg.aux:
         device(aux).aux.append(aux)
     return maps
@@ -143,6 +148,8 @@ def _spec(site: SimulatedSite, device_id: int, dmap: _DeviceMap) -> SimDeviceSpe
             site.command_lid(chamber, active)
         elif kind == "valve":
             site.command_valve(chamber, active)
+        elif kind == "manifold":
+            site.command_manifold(chamber, active)
         else:
             site.command_pump(active)
 

@@ -16,6 +16,14 @@ Lids move ``lid_delay_s`` after a command; their end-switches follow. Everything
 function of the injected clock's time and the commands received, so the site is
 deterministic for a seed and runs at any speed, virtual time included.
 
+The analysers have errors of their own: each reads ``offset(t) + gain(t) * true`` (the
+``[sim]`` drift fields, linear in days since the site started), then applies its user
+calibration, which the LI-8x0 zero and span commands really change (:meth:`calibrate`).
+A GMP343 reads the gas scaled by how far its compensation settings (pressure, temperature,
+humidity, oxygen) are from the conditions in its cell (:class:`ProbeSettings`). A
+calibration manifold (``[calibration] manifold``) sends a cylinder's gas (``[sim]
+cylinders``) to the analysers after a transport delay, purging the cell exponentially.
+
 Faults are switched at run time through :attr:`SimulatedSite.faults` (see :class:`Faults`).
 """
 
@@ -34,13 +42,21 @@ from chamberd.controller.clock import Clock
 from chamberd.controller.config import ChamberConfig, SiteConfig
 from chamberd.fitting import dry_air_mol_m2
 
-__all__ = ["ClosureTruth", "Faults", "SimulatedSite"]
+__all__ = ["ClosureTruth", "Faults", "InstrumentCalibration", "ProbeSettings", "SimulatedSite"]
 
 _NODES, _WEIGHTS = np.polynomial.laguerre.laggauss(8)  # mixing-volume kernel quadrature
 _TRANSPORT_S = 2.0
 _FLUSH_S = 20.0
 _PRESSURE_KPA = 99.5
 _CELL_TEMPERATURE_DEGC = 51.5
+_FLOW_L_MIN, _LOW_FLOW_L_MIN = 0.80, 0.20
+_CAL_AVERAGE_S = 5.0  # the LI-8x0 averages 5 s on a zero or span command (LI-COR manual)
+# the GMP343 cell: reference conditions of its factory calibration, and the simulated
+# gas's humidity and oxygen (the simulator's assumptions, not Vaisala figures)
+_PROBE_REFERENCE = {"pressure_hpa": 1013.25, "temperature_degc": 25.0, "humidity_pct": 0.0}
+_PROBE_HUMIDITY_PCT, _PROBE_OXYGEN_PCT = 50.0, 20.95
+_HUMIDITY_EFFECT_PER_PCT = 0.0002  # relative reading change per % RH not compensated
+_OXYGEN_EFFECT_PER_PCT = -0.0004  # relative reading change per % O2 not compensated
 
 
 @dataclass
@@ -52,7 +68,10 @@ class Faults:
     analyser ids; ``link_down``: analyser ids whose TCP link is dropped (connections closed
     and refused until removed); ``modbus_exception``: Modbus device id -> exception code;
     ``modbus_timeout``: device ids that never answer; ``modbus_bad_crc``: device ids whose
-    RTU replies carry a wrong CRC.
+    RTU replies carry a wrong CRC. ``plate``: chambers closed on an impermeable plate (no
+    soil flux; a ``leak`` still acts); ``slow_lid``: chamber -> extra seconds of lid travel;
+    ``low_flow``: analyser ids whose sample flow reads low; ``probe_errors``: analyser id ->
+    error lines a GMP343 reports to ``ERRS``.
     """
 
     lid_stuck: dict[str, str] = field(default_factory=dict)
@@ -65,6 +84,10 @@ class Faults:
     modbus_exception: dict[int, int] = field(default_factory=dict)
     modbus_timeout: set[int] = field(default_factory=set)
     modbus_bad_crc: set[int] = field(default_factory=set)
+    plate: set[str] = field(default_factory=set)
+    slow_lid: dict[str, float] = field(default_factory=dict)
+    low_flow: set[str] = field(default_factory=set)
+    probe_errors: dict[str, list[str]] = field(default_factory=dict)
 
     def clear(self) -> None:
         for value in vars(self).values():
@@ -80,6 +103,49 @@ class ClosureTruth:
     flux_umol_m2_s: float
     c0_umol_mol: float
     opened_at: dt.datetime | None = None
+    plate: bool = False  # closed on an impermeable plate: no soil flux
+
+
+@dataclass
+class InstrumentCalibration:
+    """An LI-8x0's user calibration: ``out = s (raw - z)``, then the span-2 curvature
+    ``out + k2 out (out - span1)``; dates as the instrument stores them."""
+
+    co2_zero_umol_mol: float = 0.0  # z
+    co2_span_factor: float = 1.0  # s
+    co2_span2_k: float = 0.0  # k2
+    co2_span1_umol_mol: float | None = None
+    h2o_zero_mmol_mol: float = 0.0
+    dates: dict[str, str] = field(
+        default_factory=lambda: dict.fromkeys(
+            ("co2lastzero", "co2lastspan", "co2lastspan2", "h2olastzero", "h2olastspan"),
+            "2026-01-15",
+        )
+    )
+
+    def apply(self, raw_co2: float) -> float:
+        out = self.co2_span_factor * (raw_co2 - self.co2_zero_umol_mol)
+        if self.co2_span2_k and self.co2_span1_umol_mol is not None:
+            out += self.co2_span2_k * out * (out - self.co2_span1_umol_mol)
+        return out
+
+
+@dataclass
+class ProbeSettings:
+    """A GMP343's compensation settings (what it assumes about the gas in its cell).
+
+    Off, a compensation assumes the probe's factory reference (1013.25 hPa, 25 degC, 0 %
+    RH); temperature compensation on uses the probe's own temperature sensor. The
+    defaults are a probe set up for the simulated site.
+    """
+
+    pressure_hpa: float = _PRESSURE_KPA * 10
+    pressure_on: bool = True
+    temperature_on: bool = True
+    humidity_pct: float = _PROBE_HUMIDITY_PCT
+    humidity_on: bool = True
+    oxygen_pct: float = _PROBE_OXYGEN_PCT
+    oxygen_on: bool = True
 
 
 @dataclass
@@ -115,6 +181,10 @@ class SimulatedSite:
         self._seals: dict[str, list[_Seal]] = {c.id: [] for c in cfg.chambers}
         self._truth: list[ClosureTruth] = []
         self.pump_on = False
+        self.calibration = {a.id: InstrumentCalibration() for a in cfg.analysers}
+        self.probe = {a.id: ProbeSettings() for a in cfg.analysers}
+        self._manifold: list[tuple[float, str, bool]] = []  # (mono, slot, open)
+        self.manifold_open: set[str] = set()
         self._origin_mono = clock.monotonic()
         self._origin_time = clock.now()
         # every command written to the relays, repeats included: (mono, kind, chamber, value)
@@ -178,7 +248,7 @@ class SimulatedSite:
         if stuck == "closed":
             return 1.0
         target = 1.0 if lid.command_closed else 0.0
-        delay = self.cfg.sim.lid_delay_s
+        delay = self._lid_delay(chamber)
         if delay <= 0:
             return target
         moved = (mono - lid.command_at) / delay
@@ -186,6 +256,9 @@ class SimulatedSite:
         if target > start:
             return min(target, start + moved)
         return max(target, start - moved)
+
+    def _lid_delay(self, chamber: str) -> float:
+        return self.cfg.sim.lid_delay_s + max(0.0, self.faults.slow_lid.get(chamber, 0.0))
 
     def lid_position(self, chamber: str) -> float:
         """0 = open, 1 = closed."""
@@ -221,6 +294,18 @@ class SimulatedSite:
             self.pump_on = on
             self.commands.append((self._mono(), "pump", "", on))
 
+    def command_manifold(self, slot: str, open_: bool) -> None:
+        """The coil of manifold slot ``slot`` switched (open: its cylinder's gas flows)."""
+        with self._lock:
+            mono = self._mono()
+            if open_:
+                self.manifold_open.add(slot)
+            else:
+                self.manifold_open.discard(slot)
+            self._manifold.append((mono, slot, open_))
+            del self._manifold[:-200]
+            self.commands.append((mono, "manifold", slot, open_))
+
     def lids_commanded_open(self) -> bool:
         with self._lock:
             return all(not lid.command_closed for lid in self._lids.values())
@@ -232,7 +317,7 @@ class SimulatedSite:
         lid = self._lids[chamber]
         if not lid.command_closed or chamber in self.faults.lid_stuck:
             return None
-        delay = self.cfg.sim.lid_delay_s
+        delay = self._lid_delay(chamber)
         return lid.command_at + (1.0 - lid.position_at_command) * delay
 
     def _update_seal(self, chamber: str, mono: float) -> None:
@@ -247,7 +332,8 @@ class SimulatedSite:
             when = self._wall(sealed_by)
             cfg = self.cfg.chamber(chamber)
             air = self._dry_air(cfg, when)
-            flux = self.true_flux(chamber, when)
+            plate = chamber in self.faults.plate
+            flux = 0.0 if plate else self.true_flux(chamber, when)
             c0 = self._concentration(chamber, sealed_by)[0]
             w0 = self.ambient_h2o_mmol_mol(when)
             seal = _Seal(
@@ -255,12 +341,12 @@ class SimulatedSite:
                 c0=c0,
                 w0=w0,
                 slope=flux / air,
-                h2o_slope=cfg.sim.h2o_flux_mmol_m2_s / air,
+                h2o_slope=0.0 if plate else cfg.sim.h2o_flux_mmol_m2_s / air,
                 leak=self.faults.leak.get(chamber),
             )
             seals.append(seal)
             del seals[:-4]  # only the latest seals shape the headspace now
-            self._truth.append(ClosureTruth(chamber, when, flux, c0))
+            self._truth.append(ClosureTruth(chamber, when, flux, c0, plate=plate))
         elif open_seal is not None and self._position(chamber, mono) < 1.0:
             # the lid started to open since: find when it left the closed position
             lid = self._lids[chamber]
@@ -320,32 +406,217 @@ class SimulatedSite:
         moving = [c.id for c in group if self._lids[c.id].command_closed]
         return moving[0] if moving else None
 
+    def _loop_gas(self, analyser: str, mono: float) -> tuple[float, float]:
+        """Moist CO2 [umol/mol] and H2O [mmol/mol] the chamber loop brings to the analyser's
+        cell at ``mono`` (transport delay and mixing volume; routing as commanded now)."""
+        chamber = self._routed_chamber(analyser, mono)
+        tau = max(self.cfg.sim.mixing_s, 1e-3)
+        c_dry = w = 0.0
+        for node, weight in zip(_NODES, _WEIGHTS, strict=True):
+            at = mono - _TRANSPORT_S - node * tau
+            if chamber is None:
+                when = self._wall(at)
+                ci, wi = self.ambient_co2_umol_mol(when), self.ambient_h2o_mmol_mol(when)
+            else:
+                ci, wi = self._concentration(chamber, at)
+            c_dry += weight * ci
+            w += weight * wi
+        return c_dry * (1.0 - w / 1000.0), w
+
+    def _manifold_fractions(self, analyser: str, mono: float) -> dict[str, float]:
+        """Fraction of each manifold slot's gas in the analyser's cell at ``mono``: a
+        valve's state reaches the cell ``manifold_delay_s`` later, then the cell purges
+        with the e-folding time ``manifold_purge_s``."""
+        slots = {
+            m.slot
+            for m in self.cfg.calibration.manifold
+            if not m.analysers or analyser in m.analysers
+        }
+        delay, tau = self.cfg.sim.manifold_delay_s, self.cfg.sim.manifold_purge_s
+        fractions: dict[str, float] = {}
+        targets: dict[str, float] = {}
+        opened: set[str] = set()
+        last = -math.inf
+        for at, slot, open_ in self._manifold:
+            applied = at + delay
+            if slot not in slots or applied > mono:
+                continue
+            decay = math.exp(-(applied - last) / tau) if last > -math.inf else 0.0
+            for s, f in fractions.items():
+                fractions[s] = targets[s] + (f - targets[s]) * decay
+            last = applied
+            if open_:
+                opened.add(slot)
+            else:
+                opened.discard(slot)
+            for s in set(fractions) | opened:
+                fractions.setdefault(s, 0.0)
+                targets[s] = 1.0 / len(opened) if s in opened else 0.0
+        if last == -math.inf:
+            return {}
+        decay = math.exp(-(mono - last) / tau)
+        return {s: targets[s] + (f - targets[s]) * decay for s, f in fractions.items()}
+
+    def _cell_gas(self, analyser: str, mono: float) -> tuple[float, float]:
+        """True moist CO2 and H2O in the analyser's cell: the loop, or the manifold's
+        cylinder gas (dry) where a manifold valve is open."""
+        co2, w = self._loop_gas(analyser, mono)
+        fractions = self._manifold_fractions(analyser, mono)
+        total = min(1.0, sum(fractions.values()))
+        if total <= 0.0:
+            return co2, w
+        cylinders = self.cfg.sim.cylinders
+        cylinder = sum(f * cylinders.get(s, 0.0) for s, f in fractions.items())
+        return cylinder + (1.0 - total) * co2, (1.0 - total) * w
+
+    def manifold_gas_fraction(self, analyser: str) -> float:
+        """How much of the gas in ``analyser``'s cell comes from the manifold now (0..1)."""
+        with self._lock:
+            return min(1.0, sum(self._manifold_fractions(analyser, self._mono()).values()))
+
+    # --- the instruments' own errors ------------------------------------------------------
+
+    def _drift(self, analyser: str) -> tuple[float, float, float, float]:
+        sim = self.cfg.sim
+        own = sim.drift.get(analyser)
+
+        def pick(name: str) -> float:
+            value = None if own is None else getattr(own, name)
+            return getattr(sim, name) if value is None else value
+
+        return (
+            pick("span_gain"),
+            pick("span_drift_per_day"),
+            pick("zero_offset_umol_mol"),
+            pick("zero_drift_umol_mol_per_day"),
+        )
+
+    def _raw_error(self, analyser: str, mono: float) -> tuple[float, float]:
+        """(offset [umol/mol], gain) of the analyser's raw reading at ``mono``."""
+        gain0, gain_per_day, offset0, offset_per_day = self._drift(analyser)
+        days = (mono - self._origin_mono) / 86400.0
+        return offset0 + offset_per_day * days, gain0 + gain_per_day * days
+
+    def _probe_factor(self, analyser: str, mono: float) -> float:
+        """Reading / true of a GMP343 whose compensation differs from its cell's state."""
+        settings = self.probe[analyser]
+        pressure = settings.pressure_hpa if settings.pressure_on else None
+        pressure = _PROBE_REFERENCE["pressure_hpa"] if pressure is None else pressure
+        actual_t = self.air_temperature_degc(self._wall(mono))
+        assumed_t = actual_t if settings.temperature_on else _PROBE_REFERENCE["temperature_degc"]
+        humidity = settings.humidity_pct if settings.humidity_on else 0.0
+        oxygen = settings.oxygen_pct if settings.oxygen_on else _PROBE_OXYGEN_PCT
+        factor = (_PRESSURE_KPA * 10.0 / pressure) * ((assumed_t + 273.15) / (actual_t + 273.15))
+        factor *= 1.0 + _HUMIDITY_EFFECT_PER_PCT * (_PROBE_HUMIDITY_PCT - humidity)
+        factor *= 1.0 + _OXYGEN_EFFECT_PER_PCT * (_PROBE_OXYGEN_PCT - oxygen)
+        return factor
+
+    def _is_probe(self, analyser: str) -> bool:
+        try:
+            return self.cfg.analyser(analyser).protocol == "gmp343"
+        except KeyError:
+            return False
+
+    def _raw_co2(self, analyser: str, true_co2: float, mono: float) -> float:
+        offset, gain = self._raw_error(analyser, mono)
+        if self._is_probe(analyser):
+            true_co2 *= self._probe_factor(analyser, mono)
+        return offset + gain * true_co2
+
+    def _mono_of(self, when: dt.datetime | None) -> float:
+        if when is None:
+            return self._mono()
+        return self._origin_mono + (when - self._origin_time).total_seconds()
+
+    def span_gain(self, analyser: str, when: dt.datetime | None = None) -> float:
+        """The analyser's effective gain at ``when`` (output / true, its user calibration
+        and, for a GMP343, its compensation included; the span-2 curvature left out)."""
+        with self._lock:
+            mono = self._mono_of(when)
+            _, gain = self._raw_error(analyser, mono)
+            if self._is_probe(analyser):
+                gain *= self._probe_factor(analyser, mono)
+            return gain * self.calibration[analyser].co2_span_factor
+
+    def zero_offset_umol_mol(self, analyser: str, when: dt.datetime | None = None) -> float:
+        """The analyser's effective output for CO2-free gas at ``when`` [umol mol-1]."""
+        with self._lock:
+            offset, _ = self._raw_error(analyser, self._mono_of(when))
+            cal = self.calibration[analyser]
+            return cal.co2_span_factor * (offset - cal.co2_zero_umol_mol)
+
+    def _mean_raw(self, analyser: str, start: float, end: float) -> tuple[float, float]:
+        """Noise-free raw CO2 and H2O averaged over [start, end] (the instrument's average)."""
+        n = max(2, int((end - start) / 0.25) + 1)
+        co2 = w = 0.0
+        for i in range(n):
+            at = start + (end - start) * i / (n - 1)
+            true_co2, true_w = self._cell_gas(analyser, at)
+            co2 += self._raw_co2(analyser, true_co2, at)
+            w += true_w
+        return co2 / n, w / n
+
+    def calibrate(
+        self, analyser: str, kind: str, value: float | None, started_mono: float, on: str
+    ) -> bool:
+        """Apply an LI-8x0 user calibration command received at ``started_mono`` (monotonic),
+        from the raw reading averaged over the 5 s after it; False when refused.
+
+        ``kind``: ``co2zero`` (the gas present then reads 0), ``co2span`` (it reads
+        ``value``), ``co2span2`` (it reads ``value``, the zero and first span point kept),
+        ``h2ozero``. ``on``: the date text the command carried.
+        """
+        with self._lock:
+            cal = self.calibration[analyser]
+            co2, w = self._mean_raw(analyser, started_mono, started_mono + _CAL_AVERAGE_S)
+            if kind == "co2zero":
+                cal.co2_zero_umol_mol = co2
+                cal.dates["co2lastzero"] = on
+            elif kind == "co2span":
+                if value is None or value <= 0 or co2 - cal.co2_zero_umol_mol < 1.0:
+                    return False
+                cal.co2_span_factor = value / (co2 - cal.co2_zero_umol_mol)
+                cal.co2_span1_umol_mol = value
+                cal.co2_span2_k = 0.0
+                cal.dates["co2lastspan"] = on
+            elif kind == "co2span2":
+                span1 = cal.co2_span1_umol_mol
+                linear = cal.co2_span_factor * (co2 - cal.co2_zero_umol_mol)
+                if value is None or value <= 0 or span1 is None:
+                    return False
+                if abs(linear - span1) < 1.0 or linear < 1.0:
+                    return False  # the second span gas must differ from the first
+                cal.co2_span2_k = (value - linear) / (linear * (linear - span1))
+                cal.dates["co2lastspan2"] = on
+            elif kind == "h2ozero":
+                cal.h2o_zero_mmol_mol = w
+                cal.dates["h2olastzero"] = on
+            else:
+                return False
+            return True
+
     def analyser_values(self, analyser: str) -> dict[str, float]:
-        """What analyser ``analyser`` reads now: CO2 (moist) and H2O with lag and noise."""
+        """What analyser ``analyser`` reads now: CO2 (moist) and H2O with lag and noise,
+        through its drifting error and its calibration; cell state and flow."""
         with self._lock:
             mono = self._mono()
             for chamber in self._lids:
                 self._update_seal(chamber, mono)
-            chamber = self._routed_chamber(analyser, mono)
-            tau = max(self.cfg.sim.mixing_s, 1e-3)
-            c_dry = w = 0.0
-            for node, weight in zip(_NODES, _WEIGHTS, strict=True):
-                at = mono - _TRANSPORT_S - node * tau
-                if chamber is None:
-                    when = self._wall(at)
-                    ci, wi = self.ambient_co2_umol_mol(when), self.ambient_h2o_mmol_mol(when)
-                else:
-                    ci, wi = self._concentration(chamber, at)
-                c_dry += weight * ci
-                w += weight * wi
+            true_co2, w = self._cell_gas(analyser, mono)
+            raw = self._raw_co2(analyser, true_co2, mono)
+            cal = self.calibration[analyser]
+            co2 = raw if self._is_probe(analyser) else cal.apply(raw)
+            w -= cal.h2o_zero_mmol_mol
+            low = analyser in self.faults.low_flow
         rng = np.random.default_rng([self.seed, self._hash_int(analyser), round(mono * 1000)])
         noise = self.cfg.sim.analyser_noise_umol_mol
-        co2 = c_dry * (1.0 - w / 1000.0) + rng.normal(0.0, noise)
         return {
-            "co2_umol_mol": float(co2),
+            "co2_umol_mol": float(co2 + rng.normal(0.0, noise)),
             "h2o_mmol_mol": float(w + rng.normal(0.0, 0.01)),
             "cell_temperature_degc": _CELL_TEMPERATURE_DEGC + float(rng.normal(0.0, 0.02)),
             "cell_pressure_kpa": _PRESSURE_KPA + float(rng.normal(0.0, 0.01)),
+            "flow_l_min": (_LOW_FLOW_L_MIN if low else _FLOW_L_MIN) + float(rng.normal(0.0, 0.003)),
+            "probe_temperature_degc": self.air_temperature_degc(self._wall(mono)),
         }
 
     def aux_value(self, quantity: str, chamber: str | None) -> float:

@@ -38,6 +38,7 @@ def test_sim_prints_endpoints_and_serves_until_sigterm(sim_site_path):
         assert {(m["framing"], m["device_id"]) for m in endpoints["modbus"]} == {
             ("rtu", 1),
             ("tcp", 2),
+            ("tcp", 3),  # the calibration gas manifold
         }
         assert all(m["host"] == "127.0.0.1" and m["port"] > 0 for m in endpoints["modbus"])
 

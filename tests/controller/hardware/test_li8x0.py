@@ -31,7 +31,8 @@ def test_configure_writes_exact_commands_and_checks_each_ack(analyser, pty_devic
     written = pty_device.received(until=b"</li850>\n" * 2)
     assert written == (
         b"<li850><rs232><co2>true</co2><h2o>true</h2o><celltemp>true</celltemp>"
-        b"<cellpres>true</cellpres><strip>false</strip></rs232></li850>\n"
+        b"<cellpres>true</cellpres><flowrate>true</flowrate><strip>false</strip></rs232>"
+        b"</li850>\n"
         b"<li850><cfg><outrate>1</outrate></cfg></li850>\n"
     )
 
