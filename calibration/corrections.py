@@ -364,6 +364,8 @@ def _readings(items: Any, gas: str) -> list[Reading]:
     for item in items or []:
         if not isinstance(item, Mapping) or str(item.get("gas", "")).lower() != gas:
             continue
+        if item.get("measured") is None or item.get("stable") is False:
+            continue  # a gas that never read stable measured nothing
         out.append(
             Reading(
                 float(item["reference"]),
@@ -379,13 +381,16 @@ def check_events_from_record(record: Mapping[str, Any]) -> list[CheckEvent]:
     centrally: ``id``, ``analyser``, ``performed_at`` (or ``started_at``), optional
     ``instrument_serial``, ``adjusted`` and ``data`` (JSON text or a mapping) holding
     ``{"checks": [{"gas", "at", "reference", "measured", "cylinder_id"}, ...],
-    "adjusted": bool, "checks_after": [...]}``. A record without checks gives none;
-    a record of status ``fail``/``incomplete`` still counts when it has as-found readings
-    (an analyser found off is a fact even when the procedure did not pass), but an
-    adjustment is only taken as done when the record says ``adjusted``.
+    "adjusted": bool, "checks_after": [...]}``. A record without checks gives none, and
+    so does an ``incomplete`` one (nothing it measured is in force); a ``fail`` record
+    counts (an analyser found off is a fact even when the procedure did not pass). A
+    reading marked ``"stable": false`` or without a ``measured`` value is left out; an
+    adjustment is taken as done when the record (or its data) says ``adjusted``.
 
     ``ValueError`` for readings that are not numbers.
     """
+    if record.get("status") == "incomplete":
+        return []
     data = record.get("data")
     if isinstance(data, str | bytes):
         data = json.loads(data) if data else {}
@@ -401,6 +406,8 @@ def check_events_from_record(record: Mapping[str, Any]) -> list[CheckEvent]:
             continue
         found = _readings(checks, gas)
         left = _readings(data.get("checks_after"), gas)
+        if not found:
+            continue
         times = [c.get("at") for c in checks if str(c.get("gas", "")).lower() == gas]
         when = next((t for t in reversed(times) if t), at)
         if when is None:

@@ -44,7 +44,14 @@ from typing import Any
 from .clock import Clock, FakeClock, SystemClock
 from .config import SiteConfig, config_hash
 from .cycle import CycleOutcome, CycleRunner, Stopped
-from .errors import ConfigError, HardwareError, ProtocolError, StorageError, SyncError
+from .errors import (
+    ChamberError,
+    ConfigError,
+    HardwareError,
+    ProtocolError,
+    StorageError,
+    SyncError,
+)
 from .hardware import AuxSensors, ChamberActuators, GasAnalyser
 from .health import (
     DETAIL_CHARS,
@@ -947,8 +954,21 @@ class Daemon:
         self.rounds.append(result)
         self._persist_health()
         if not self.storage_down.is_set():
+            self._maybe_calibrate()
             self._maybe_sync()
         return result
+
+    def _maybe_calibrate(self) -> None:
+        """The scheduled zero/span check through the manifold, when due
+        (``[calibration.automatic]``, :mod:`chamberd.calibration.automatic`)."""
+        if self.cfg.calibration.automatic is None:
+            return
+        from chamberd.calibration.automatic import maybe_check
+
+        try:
+            maybe_check(self)
+        except ChamberError as exc:
+            self.alarm("warning", "automatic_calibration", f"automatic check failed: {brief(exc)}")
 
     def _maybe_sync(self) -> None:
         """Upload the outbox after a round when ``sync.interval_min`` has passed.
