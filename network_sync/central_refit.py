@@ -438,7 +438,13 @@ def _closure(
         return default
 
     pressure = value("cell_pressure_kpa", o["pressure_kpa"], 101.325)
-    temperature = value("cell_temperature_degc", o["air_temperature_degc"], 20.0)
+    # a chamberd site's samples carry the analyser's cell temperature (an LI-8x0 heats its
+    # cell to ~50 degC), not the chamber's: the observation's chamber air temperature, where
+    # it has one, is T0 (what the site's own fit uses); else the trace's
+    if math.isfinite(_f(o["air_temperature_degc"])):
+        temperature: float | np.ndarray = _f(o["air_temperature_degc"])
+    else:
+        temperature = value("cell_temperature_degc", o["air_temperature_degc"], 20.0)
     h2o = np.array([_f(s["h2o_mmol_mol"]) for s in trace], dtype=float)
     wet = bool(np.isfinite(h2o).any())
     end = _f(o["observation_s"])
