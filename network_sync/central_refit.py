@@ -11,7 +11,10 @@ is what ``fit_closure`` gives for the trace. Per closure: the trace is made dry 
 water vapour where it has one (a sample without water is then left out); C'0, P0, T0 and W0
 are intercepts at closure of lines over the first 10 s (P0 and T0 where the trace has no
 pressure or temperature there: the observation's stored means, then 101.325 kPa and 20 degC,
-flagged ``assumed_ptw``; W0 = 0 for a trace without water); the window is
+flagged ``assumed_ptw``; W0 = 0 for a trace without water), except that an observation
+with a stored chamber air temperature takes it as T0 (a chamberd site's samples carry its
+analyser's heated cell temperature, not the chamber's; the site's own fit uses the air
+temperature too); the window is
 dead band <= t <= observation length. The stored flux, its standard error, R2, NRMSE and
 sample count are those of the method's model; an exponential that did not converge is
 stored flagged ``exp_not_converged``. An observation without geometry, without a sample in
