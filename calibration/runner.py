@@ -214,6 +214,8 @@ class AnswersConsole:
             elif kind is int:
                 value = int(value)
             elif kind is str:
+                if isinstance(value, list):  # a list of ids
+                    value = " ".join(str(v) for v in value)
                 value = "" if value is None else str(value)
         except (TypeError, ValueError):
             raise ConfigError(
