@@ -564,7 +564,7 @@ class CalibrationRunner:
             if outcome.status == "fail":
                 console.say("What to do: " + (outcome.on_fail or self.procedure.on_fail))
             return records.get(rid)
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, click.exceptions.Abort):
             reason = "interrupted by the operator (Ctrl-C)"
             raise Interrupted(f"calibration {rid[:8]}: {reason}; recorded incomplete") from None
         except (HardwareError, ProtocolError) as exc:
