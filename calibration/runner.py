@@ -438,10 +438,13 @@ class CalibrationRunner:
                     out.append(c)
         return out
 
-    def safe_state(self, scopes: Sequence[str]) -> list[str]:
+    def safe_state(self, scopes: Sequence[str], *, touched_only: bool = False) -> list[str]:
         """Lids of the locked hardware open, their valves and the manifold closed; returns
-        what failed (never raises)."""
-        failures = []
+        what failed (never raises). ``touched_only``: nothing when this run opened no
+        actuators and its procedure commands none (the collar geometry)."""
+        failures: list[str] = []
+        if touched_only and self.hw.actuators is None and not self.procedure.uses_hardware:
+            return failures
         try:
             actuators = self._open_actuators()
         except ChamberError as exc:
@@ -539,7 +542,7 @@ class CalibrationRunner:
             self._wait_for_daemon()
             outcome = handler.execute()
             undo_failures = self._run_undo()
-            safe_failures = self.safe_state(scopes)
+            safe_failures = self.safe_state(scopes, touched_only=True)
             if undo_failures or safe_failures:
                 raise HardwareError(
                     "could not return the hardware to the safe state: "
@@ -579,7 +582,7 @@ class CalibrationRunner:
         finally:
             self.console.end_live()
             if reason is not None:
-                failures = self._run_undo() + self.safe_state(scopes)
+                failures = self._run_undo() + self.safe_state(scopes, touched_only=True)
                 if failures:
                     reason += "; safe state incomplete: " + "; ".join(failures)
                 data = {**handler.partial_data(), "limits": self.limits, "scopes": scopes}
