@@ -85,6 +85,7 @@ log = logging.getLogger(__name__)
 
 _LI8X0 = ("li820", "li830", "li840a", "li850")
 _H2O_MODELS = ("li840a", "li850")  # LI-8x0 models that measure H2O
+_LEND_WAIT_S = 30.0  # the daemon checks the locks every 10 s at most (APScheduler's idle)
 
 
 class Interrupted(ChamberError):
@@ -638,8 +639,26 @@ class CalibrationRunner:
                 )
             waited = True
             self.clock.sleep(1.0)
-        if waited:
-            self.clock.sleep(3.0)  # the daemon releases the analyser's port after its round
+        self._wait_for_port(waited)
+
+    def _wait_for_port(self, waited: bool) -> None:
+        """A running daemon holds the analyser's serial port until it sees the lock (at
+        its next chamber, or within its idle check): wait for its ``analyser_lent`` event
+        (at most ``_LEND_WAIT_S``)."""
+        assert self.store is not None and self.record_id is not None
+        if not any(s.startswith("analyser:") for s in self.scopes):
+            return
+        if not _daemon_alive(self.store.path, unknown=False):
+            return
+        start = self.clock.monotonic()
+        while self.clock.monotonic() - start < _LEND_WAIT_S:
+            if self.store.query(
+                "SELECT 1 FROM events WHERE kind = 'analyser_lent' AND data LIKE ?",
+                (f'%"{self.record_id}"%',),
+            ):
+                return
+            self.clock.sleep(0.5)
+        log.warning("the daemon did not confirm it closed the analyser's port; going on")
 
     # --- helpers for the handlers ---------------------------------------------------------
 
@@ -941,12 +960,12 @@ def _pid() -> int:
     return os.getpid()
 
 
-def _daemon_alive(store_path: str) -> bool:
+def _daemon_alive(store_path: str, *, unknown: bool = True) -> bool:
     """Whether the daemon of this store runs (its live health file names its pid)."""
     try:
         live = json.loads(Path(f"{store_path}.health").read_text())
     except (OSError, ValueError):
-        return True  # unknown: wait (bounded)
+        return unknown
     pid = live.get("pid")
     return isinstance(pid, int) and process_alive(pid)
 

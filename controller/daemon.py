@@ -537,7 +537,10 @@ class Daemon:
             now = self.clock.monotonic()
             if now - self._calibration_check_at >= _CALIBRATION_CHECK_S:
                 self._calibration_check_at = now
-                self.calibration_locks()
+                for scope, lock in self.calibration_locks().items():
+                    kind, _, name = scope.partition(":")
+                    if kind == "analyser":
+                        self._lend_analyser(name, lock)
 
     def _reopen_lids(self) -> None:
         now = self.clock.monotonic()
@@ -952,15 +955,8 @@ class Daemon:
             CycleOutcome(chamber.id, "skipped", f"calibration in progress ({lock['scope']})")
         )
         self._calibration_skipped.add(lock["scope"])
-        if lock["scope"].startswith("analyser:") and analyser_id not in self._released:
-            analyser = self.analysers[analyser_id]
-            if getattr(analyser, "link", None) is not None:  # a port to hand over
-                try:
-                    analyser.close()
-                except (HardwareError, ProtocolError, OSError) as exc:
-                    log.info("analyser %s: closing for a calibration: %s", analyser_id, exc)
-                self.analyser_info.pop(analyser_id, None)  # set up again afterwards
-            self._released.add(analyser_id)
+        if lock["scope"].startswith("analyser:"):
+            self._lend_analyser(analyser_id, lock)
         if not told:
             self.alarm(
                 "info",
@@ -976,6 +972,27 @@ class Daemon:
                 },
             )
         return True
+
+    def _lend_analyser(self, analyser_id: str, lock: Mapping[str, Any]) -> None:
+        """Close the analyser's port for the calibration holding it (one process at a time
+        can use a serial port); an ``analyser_lent`` event tells the calibration it may
+        open it. Set up again when the daemon next measures with it."""
+        if analyser_id in self._released or analyser_id not in self.analysers:
+            return
+        analyser = self.analysers[analyser_id]
+        if getattr(analyser, "link", None) is not None:  # a port to hand over
+            try:
+                analyser.close()
+            except (HardwareError, ProtocolError, OSError) as exc:
+                log.info("analyser %s: closing for a calibration: %s", analyser_id, exc)
+            self.analyser_info.pop(analyser_id, None)  # set up again afterwards
+        self._released.add(analyser_id)
+        self.alarm(
+            "info",
+            "analyser_lent",
+            f"analyser {analyser_id}: port closed for calibration {lock['calibration_id'][:8]}",
+            data={"analyser": analyser_id, "calibration_id": lock["calibration_id"]},
+        )
 
     def _calibration_resumed(self, scope: str) -> None:
         self._calibration_skipped.discard(scope)
@@ -1186,7 +1203,7 @@ class Daemon:
 
 
 _SYNC_BATCHES_PER_ROUND = 20
-_CALIBRATION_CHECK_S = 10.0  # how often an idle daemon looks for abandoned calibrations
+_CALIBRATION_CHECK_S = 2.0  # how often an idle daemon looks at the calibration locks
 
 
 def _failed_since(entry: DeviceHealth | None, began_mono: float) -> bool:

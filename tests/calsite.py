@@ -69,10 +69,17 @@ def register_cylinders(db: Path, site_id: str, *, expires_on: str = "2030-01-01"
 class SimSite:
     """A running simulated site (real wire protocols) and its daemon-side config."""
 
-    def __init__(self, tmp_path: Path, *, sim: dict | None = None, speed: float = SPEED) -> None:
+    def __init__(
+        self,
+        tmp_path: Path,
+        *,
+        sim: dict | None = None,
+        speed: float = SPEED,
+        start: dt.datetime = START,
+    ) -> None:
         self.db = tmp_path / "site.db"
         self.base = site_config(self.db, sim=sim)
-        self.clock = ScaledClock(speed=speed, start=START)
+        self.clock = ScaledClock(speed=speed, start=start)
         self.sim = SimulatedSite(self.base, self.clock)
         self.hardware = start_hardware(self.base, self.clock, site=self.sim)
         self.cfg = self.hardware.daemon_config()
