@@ -51,6 +51,7 @@ class Procedure:
     on_fail: str
     limits: Mapping[str, Limit] = field(default_factory=dict)
     models: tuple[str, ...] = ()  # analyser protocols it applies to (empty: any)
+    uses_hardware: bool = True  # False: only the trainee's entries (no safe state needed)
 
     def step(self, step_id: str) -> Step:
         for step in self.steps:
@@ -647,6 +648,7 @@ _add(
             ),
         ),
         criterion="at least min_points offsets with SD <= max_offset_sd_cm",
+        uses_hardware=False,
         on_fail=(
             "An uneven collar: level the soil surface inside or re-seat the collar, and "
             "measure again."

@@ -85,6 +85,7 @@ log = logging.getLogger(__name__)
 
 _LI8X0 = ("li820", "li830", "li840a", "li850")
 _H2O_MODELS = ("li840a", "li850")  # LI-8x0 models that measure H2O
+_LEND_WAIT_S = 30.0  # the daemon checks the locks every 10 s at most (APScheduler's idle)
 
 
 class Interrupted(ChamberError):
@@ -214,6 +215,8 @@ class AnswersConsole:
             elif kind is int:
                 value = int(value)
             elif kind is str:
+                if isinstance(value, list):  # a list of ids
+                    value = " ".join(str(v) for v in value)
                 value = "" if value is None else str(value)
         except (TypeError, ValueError):
             raise ConfigError(
@@ -436,10 +439,13 @@ class CalibrationRunner:
                     out.append(c)
         return out
 
-    def safe_state(self, scopes: Sequence[str]) -> list[str]:
+    def safe_state(self, scopes: Sequence[str], *, touched_only: bool = False) -> list[str]:
         """Lids of the locked hardware open, their valves and the manifold closed; returns
-        what failed (never raises)."""
-        failures = []
+        what failed (never raises). ``touched_only``: nothing when this run opened no
+        actuators and its procedure commands none (the collar geometry)."""
+        failures: list[str] = []
+        if touched_only and self.hw.actuators is None and not self.procedure.uses_hardware:
+            return failures
         try:
             actuators = self._open_actuators()
         except ChamberError as exc:
@@ -537,7 +543,7 @@ class CalibrationRunner:
             self._wait_for_daemon()
             outcome = handler.execute()
             undo_failures = self._run_undo()
-            safe_failures = self.safe_state(scopes)
+            safe_failures = self.safe_state(scopes, touched_only=True)
             if undo_failures or safe_failures:
                 raise HardwareError(
                     "could not return the hardware to the safe state: "
@@ -562,7 +568,7 @@ class CalibrationRunner:
             if outcome.status == "fail":
                 console.say("What to do: " + (outcome.on_fail or self.procedure.on_fail))
             return records.get(rid)
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, click.exceptions.Abort):
             reason = "interrupted by the operator (Ctrl-C)"
             raise Interrupted(f"calibration {rid[:8]}: {reason}; recorded incomplete") from None
         except (HardwareError, ProtocolError) as exc:
@@ -577,7 +583,7 @@ class CalibrationRunner:
         finally:
             self.console.end_live()
             if reason is not None:
-                failures = self._run_undo() + self.safe_state(scopes)
+                failures = self._run_undo() + self.safe_state(scopes, touched_only=True)
                 if failures:
                     reason += "; safe state incomplete: " + "; ".join(failures)
                 data = {**handler.partial_data(), "limits": self.limits, "scopes": scopes}
@@ -633,8 +639,26 @@ class CalibrationRunner:
                 )
             waited = True
             self.clock.sleep(1.0)
-        if waited:
-            self.clock.sleep(3.0)  # the daemon releases the analyser's port after its round
+        self._wait_for_port(waited)
+
+    def _wait_for_port(self, waited: bool) -> None:
+        """A running daemon holds the analyser's serial port until it sees the lock (at
+        its next chamber, or within its idle check): wait for its ``analyser_lent`` event
+        (at most ``_LEND_WAIT_S``)."""
+        assert self.store is not None and self.record_id is not None
+        if not any(s.startswith("analyser:") for s in self.scopes):
+            return
+        if not _daemon_alive(self.store.path, unknown=False):
+            return
+        start = self.clock.monotonic()
+        while self.clock.monotonic() - start < _LEND_WAIT_S:
+            if self.store.query(
+                "SELECT 1 FROM events WHERE kind = 'analyser_lent' AND data LIKE ?",
+                (f'%"{self.record_id}"%',),
+            ):
+                return
+            self.clock.sleep(0.5)
+        log.warning("the daemon did not confirm it closed the analyser's port; going on")
 
     # --- helpers for the handlers ---------------------------------------------------------
 
@@ -936,12 +960,12 @@ def _pid() -> int:
     return os.getpid()
 
 
-def _daemon_alive(store_path: str) -> bool:
+def _daemon_alive(store_path: str, *, unknown: bool = True) -> bool:
     """Whether the daemon of this store runs (its live health file names its pid)."""
     try:
         live = json.loads(Path(f"{store_path}.health").read_text())
     except (OSError, ValueError):
-        return True  # unknown: wait (bounded)
+        return unknown
     pid = live.get("pid")
     return isinstance(pid, int) and process_alive(pid)
 
