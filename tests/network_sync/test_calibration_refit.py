@@ -188,3 +188,86 @@ def _clock():
     from chamberd.controller.clock import FakeClock
 
     return FakeClock(start=START + dt.timedelta(days=8))
+
+
+def _synthetic(central: Central, *, serial: str | None, analyser: str | None) -> None:
+    """One site, one observation whose analyser reads 5 % high and 3 umol/mol offset, and
+    a zero/span check of that analyser a day before (both backends)."""
+    import numpy as np
+
+    from chamberd.network_sync.sync import register_site, upsert_calibrations
+
+    register_site(central, site_id="S", system_id="auto", at="2026-07-01T00:00:00Z")
+    t = np.arange(0.0, 121.0)
+    true = 420.0 + 0.8 / 0.002 * (1 - np.exp(-0.002 * t))
+    measured = 3.0 + 1.05 * true
+    central.execute(
+        "INSERT INTO observations (uuid, site_id, system_id, chamber, begin_utc, status, "
+        "dead_band_s, observation_s, area_cm2, volume_cm3, pressure_kpa, air_temperature_degc, "
+        "analyser_serial, analyser, content_hash, received_at) VALUES ('o1', 'S', 'auto', "
+        "'C1', '2026-07-02T00:00:00Z', 'done', 10, 120, 317.8, 5000, 99.5, 20, ?, ?, 'h', "
+        "'2026-07-02T01:00:00Z')",
+        (serial, analyser),
+    )
+    central.executemany(
+        "INSERT INTO samples (site_id, observation_uuid, seq, elapsed_s, co2_umol_mol) "
+        "VALUES ('S', 'o1', ?, ?, ?)",
+        [(i, float(x), float(c)) for i, (x, c) in enumerate(zip(t, measured, strict=True))],
+    )
+    checks = [
+        {"gas": "co2", "at": "2026-07-01T00:00:00Z", "reference": 0.0, "measured": 3.0},
+        {"gas": "co2", "at": "2026-07-01T00:00:00Z", "reference": 1000.0, "measured": 1053.0},
+    ]
+    upsert_calibrations(
+        central,
+        [
+            {
+                "id": "cal-1",
+                "analyser": "irga",
+                "procedure": "zero-span-check",
+                "performed_at": "2026-07-01T00:00:00Z",
+                "instrument_serial": "SN-7",
+                "status": "fail",
+                "data": json.dumps({"checks": checks, "adjusted": False}),
+            }
+        ],
+        site_id="S",
+        now="2026-07-01T00:00:00Z",
+    )
+
+
+@pytest.mark.parametrize(
+    ("serial", "analyser", "matched"),
+    [("SN-7", None, True), (None, "irga", True), ("SN-other", "irga", True), (None, None, False)],
+)
+def test_apply_calibrations_on_both_backends(central_url, serial, analyser, matched):
+    """Matched by serial, else by analyser id; the corrected flux is the uncorrected one
+    divided by the gain (the offset cancels); unmatched: refitted uncorrected, flagged."""
+    from chamberd.network_sync.central_refit import refit
+
+    with Central.connect(central_url) as central:
+        central.migrate()
+        with central.transaction():
+            _synthetic(central, serial=serial, analyser=analyser)
+        plain = refit(central, method="linear")
+        report = refit(central, method="linear", apply_calibrations=True)
+        assert (report.corrected, report.uncalibrated) == (int(matched), int(not matched))
+        rows = {
+            r["processing_version"]: r
+            for r in central.query("SELECT processing_version, flux, flags FROM fluxes")
+        }
+        raw = rows[plain.processing_version]
+        cal = rows[report.processing_version]
+        links = central.query("SELECT * FROM refit_calibrations")
+        if matched:
+            assert cal["flux"] == pytest.approx(raw["flux"] / 1.05, rel=1e-6)
+            assert [(r["calibration_id"], r["gain"], r["offset_mf"]) for r in links] == [
+                ("cal-1", pytest.approx(1.05), pytest.approx(3.0))
+            ]
+            assert cal["flags"] == ""
+        else:
+            assert cal["flux"] == pytest.approx(raw["flux"], rel=1e-12)
+            assert links == [] and "no_calibration" in cal["flags"]
+        # the samples are untouched
+        first = central.query("SELECT co2_umol_mol FROM samples WHERE seq = 0")[0]
+        assert first["co2_umol_mol"] == pytest.approx(3.0 + 1.05 * 420.0)
