@@ -141,12 +141,6 @@ class Corrections:
             return self.by_analyser.get((o["site_id"], analyser, gas))
         return None
 
-    def matched(self, o: dict[str, Any]) -> bool:
-        serial, analyser = o.get("analyser_serial"), o.get("analyser")
-        if serial and any(k[:2] == (o["site_id"], serial) for k in self.by_serial):
-            return True
-        return bool(analyser) and any(k[:2] == (o["site_id"], analyser) for k in self.by_analyser)
-
 
 def load_corrections(central: Central, site: str | None = None) -> Corrections:
     """The corrections of the central calibration records (of ``site``, or all): every
@@ -321,14 +315,13 @@ def _fit_chunk(
     by_uuid: dict[str, list[dict[str, Any]]] = {u: [] for u in uuids}
     for s in samples:
         by_uuid[s["observation_uuid"]].append(s)
-    closures, assumed, cal_flags = [], [], []
+    closures, assumed, cal_flags, cal_used = [], [], [], []
     for o in part:
         trace = by_uuid[o["uuid"]]
         flags: list[str] = []
+        used: list[tuple[Any, ...]] = []
         if corrections is not None:
             trace, flags, used = _corrected(o, trace, gas, corrections, version)
-            if links is not None:
-                links.extend(used)
             if "no_calibration" in flags:
                 report.uncalibrated += 1
             else:
@@ -337,10 +330,11 @@ def _fit_chunk(
         closures.append(closure)
         assumed.append(guessed)
         cal_flags.append(flags)
+        cal_used.append(used)
     rows = []
     fits = fit_closures(closures)
-    for o, closure, fit, guessed, extra in zip(
-        part, closures, fits, assumed, cal_flags, strict=True
+    for o, closure, fit, guessed, extra, used in zip(
+        part, closures, fits, assumed, cal_flags, cal_used, strict=True
     ):
         if isinstance(fit, ValueError):  # no geometry, no sample in the first seconds
             report.skipped += 1
@@ -379,6 +373,8 @@ def _fit_chunk(
                 ";".join(flags),
             )
         )
+        if links is not None:
+            links.extend(used)  # the calibrations in force, for the observations stored
         report.fitted += 1
     return rows
 
