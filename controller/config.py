@@ -521,6 +521,7 @@ class SimSection(_Model):
     analyser_transport: Literal["pty", "tcp"] = "tcp"
     lid_delay_s: _number(float, ge=0, le=600) = 3.0
     mixing_s: _number(float, ge=0, le=3600) = 3.0
+    pressure_kpa: _number(float, ge=30, le=110) = 99.5  # air pressure at the site
     # the analysers' own error: output = offset(t) + gain(t) * true, drifting linearly in
     # time from the site clock's start; per analyser overrides in ``drift``
     span_gain: SpanGain = 1.0

@@ -23,6 +23,8 @@ from .ports import (
     AuxSensors,
     ChamberActuators,
     GasAnalyser,
+    GMP343Settings,
+    LI8x0Calibration,
     LidState,
 )
 
@@ -36,7 +38,9 @@ __all__ = [
     "AuxReading",
     "AuxSensors",
     "ChamberActuators",
+    "GMP343Settings",
     "GasAnalyser",
+    "LI8x0Calibration",
     "LidState",
     "make_actuators",
     "make_analyser",

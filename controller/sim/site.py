@@ -47,7 +47,6 @@ __all__ = ["ClosureTruth", "Faults", "InstrumentCalibration", "ProbeSettings", "
 _NODES, _WEIGHTS = np.polynomial.laguerre.laggauss(8)  # mixing-volume kernel quadrature
 _TRANSPORT_S = 2.0
 _FLUSH_S = 20.0
-_PRESSURE_KPA = 99.5
 _CELL_TEMPERATURE_DEGC = 51.5
 _FLOW_L_MIN, _LOW_FLOW_L_MIN = 0.80, 0.20
 _CAL_AVERAGE_S = 5.0  # the LI-8x0 averages 5 s on a zero or span command (LI-COR manual)
@@ -139,7 +138,7 @@ class ProbeSettings:
     defaults are a probe set up for the simulated site.
     """
 
-    pressure_hpa: float = _PRESSURE_KPA * 10
+    pressure_hpa: float = 995.0  # set to the site's pressure when the site is built
     pressure_on: bool = True
     temperature_on: bool = True
     humidity_pct: float = _PROBE_HUMIDITY_PCT
@@ -182,7 +181,9 @@ class SimulatedSite:
         self._truth: list[ClosureTruth] = []
         self.pump_on = False
         self.calibration = {a.id: InstrumentCalibration() for a in cfg.analysers}
-        self.probe = {a.id: ProbeSettings() for a in cfg.analysers}
+        self.probe = {
+            a.id: ProbeSettings(pressure_hpa=cfg.sim.pressure_kpa * 10.0) for a in cfg.analysers
+        }
         self._manifold: list[tuple[float, str, bool]] = []  # (mono, slot, open)
         self.manifold_open: set[str] = set()
         self._origin_mono = clock.monotonic()
@@ -233,7 +234,7 @@ class SimulatedSite:
         return dry_air_mol_m2(
             volume_cm3=geometry.volume_cm3,
             area_cm2=geometry.area_cm2,
-            pressure_kpa=_PRESSURE_KPA,
+            pressure_kpa=self.cfg.sim.pressure_kpa,
             temperature_degc=self.air_temperature_degc(when),
             h2o_mmol_mol=self.ambient_h2o_mmol_mol(when),
         )
@@ -506,7 +507,9 @@ class SimulatedSite:
         assumed_t = actual_t if settings.temperature_on else _PROBE_REFERENCE["temperature_degc"]
         humidity = settings.humidity_pct if settings.humidity_on else 0.0
         oxygen = settings.oxygen_pct if settings.oxygen_on else _PROBE_OXYGEN_PCT
-        factor = (_PRESSURE_KPA * 10.0 / pressure) * ((assumed_t + 273.15) / (actual_t + 273.15))
+        factor = (self.cfg.sim.pressure_kpa * 10.0 / pressure) * (
+            (assumed_t + 273.15) / (actual_t + 273.15)
+        )
         factor *= 1.0 + _HUMIDITY_EFFECT_PER_PCT * (_PROBE_HUMIDITY_PCT - humidity)
         factor *= 1.0 + _OXYGEN_EFFECT_PER_PCT * (_PROBE_OXYGEN_PCT - oxygen)
         return factor
@@ -614,7 +617,7 @@ class SimulatedSite:
             "co2_umol_mol": float(co2 + rng.normal(0.0, noise)),
             "h2o_mmol_mol": float(w + rng.normal(0.0, 0.01)),
             "cell_temperature_degc": _CELL_TEMPERATURE_DEGC + float(rng.normal(0.0, 0.02)),
-            "cell_pressure_kpa": _PRESSURE_KPA + float(rng.normal(0.0, 0.01)),
+            "cell_pressure_kpa": self.cfg.sim.pressure_kpa + float(rng.normal(0.0, 0.01)),
             "flow_l_min": (_LOW_FLOW_L_MIN if low else _FLOW_L_MIN) + float(rng.normal(0.0, 0.003)),
             "probe_temperature_degc": self.air_temperature_degc(self._wall(mono)),
         }
@@ -629,7 +632,7 @@ class SimulatedSite:
         if quantity == "air_temperature_degc":
             return self.air_temperature_degc(when)
         if quantity == "pressure_kpa":
-            return _PRESSURE_KPA
+            return self.cfg.sim.pressure_kpa
         raise KeyError(quantity)
 
     # --- truth ----------------------------------------------------------------------------

@@ -916,7 +916,7 @@ LEGIT = [
     case(
         "two-tcp-lines-one-gateway",
         "sim",
-        put("modbus.2", _line(framing="tcp", host="192.168.1.50", device_id=3)),
+        put("modbus.3", _line(framing="tcp", host="192.168.1.50", device_id=4)),
     ),
     case(
         "loop-ports-are-independent",

@@ -118,6 +118,19 @@ class TestChamberActuatorsContract:
         clock.sleep(site.cfg.sim.lid_delay_s + 1.0)
         assert all(act.lid_state(c) is LidState.OPEN for c in ("C1", "C2", "C3", "C4"))
 
+    def test_one_manifold_valve_at_a_time_and_the_safe_state_closes_it(self, rig):
+        _, _, site, parts = rig
+        act = parts["actuators"]
+        act.set_manifold("zero")
+        assert site.manifold_open == {"zero"}
+        act.set_manifold("span2")
+        assert site.manifold_open == {"span2"}
+        act.set_manifold(None)
+        assert site.manifold_open == set()
+        act.set_manifold("span1")
+        act.open_all()
+        assert site.manifold_open == set() and site.lids_commanded_open()
+
 
 class TestAuxSensorsContract:
     def test_every_sensor_reads_its_true_value_within_resolution(self, rig):
