@@ -111,3 +111,41 @@ def test_ctrl_c_leaves_the_safe_state_and_an_incomplete_record(make_sim_site):
         assert store.calibration_locks() == []
     finally:
         store.close()
+
+
+def test_a_later_run_recovers_a_killed_one(make_sim_site):
+    import subprocess
+    import sys
+
+    from chamberd.calibration.records import CalibrationRecords
+
+    site = make_sim_site(speed=10.0)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    store = SiteStore(site.db, site_id=site.cfg.site.id)
+    try:
+        rid = CalibrationRecords(store).begin(
+            procedure="blank", started_at=site.clock.now(), operator="x", pid=dead.pid
+        )
+        store.take_calibration_locks(["analyser:irga"], rid, dead.pid, site.clock.now())
+    finally:
+        store.close()
+    site.sim.command_lid("C1", True)  # the killed blank test's closure
+    record, text = run(site, "lid-check", chamber="C2")
+    assert record["status"] == "pass", text
+    assert "left running by a process that ended" in text
+    assert site.sim.lids_commanded_open()
+    store = SiteStore(site.db, site_id=site.cfg.site.id)
+    try:
+        assert CalibrationRecords(store).get(rid)["status"] == "incomplete"
+        assert store.calibration_locks() == []
+    finally:
+        store.close()
+
+
+def test_site_limits_override_the_procedures(make_sim_site):
+    from chamberd.calibration.procedures import get_procedure, limits_for
+
+    limits = limits_for(get_procedure("lid-check"), {"max_move_s": 2.0, "unrelated": 1.0})
+    assert limits == {"max_move_s": 2.0}
+    assert get_procedure("7").id == "lid-check"
