@@ -284,8 +284,13 @@ def list_command(config: str, as_json: bool, **where: Any) -> None:
         return
     if not records:
         click.echo("no calibration records")
+    from chamberd.controller.store import process_alive
+
     for record in records:
-        click.echo(summary_line(record))
+        line = summary_line(record)
+        if record.get("status") == "running" and not process_alive(int(record.get("pid") or 0)):
+            line += "  (its process has ended: the daemon or the next run marks it incomplete)"
+        click.echo(line)
 
 
 @calibrate.command("report")

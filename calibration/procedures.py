@@ -135,7 +135,8 @@ _add(
                 "Leave the analyser sampling ambient air. The runner watches the cell "
                 "temperature and pressure until they are stable.",
                 reads="cell temperature [degC], cell pressure [kPa], flow [L/min] if reported",
-                rule="stable by the stability rule applied to temperature and pressure",
+                rule="cell temperature SD <= max_temperature_sd_degc over watch_s; pressure "
+                "and flow against their limits",
             ),
             Step(
                 "diagnostics",
@@ -158,7 +159,6 @@ _add(
             "the analyser's manual, call your supervisor."
         ),
         limits={
-            **_STABILITY_LIMITS,
             "watch_s": Limit(120.0, "s", "chamberd: two minutes of readings"),
             "max_temperature_sd_degc": Limit(
                 0.2, "degC", "chamberd: a regulated cell varies by a few hundredths of a degree"

@@ -1685,6 +1685,7 @@ class _Geometry(_Handler):
         rid = run.record_id
         store = run.store
         assert store is not None
+        store.sync_chambers(run.cfg, since)  # the chambers' rows (as the daemon writes them)
 
         def apply(conn: Any) -> None:
             store.add_geometry_version(

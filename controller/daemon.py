@@ -330,6 +330,8 @@ class Daemon:
         self._released: set[str] = set()
         self._calibration_skipped: set[str] = set()
         self._calibration_check_at = -1e18
+        self._active_groups: set[str] = set()  # groups measuring in the current round
+        self._calibration_lock = threading.RLock()
 
     def wait_idle(self, timeout_s: float) -> bool:
         """Wait (real time) until no round is running; True when idle."""
@@ -544,10 +546,7 @@ class Daemon:
             now = self.clock.monotonic()
             if now - self._calibration_check_at >= _CALIBRATION_CHECK_S:
                 self._calibration_check_at = now
-                for scope, lock in self.calibration_locks().items():
-                    kind, _, name = scope.partition(":")
-                    if kind == "analyser":
-                        self._lend_analyser(name, lock)
+                self._lend_idle_analysers(self.calibration_locks())
 
     def _reopen_lids(self) -> None:
         now = self.clock.monotonic()
@@ -669,6 +668,8 @@ class Daemon:
                 log.info("analyser %s still cannot be set up: %s", analyser_id, brief(exc))
             return False
         self.analyser_info[analyser_id] = {"model": info.model, "serial": info.serial}
+        with self._calibration_lock:
+            self._released.discard(analyser_id)  # its port is the daemon's again
         # identified, not yet read: its health comes from its first reading
         self.board.describe(component, f"{info.model} {info.serial}".strip())
         return True
@@ -794,6 +795,20 @@ class Daemon:
     def _group(
         self, analyser_id: str, round_id: int | None, result: RoundResult, began: float
     ) -> None:
+        with self._calibration_lock:
+            self._active_groups.add(analyser_id)
+        try:
+            self._group_chambers(analyser_id, round_id, result, began)
+        finally:
+            with self._calibration_lock:
+                self._active_groups.discard(analyser_id)
+            # a calibration that took this analyser after its last chamber gets the port
+            # now, not only when the whole round has ended
+            self._lend_idle_analysers(self.calibration_locks())
+
+    def _group_chambers(
+        self, analyser_id: str, round_id: int | None, result: RoundResult, began: float
+    ) -> None:
         analyser = self.analysers[analyser_id]
         chambers = [c for c in self.cfg.chambers if c.analyser == analyser_id and c.enabled]
         held = f"analyser:{analyser_id}" in self.calibration_locks()  # its port is lent
@@ -829,6 +844,7 @@ class Daemon:
             if self.stop_event.is_set():
                 return
             locks = self.calibration_locks()
+            self._lend_idle_analysers(locks)  # those of groups done with this round
             lock = locks.get(f"analyser:{analyser_id}") or locks.get(f"chamber:{chamber.id}")
             if lock is not None:
                 told = self._calibration_skip(analyser_id, chamber, lock, result, told)
@@ -906,8 +922,9 @@ class Daemon:
         is recovered first: its hardware put in the safe state, its record marked
         incomplete, the lock released."""
         try:
-            for lock in self.store.stale_calibration_locks():
-                self._abandoned_calibration(lock)
+            with self._calibration_lock:  # one recovery, whichever group thread finds it
+                for lock in self.store.stale_calibration_locks():
+                    self._abandoned_calibration(lock)
             return {lock["scope"]: lock for lock in self.store.calibration_locks()}
         except StorageError as exc:
             self._storage_failed(exc, "reading the calibration locks")
@@ -980,12 +997,24 @@ class Daemon:
             )
         return True
 
+    def _lend_idle_analysers(self, locks: Mapping[str, Mapping[str, Any]]) -> None:
+        """Lend the ports of held analysers whose group is not measuring now."""
+        for scope, lock in locks.items():
+            kind, _, name = scope.partition(":")
+            if kind == "analyser":
+                with self._calibration_lock:
+                    if name in self._active_groups:
+                        continue  # its own thread lends it at its next chamber
+                    self._lend_analyser(name, lock)
+
     def _lend_analyser(self, analyser_id: str, lock: Mapping[str, Any]) -> None:
         """Close the analyser's port for the calibration holding it (one process at a time
         can use a serial port); an ``analyser_lent`` event tells the calibration it may
         open it. Set up again when the daemon next measures with it."""
-        if analyser_id in self._released or analyser_id not in self.analysers:
-            return
+        with self._calibration_lock:
+            if analyser_id in self._released or analyser_id not in self.analysers:
+                return
+            self._released.add(analyser_id)
         analyser = self.analysers[analyser_id]
         if getattr(analyser, "link", None) is not None:  # a port to hand over
             try:
@@ -993,7 +1022,6 @@ class Daemon:
             except (HardwareError, ProtocolError, OSError) as exc:
                 log.info("analyser %s: closing for a calibration: %s", analyser_id, exc)
             self.analyser_info.pop(analyser_id, None)  # set up again afterwards
-        self._released.add(analyser_id)
         self.alarm(
             "info",
             "analyser_lent",

@@ -76,9 +76,14 @@ class SimSite:
         sim: dict | None = None,
         speed: float = SPEED,
         start: dt.datetime = START,
+        protocol: str | None = None,
     ) -> None:
         self.db = tmp_path / "site.db"
         self.base = site_config(self.db, sim=sim)
+        if protocol is not None:
+            data = self.base.model_dump(mode="python")
+            data["analysers"][0]["protocol"] = protocol
+            self.base = parse_config(data, source="calibration test site")
         self.clock = ScaledClock(speed=speed, start=start)
         self.sim = SimulatedSite(self.base, self.clock)
         self.hardware = start_hardware(self.base, self.clock, site=self.sim)

@@ -146,3 +146,29 @@ def test_cylinders_registry(store):
     assert [c.id for c in cylinders.list(include_retired=True)] == ["CC1"]
     with pytest.raises(ConfigError, match="retired"):
         cylinders.usable("CC1", on=dt.date(2027, 1, 1))
+
+
+def test_status_shows_a_calibration_in_progress(tmp_path):
+    from calsite import site_config
+
+    from chamberd.controller.status import format_status, site_status
+
+    cfg = site_config(tmp_path / "site.db")
+    store = SiteStore(cfg.storage.path, site_id=cfg.site.id)
+    try:
+        records = CalibrationRecords(store)
+        rid = records.begin(procedure="zero-span-check", started_at=T0, operator="Li Wei")
+        store.take_calibration_locks(["analyser:irga"], rid, __import__("os").getpid(), T0)
+    finally:
+        store.close()
+    store = SiteStore.open_readonly(cfg.storage.path)
+    try:
+        status = site_status(cfg, store, T0)
+    finally:
+        store.close()
+    (cal,) = status["calibrations_in_progress"]
+    assert cal["scope"] == "analyser:irga" and cal["operator"] == "Li Wei"
+    assert cal["process_alive"] is True
+    assert "calibration in progress: analyser:irga (zero-span-check by Li Wei" in format_status(
+        status
+    )
