@@ -117,7 +117,12 @@ def maybe_check(daemon: Any) -> str | None:
     )
     if now < due:
         return None
-    info = getattr(daemon, "analyser_info", {}).get(auto.analyser, {})
+    info = getattr(daemon, "analyser_info", {}).get(auto.analyser)
+    if info is None:
+        # not set up (it failed, or its port was lent to a calibration and the daemon has
+        # not measured with it since): the check waits for a round that sets it up
+        log.info("automatic check of %s due, waiting for the analyser", auto.analyser)
+        return None
     return run_check(
         cfg,
         clock=daemon.clock,
