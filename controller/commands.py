@@ -297,6 +297,12 @@ def plot_command(database: str, observation: str, output: str) -> None:
     help="A simulated intercomparison campaign with known truth, compared (chamberd compare).",
 )
 @click.option(
+    "--calibration",
+    is_flag=True,
+    help="A drifted analyser checked and adjusted by a scripted trainee; data refitted "
+    "with and without --apply-calibrations.",
+)
+@click.option(
     "--days",
     type=click.IntRange(4, 366),
     default=20,
@@ -308,7 +314,7 @@ def plot_command(database: str, observation: str, output: str) -> None:
     default=".",
     show_default=True,
     type=click.Path(file_okay=False),
-    help="--campaign: where its files go (site database, survey CSV, central database, report).",
+    help="--campaign, --calibration: where their files go (site and central databases, ...).",
 )
 @click.option(
     "--target",
@@ -319,6 +325,7 @@ def demo_command(
     speed: float,
     database: str,
     campaign: bool,
+    calibration: bool,
     days: int,
     folder: str,
     target: str | None,
@@ -337,9 +344,29 @@ def demo_command(
     recovered (relative bias, sparse-sampling bias, with CIs) and writes an HTML report;
     with --json the last line is one JSON object (truth, comparison, report).
 
+    With --calibration: the analyser's span has drifted 5 %; a week of closures, then a
+    scripted trainee runs the zero/span check and adjustment over the real wire, then a
+    second week; both are synced and refitted centrally with and without
+    --apply-calibrations. Prints what happened; with --json the last line is one JSON object
+    (span_error_before, span_error_after, flux_error_uncorrected, flux_error_corrected,
+    records_synced). About a minute.
+
     Example: chamberd demo --campaign
     """
     import json
+
+    if calibration:
+        if campaign or target is not None:
+            raise click.BadParameter("not with --campaign or --target", param_hint="--calibration")
+        from chamberd.calibration.demo import run_calibration_demo
+
+        say = (lambda text: click.echo(text, err=True)) if as_json else click.echo
+        outcome = run_calibration_demo(folder=folder, progress=say)
+        if as_json:
+            click.echo(json.dumps(outcome["json"]))
+        else:
+            click.echo(outcome["text"])
+        return
 
     if campaign:
         from chamberd.controller.campaign import CampaignDesign, format_campaign, run_campaign

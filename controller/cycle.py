@@ -80,6 +80,16 @@ class _Abort(Exception):
         self.kind = kind
 
 
+@dataclass(frozen=True)
+class Geometry:
+    """A chamber's geometry version as an observation uses it."""
+
+    area_cm2: float
+    volume_cm3: float
+    offset_cm: float
+    since_text: str  # the version's start, as stored (a date, or a UTC instant)
+
+
 @dataclass
 class CycleOutcome:
     chamber: str
@@ -239,7 +249,7 @@ class CycleRunner:
         # closing: the observation exists from here on
         self.analyser.discard_pending()
         closing_at = self.clock.now()
-        geometry = chamber.geometry_on(closing_at.astimezone(dt.UTC).date())
+        geometry = self._geometry(chamber, closing_at)
         state["uuid"] = self.store.start_observation(
             {
                 "chamber": chamber.id,
@@ -252,11 +262,12 @@ class CycleRunner:
                 "area_cm2": geometry.area_cm2,
                 "volume_cm3": geometry.volume_cm3,
                 "offset_cm": geometry.offset_cm,
-                "geometry_since": geometry.since.isoformat(),
+                "geometry_since": geometry.since_text,
                 "analyser": self.analyser_id,
                 "analyser_model": self.analyser_info.get("model"),
                 "analyser_serial": self.analyser_info.get("serial"),
-                "calibration_id": self.calibration_id,
+                "calibration_id": self.calibration_id
+                or self.store.calibration_in_force(self.analyser_id, closing_at),
                 "config_hash": self.config_hash,
                 "software_version": self.software_version,
                 "time_zone": cfg.site.time_zone,
@@ -356,6 +367,16 @@ class CycleRunner:
             values=summary["ancillary"],
         )
         return state["outcome"]
+
+    def _geometry(self, chamber: ChamberConfig, at: dt.datetime) -> Geometry:
+        """The geometry in force at ``at``: the store's newest version (the configuration's
+        versions are copied there at start-up; a collar-geometry calibration adds dated
+        ones), else the configuration's."""
+        row = self.store.geometry_in_force(chamber.id, at)
+        if row is not None:
+            return Geometry(row["area_cm2"], row["volume_cm3"], row["offset_cm"], row["since"])
+        g = chamber.geometry_on(at.astimezone(dt.UTC).date())
+        return Geometry(g.area_cm2, g.volume_cm3, g.offset_cm, g.since.isoformat())
 
     def _complete(self, state: dict[str, Any], **completion: Any) -> None:
         """Write the observation's remaining samples and its completion (kept in ``state``

@@ -44,7 +44,14 @@ from typing import Any
 from .clock import Clock, FakeClock, SystemClock
 from .config import SiteConfig, config_hash
 from .cycle import CycleOutcome, CycleRunner, Stopped
-from .errors import ConfigError, HardwareError, ProtocolError, StorageError, SyncError
+from .errors import (
+    ChamberError,
+    ConfigError,
+    HardwareError,
+    ProtocolError,
+    StorageError,
+    SyncError,
+)
 from .hardware import AuxSensors, ChamberActuators, GasAnalyser
 from .health import (
     DETAIL_CHARS,
@@ -318,6 +325,13 @@ class Daemon:
         self._lid_backoff_s = _LID_RETRY_S[0] / 2
         self._lid_retry_at = 0.0
         self.live = LiveHealthFile(f"{store.path}.health")
+        # calibrations (issue 11): analysers whose port was released to a calibration, and
+        # groups skipped for one (a ``calibration_resumed`` event when measured again)
+        self._released: set[str] = set()
+        self._calibration_skipped: set[str] = set()
+        self._calibration_check_at = -1e18
+        self._active_groups: set[str] = set()  # groups measuring in the current round
+        self._calibration_lock = threading.RLock()
 
     def wait_idle(self, timeout_s: float) -> bool:
         """Wait (real time) until no round is running; True when idle."""
@@ -528,6 +542,11 @@ class Daemon:
             self.recover_storage()
         if self.actuators.closed_lids and self._idle.is_set():
             self._reopen_lids()
+        if self._idle.is_set() and not self.storage_down.is_set():
+            now = self.clock.monotonic()
+            if now - self._calibration_check_at >= _CALIBRATION_CHECK_S:
+                self._calibration_check_at = now
+                self._lend_idle_analysers(self.calibration_locks())
 
     def _reopen_lids(self) -> None:
         now = self.clock.monotonic()
@@ -603,8 +622,13 @@ class Daemon:
             + (waits if self._startup_pending else ""),
             data={"aborted": aborted},
         )
+        try:  # an analyser lent to a running calibration is set up when it is returned
+            lent = {lock["scope"] for lock in self.store.calibration_locks()}
+        except StorageError:
+            lent = set()
         for analyser_id, analyser in self.analysers.items():
-            self._setup_analyser(analyser_id, analyser)
+            if f"analyser:{analyser_id}" not in lent:
+                self._setup_analyser(analyser_id, analyser)
         if not self._startup_pending:
             try:
                 self._record_downtime(self.started_at)
@@ -644,6 +668,8 @@ class Daemon:
                 log.info("analyser %s still cannot be set up: %s", analyser_id, brief(exc))
             return False
         self.analyser_info[analyser_id] = {"model": info.model, "serial": info.serial}
+        with self._calibration_lock:
+            self._released.discard(analyser_id)  # its port is the daemon's again
         # identified, not yet read: its health comes from its first reading
         self.board.describe(component, f"{info.model} {info.serial}".strip())
         return True
@@ -769,10 +795,27 @@ class Daemon:
     def _group(
         self, analyser_id: str, round_id: int | None, result: RoundResult, began: float
     ) -> None:
+        with self._calibration_lock:
+            self._active_groups.add(analyser_id)
+        try:
+            self._group_chambers(analyser_id, round_id, result, began)
+        finally:
+            with self._calibration_lock:
+                self._active_groups.discard(analyser_id)
+            # a calibration that took this analyser after its last chamber gets the port
+            # now, not only when the whole round has ended
+            self._lend_idle_analysers(self.calibration_locks())
+
+    def _group_chambers(
+        self, analyser_id: str, round_id: int | None, result: RoundResult, began: float
+    ) -> None:
         analyser = self.analysers[analyser_id]
         chambers = [c for c in self.cfg.chambers if c.analyser == analyser_id and c.enabled]
-        if analyser_id not in self.analyser_info and not self._setup_analyser(
-            analyser_id, analyser
+        held = f"analyser:{analyser_id}" in self.calibration_locks()  # its port is lent
+        if (
+            not held
+            and analyser_id not in self.analyser_info
+            and not self._setup_analyser(analyser_id, analyser)
         ):
             for chamber in chambers:
                 result.outcomes.append(
@@ -796,9 +839,25 @@ class Daemon:
             storage_down=self.storage_down,
         )
         group_fault: str | None = None
+        told = False  # one calibration_in_progress event per round per group
         for chamber in chambers:
             if self.stop_event.is_set():
                 return
+            locks = self.calibration_locks()
+            self._lend_idle_analysers(locks)  # those of groups done with this round
+            lock = locks.get(f"analyser:{analyser_id}") or locks.get(f"chamber:{chamber.id}")
+            if lock is not None:
+                told = self._calibration_skip(analyser_id, chamber, lock, result, told)
+                continue
+            for scope in (f"analyser:{analyser_id}", f"chamber:{chamber.id}"):
+                if scope in self._calibration_skipped:
+                    self._calibration_resumed(scope)
+            if analyser_id not in self.analyser_info and group_fault is None:
+                # its port was lent to a calibration: set it up again
+                if self._setup_analyser(analyser_id, analyser):
+                    runner.analyser_info = self.analyser_info.get(analyser_id) or {}
+                else:
+                    group_fault = f"analyser {analyser_id} not available after a calibration"
             if self.storage_down.is_set():
                 result.outcomes.append(
                     CycleOutcome(chamber.id, "skipped", "the site database cannot be written")
@@ -854,6 +913,135 @@ class Daemon:
             elif outcome.line_fault is None and not (outcome.reason or "").startswith("storage:"):
                 self._account(outcome)  # the chamber's own result (its write may wait)
             self._persist_health()
+
+    # --- calibrations (issue 11) ------------------------------------------------------------
+
+    def calibration_locks(self) -> dict[str, dict[str, Any]]:
+        """Hardware held by running calibrations (``chamberd calibrate``), by scope
+        (``analyser:ID``, ``chamber:ID``). A lock whose holder has died (kill -9, a crash)
+        is recovered first: its hardware put in the safe state, its record marked
+        incomplete, the lock released."""
+        try:
+            with self._calibration_lock:  # one recovery, whichever group thread finds it
+                for lock in self.store.stale_calibration_locks():
+                    self._abandoned_calibration(lock)
+            return {lock["scope"]: lock for lock in self.store.calibration_locks()}
+        except StorageError as exc:
+            self._storage_failed(exc, "reading the calibration locks")
+            return {}
+
+    def _abandoned_calibration(self, lock: Mapping[str, Any]) -> None:
+        scope, record = lock["scope"], lock["calibration_id"]
+        kind, _, name = scope.partition(":")
+        chambers = [
+            c
+            for c in self.cfg.chambers
+            if (kind == "analyser" and c.analyser == name) or (kind == "chamber" and c.id == name)
+        ]
+        failures = open_lids(self.actuators, chambers)
+        if self.cfg.calibration.manifold:
+            try:
+                self.actuators.set_manifold(None)
+            except (HardwareError, ProtocolError) as exc:
+                failures.append(("manifold", "close manifold", exc))
+        reason = (
+            f"the calibration process (pid {lock['pid']}) ended without finishing; the daemon "
+            "put its hardware in the safe state"
+        )
+        self.store.end_calibration(
+            record,
+            status="incomplete",
+            at=self.clock.now(),
+            values={"reason": reason, "result": f"incomplete: {reason}"},
+        )
+        self.store.release_calibration_locks(record)
+        self.alarm(
+            "warning",
+            "calibration_abandoned",
+            f"{scope}: calibration {record[:8]} ended without finishing (pid {lock['pid']}); "
+            f"lids of {', '.join(c.id for c in chambers) or 'none'} commanded open, manifold "
+            "closed, record marked incomplete"
+            + (f"; safe state incomplete: {brief(failures[0][2])}" if failures else ""),
+            data={"scope": scope, "calibration_id": record, "pid": lock["pid"]},
+        )
+
+    def _calibration_skip(
+        self,
+        analyser_id: str,
+        chamber: Any,
+        lock: Mapping[str, Any],
+        result: RoundResult,
+        told: bool,
+    ) -> bool:
+        """Skip a chamber held by a calibration; the analyser's port is released when the
+        calibration holds the analyser (reopened when it is measured again)."""
+        result.outcomes.append(
+            CycleOutcome(chamber.id, "skipped", f"calibration in progress ({lock['scope']})")
+        )
+        self._calibration_skipped.add(lock["scope"])
+        if lock["scope"].startswith("analyser:"):
+            self._lend_analyser(analyser_id, lock)
+        if not told:
+            self.alarm(
+                "info",
+                "calibration_in_progress",
+                f"{lock['scope']} is being calibrated (record {lock['calibration_id'][:8]}, "
+                f"since {lock['started_at'][:19]}Z): analyser group {analyser_id} skipped"
+                + ("" if lock["scope"].startswith("analyser:") else f" for {chamber.id}"),
+                chamber=None if lock["scope"].startswith("analyser:") else chamber.id,
+                data={
+                    "scope": lock["scope"],
+                    "calibration_id": lock["calibration_id"],
+                    "analyser": analyser_id,
+                },
+            )
+        return True
+
+    def _lend_idle_analysers(self, locks: Mapping[str, Mapping[str, Any]]) -> None:
+        """Lend the ports of held analysers whose group is not measuring now."""
+        for scope, lock in locks.items():
+            kind, _, name = scope.partition(":")
+            if kind == "analyser":
+                with self._calibration_lock:
+                    if name in self._active_groups:
+                        continue  # its own thread lends it at its next chamber
+                    self._lend_analyser(name, lock)
+
+    def _lend_analyser(self, analyser_id: str, lock: Mapping[str, Any]) -> None:
+        """Close the analyser's port for the calibration holding it (one process at a time
+        can use a serial port); an ``analyser_lent`` event tells the calibration it may
+        open it. Set up again when the daemon next measures with it."""
+        with self._calibration_lock:
+            if analyser_id in self._released or analyser_id not in self.analysers:
+                return
+            self._released.add(analyser_id)
+        analyser = self.analysers[analyser_id]
+        if getattr(analyser, "link", None) is not None:  # a port to hand over
+            try:
+                analyser.close()
+            except (HardwareError, ProtocolError, OSError) as exc:
+                log.info("analyser %s: closing for a calibration: %s", analyser_id, exc)
+            self.analyser_info.pop(analyser_id, None)  # set up again afterwards
+        self.alarm(
+            "info",
+            "analyser_lent",
+            f"analyser {analyser_id}: port closed for calibration {lock['calibration_id'][:8]}",
+            data={"analyser": analyser_id, "calibration_id": lock["calibration_id"]},
+        )
+
+    def _calibration_resumed(self, scope: str) -> None:
+        self._calibration_skipped.discard(scope)
+        kind, _, name = scope.partition(":")
+        if kind == "analyser":
+            self._released.discard(name)
+        what = f"analyser group {name}" if kind == "analyser" else f"chamber {name}"
+        self.alarm(
+            "info",
+            "calibration_resumed",
+            f"{what} measured again (no calibration holds it)",
+            chamber=name if kind == "chamber" else None,
+            data={"scope": scope},
+        )
 
     def run_round(self, scheduled_at: dt.datetime) -> RoundResult | None:
         """One round: every analyser group in parallel, its chambers in sequence."""
@@ -947,8 +1135,21 @@ class Daemon:
         self.rounds.append(result)
         self._persist_health()
         if not self.storage_down.is_set():
+            self._maybe_calibrate()
             self._maybe_sync()
         return result
+
+    def _maybe_calibrate(self) -> None:
+        """The scheduled zero/span check through the manifold, when due
+        (``[calibration.automatic]``, :mod:`chamberd.calibration.automatic`)."""
+        if self.cfg.calibration.automatic is None:
+            return
+        from chamberd.calibration.automatic import maybe_check
+
+        try:
+            maybe_check(self)
+        except ChamberError as exc:
+            self.alarm("warning", "automatic_calibration", f"automatic check failed: {brief(exc)}")
 
     def _maybe_sync(self) -> None:
         """Upload the outbox after a round when ``sync.interval_min`` has passed.
@@ -1050,6 +1251,7 @@ class Daemon:
 
 
 _SYNC_BATCHES_PER_ROUND = 20
+_CALIBRATION_CHECK_S = 2.0  # how often an idle daemon looks at the calibration locks
 
 
 def _failed_since(entry: DeviceHealth | None, began_mono: float) -> bool:

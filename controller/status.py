@@ -17,7 +17,7 @@ from typing import Any
 
 from .config import SiteConfig
 from .health import LiveHealthFile
-from .store import SiteStore, parse_iso
+from .store import SiteStore, parse_iso, process_alive
 
 __all__ = ["format_status", "site_status"]
 
@@ -84,6 +84,7 @@ def site_status(cfg: SiteConfig, store: SiteStore, now: dt.datetime) -> dict[str
                 last_error_at=now.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
             )
     live = LiveHealthFile.read(f"{store.path}.health") or {}
+    calibrations = _calibrations(store)
     return {
         "site": cfg.site.id,
         "database": str(Path(store.path).resolve()),
@@ -97,7 +98,26 @@ def site_status(cfg: SiteConfig, store: SiteStore, now: dt.datetime) -> dict[str
         "consistent": getattr(store, "consistent", True),
         "pending_events": live.get("pending_events", 0) if live else 0,
         "recent_pending_events": live.get("recent_pending_events", []) if live else [],
+        "calibrations_in_progress": calibrations,
     }
+
+
+def _calibrations(store: SiteStore) -> list[dict[str, Any]]:
+    """Calibrations holding hardware now (``calibration_locks``), with their record."""
+    out = []
+    for lock in store.calibration_locks():
+        record = store.query(
+            "SELECT procedure, operator, started_at FROM calibrations WHERE id = ?",
+            (lock["calibration_id"],),
+        )
+        out.append(
+            {
+                **lock,
+                **(record[0] if record else {}),
+                "process_alive": process_alive(int(lock["pid"])),
+            }
+        )
+    return out
 
 
 _COLUMNS = ("component", "ok", "detail", "last_good_at", "last_error", "last_error_at")
@@ -182,6 +202,15 @@ def format_status(status: dict[str, Any]) -> str:
         lines.append(
             f"  {h['component']:<22} {'ok' if h['ok'] else 'FAULT':<6} "
             f"{h.get('last_good_at') or '-':<28} {error or '-'}{detail}"
+        )
+    for cal in status.get("calibrations_in_progress", []):
+        alive = (
+            "" if cal["process_alive"] else " (its process has ended: recovered at the next round)"
+        )
+        lines.append(
+            f"calibration in progress: {cal['scope']} ({cal.get('procedure', '?')} by "
+            f"{cal.get('operator') or '?'}, since {cal['started_at']}, record "
+            f"{cal['calibration_id'][:8]}): not measured by the daemon{alive}"
         )
     if status.get("pending_events"):
         lines.append(

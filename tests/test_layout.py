@@ -117,6 +117,7 @@ def test_each_package_owns_its_commands():
             "sync",
             "compare",
         },
+        "chamberd.calibration.commands": {"calibrate"},
     }
     for name, command in cli.commands.items():
         module = command.callback.__module__
