@@ -11,7 +11,7 @@ import pytest
 from chamberd.controller.clock import ScaledClock
 from chamberd.controller.config import SiteConfig
 from chamberd.controller.errors import ConfigError, ProtocolError
-from chamberd.controller.hardware import make_actuators, make_analyser
+from chamberd.controller.hardware import LidState, make_actuators, make_analyser
 from chamberd.controller.sim import SimulatedSite, start_hardware
 
 START = dt.datetime(2026, 7, 1, 4, 0, tzinfo=dt.UTC)
@@ -166,3 +166,23 @@ def test_gmp343_compensation_changes_its_output_as_the_physics_says(rig):
     assert probe.errors() == ["E: Sensor heater failure"]
     with pytest.raises(ProtocolError, match="refused"):
         probe.set_compensation(pressure_hpa=5000.0)
+
+
+@pytest.mark.parametrize("rig", [("li850", "tcp", {})], indirect=True)
+def test_slow_lid_and_plate_seen_through_the_real_drivers(rig):
+    clock, site, analyser, actuators = rig
+    delay = site.cfg.sim.lid_delay_s
+    site.faults.slow_lid["C1"] = 6.0
+    site.faults.plate.add("C1")
+    actuators.set_lid("C1", True)
+    clock.sleep(delay + 1.0)
+    assert actuators.lid_state("C1") is LidState.MOVING  # a normal lid would be shut
+    clock.sleep(6.0)
+    assert actuators.lid_state("C1") is LidState.CLOSED
+    clock.sleep(15.0)  # transport and mixing
+    first = _mean(analyser)
+    clock.sleep(60.0)
+    assert _mean(analyser) == pytest.approx(first, abs=0.5)  # no soil flux under a plate
+    (truth,) = site.closures()
+    assert truth.plate and truth.flux_umol_m2_s == 0.0
+    actuators.open_all()
