@@ -1734,7 +1734,7 @@ class _DeadBand(_Handler):
                 f"  closure {k + 1}: dead band [s] -> flux [umol m-2 s-1] ({choice.model})"
             )
             for d, f in zip(choice.candidates_s, fluxes, strict=True):
-                if d % 5 == 0:
+                if d % 5 == 0 or d == choice.dead_band_s:  # every 5 s, and the choice
                     mark = "  <- chosen" if d == choice.dead_band_s else ""
                     self.console.say(f"    {d:5.0f}  {'-' if f is None else f'{f:8.4f}'}{mark}")
             self.console.say(f"  {choice.reason}")
