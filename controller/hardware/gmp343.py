@@ -17,7 +17,7 @@ import math
 import re
 
 from chamberd.controller.clock import Clock
-from chamberd.controller.errors import HardwareTimeoutError, ProtocolError
+from chamberd.controller.errors import HardwareTimeoutError, ProtocolError, operator_message
 
 from .ports import AnalyserInfo, AnalyserReading
 from .serial_link import SerialLink
@@ -137,7 +137,10 @@ class GMP343Analyser:
                 co2 = parse_data_line(line)
             except ProtocolError as exc:
                 self.garbled += 1
-                log.warning("%s: skipped a garbled line (%s)", self.link.name, exc)
+                log.warning(
+                    "%s: skipped a garbled line (%s)", self.link.name, operator_message(exc, 120)
+                )
+                log.debug("%s: the garbled line: %s", self.link.name, exc)
                 if self.garbled >= self.max_garbled:
                     self.garbled = 0
                     raise ProtocolError(

@@ -23,7 +23,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 
 from chamberd.controller.clock import Clock
-from chamberd.controller.errors import HardwareTimeoutError, ProtocolError
+from chamberd.controller.errors import HardwareTimeoutError, ProtocolError, operator_message
 
 from .ports import AnalyserInfo, AnalyserReading
 from .serial_link import SerialLink
@@ -249,7 +249,10 @@ class LI8x0Analyser:
                 message = parse_message(line)
             except ProtocolError as exc:
                 self.garbled += 1
-                log.warning("%s: skipped a garbled line (%s)", self.link.name, exc)
+                log.warning(
+                    "%s: skipped a garbled line (%s)", self.link.name, operator_message(exc, 120)
+                )
+                log.debug("%s: the garbled line: %s", self.link.name, exc)
                 if self.garbled >= self.max_garbled:
                     self.garbled = 0
                     raise ProtocolError(
