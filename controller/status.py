@@ -19,15 +19,16 @@ import datetime as dt
 import os
 import shutil
 import socket
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
-from .clock import local_and_utc
+from .clock import Clock, local_and_utc
 from .config import SiteConfig
 from .health import LiveHealthFile
 from .store import SiteStore, parse_iso
 
-__all__ = ["STALE_S", "daemon_status", "format_status", "site_status"]
+__all__ = ["STALE_S", "daemon_status", "format_status", "site_status", "watch_status"]
 
 #: a heartbeat older than this [s] means the daemon is not running (it writes one at each
 #: phase of a cycle and at least every 30 s)
@@ -326,3 +327,41 @@ def _state(health: dict[str, Any]) -> str:
     if health["ok"]:
         return "ok"
     return "REFUSED" if health.get("refused") else "FAULT"
+
+
+_CLEAR = "\x1b[H\x1b[2J"  # cursor home, clear the screen
+
+
+def watch_status(
+    read: Callable[[], dict[str, Any]],
+    clock: Clock,
+    *,
+    interval_s: float = 5.0,
+    refreshes: int | None = None,
+    out: TextIO,
+    clear: bool = True,
+) -> int:
+    """``chamberd status --watch``: the status table, redrawn every ``interval_s`` seconds
+    of ``clock`` (``refreshes`` times, or until interrupted); the number drawn.
+
+    Each refresh reads the database anew (``read``); an error reading it is shown in place
+    of the table and the view goes on."""
+    drawn = 0
+    while refreshes is None or drawn < refreshes:
+        if drawn:
+            clock.sleep(interval_s)
+        try:
+            text = format_status(read())
+        except Exception as exc:  # a view: it shows the error and tries again
+            text = f"cannot read the status: {exc}"
+        stamp = clock.now().astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+        out.write(
+            (_CLEAR if clear else "")
+            + f"chamberd status --watch  {stamp}  (every {interval_s:g} s; Ctrl-C ends)\n"
+            + text
+            + "\n"
+            + ("" if clear else "\n")
+        )
+        out.flush()
+        drawn += 1
+    return drawn
