@@ -310,7 +310,7 @@ def status_command(
     metavar="HOST:PORT",
     default=None,
     help="Address to listen on (default: the config's web.bind, 127.0.0.1:8580); any but "
-    "loopback needs web.token.",
+    "127.0.0.1 needs web.token.",
 )
 @click.option("--central", "central_url", metavar="URL", help="Also show a central database.")
 @click.option(
@@ -356,8 +356,8 @@ def serve_command(
     from chamberd.controller.web import (
         SiteView,
         WebServer,
-        is_loopback,
         make_app,
+        needs_token,
         parse_bind,
         web_token,
     )
@@ -365,9 +365,9 @@ def serve_command(
     cfg = _load(config, ())
     host, port = parse_bind(bind or cfg.web.bind)
     token = web_token(cfg, config)
-    if not is_loopback(host) and token is None:
+    if needs_token(host) and token is None:
         raise ConfigError(
-            f"--bind {host}:{port}: not a loopback address, so the page needs a token: set "
+            f"--bind {host}:{port}: not 127.0.0.1, so the page needs a token: set "
             f"web.token or web.token_file in {_shown(config)}"
         )
     if timeline is not None:
@@ -388,9 +388,10 @@ def serve_command(
         sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)
     }
     try:
-        with WebServer(make_app(view, token=token), host, port) as server:
+        required = token if needs_token(host) else None
+        with WebServer(make_app(view, token=required), host, port) as server:
             click.echo(f"serving {cfg.site.id} at {server.url} (read-only) until Ctrl-C")
-            if token is not None:  # shown once, here; never again
+            if required is not None:  # shown once, here; never again
                 click.echo(f"token: {token}  (open {server.url}?token={token})")
             sys.stdout.flush()
             while not stop.wait(0.5):

@@ -15,7 +15,8 @@ does, so the page never writes and never holds a lock the daemon waits on. Pages
                         skew; the comparison reports of ``--reports DIR``
 ``/status.json``        what ``chamberd status --json`` prints
 
-Security: bound to 127.0.0.1 unless told otherwise; any other address needs a token (the
+Security: bound to 127.0.0.1 unless told otherwise; any other address (127.0.0.2 too)
+needs a token (the
 configuration's ``[web] token`` or ``token_file``), and every request must then carry it
 (``?token=``, ``Authorization: Bearer``, or the cookie set by the first such request);
 without it the answer is 403. Passwords never appear: every text shown goes through
@@ -30,7 +31,6 @@ import contextlib
 import datetime as dt
 import hmac
 import html
-import ipaddress
 import re
 import tempfile
 import threading
@@ -47,7 +47,7 @@ from .errors import ConfigError, StorageError
 from .status import site_status
 from .store import SiteStore, parse_iso
 
-__all__ = ["SiteView", "WebServer", "is_loopback", "make_app", "parse_bind", "scrub", "web_token"]
+__all__ = ["SiteView", "WebServer", "make_app", "needs_token", "parse_bind", "scrub", "web_token"]
 
 _COOKIE = "chamberd_token"
 _TRACE_WIDTH, _TRACE_HEIGHT = 560, 180
@@ -83,14 +83,10 @@ def parse_bind(text: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def is_loopback(host: str) -> bool:
-    """The address is this machine's loopback (127.0.0.0/8, ::1, localhost)."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+def needs_token(host: str) -> bool:
+    """Binding to ``host`` needs a token: anything but 127.0.0.1, ::1 and localhost (another
+    127.x address is still an address other local users and containers may reach)."""
+    return host not in ("127.0.0.1", "::1", "localhost")
 
 
 def web_token(cfg: SiteConfig, config_path: str | Path | None = None) -> str | None:
