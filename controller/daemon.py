@@ -482,18 +482,18 @@ class Daemon:
         """Write the heartbeat to the store (and the live file): now when ``force``, else
         when ``HEARTBEAT_S`` has passed. A database that cannot be written only skips it
         (the live file still has it)."""
-        with self._beat_lock:
+        with self._beat_lock:  # one at a time: the groups' beats are written in order
             mono = self.clock.monotonic()
             if not force and mono - self._beat_mono < HEARTBEAT_S:
                 return
             self._beat_mono = mono
             beat = self._beat()
-        if not self.storage_down.is_set():
-            try:
-                self.store.write_heartbeat(beat)
-            except StorageError as exc:  # the next write of anything raises the fault
-                log.debug("heartbeat not written: %s", brief(exc))
-        self._write_live()
+            if not self.storage_down.is_set():
+                try:
+                    self.store.write_heartbeat(beat)
+                except StorageError as exc:  # the next write of anything raises the fault
+                    log.debug("heartbeat not written: %s", brief(exc))
+            self._write_live()
 
     def _progress(self, analyser_id: str, chamber: str, phase: str, uuid: str | None) -> None:
         """A cycle's phase (or sample): the heartbeat, at once when the phase changed."""
