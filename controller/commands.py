@@ -238,6 +238,18 @@ def run_command(
         site.close()
 
 
+def _clock(timeline: str | None, speed: float | None) -> Any:
+    """The system clock, or a simulator's (``--timeline``) for a simulated site."""
+    from chamberd.controller.clock import ScaledClock, SystemClock
+
+    if timeline is None:
+        return SystemClock()
+    try:
+        return ScaledClock.from_timeline(timeline, speed or 1.0)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--timeline") from exc
+
+
 @click.command("status")
 @click.argument("config", type=click.Path(dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="One JSON object instead of the table.")
@@ -255,8 +267,26 @@ def run_command(
     default=None,
     help="--watch: stop after this many refreshes (default: until Ctrl-C).",
 )
+@click.option(
+    "--speed",
+    type=float,
+    default=None,
+    help="With --timeline: the simulated site's clock speed (simulated sites only).",
+)
+@click.option(
+    "--timeline",
+    default=None,
+    metavar="START@UNIX",
+    help="The daemon runs on a simulator's clock: judge its heartbeat on that clock.",
+)
 def status_command(
-    config: str, as_json: bool, watch: bool, interval: float, count: int | None
+    config: str,
+    as_json: bool,
+    watch: bool,
+    interval: float,
+    count: int | None,
+    speed: float | None,
+    timeline: str | None,
 ) -> None:
     """Show whether the daemon runs and what it does, the next round, each chamber's last
     observation and flux, service, and each device's health.
@@ -268,12 +298,11 @@ def status_command(
     """
     import json
 
-    from chamberd.controller.clock import SystemClock
     from chamberd.controller.status import format_status, site_status, watch_status
     from chamberd.controller.store import SiteStore
 
     cfg = _load(config, ())
-    clock = SystemClock()
+    clock = _clock(timeline, speed)
 
     def read() -> dict[str, Any]:
         if not Path(cfg.storage.path).exists():
@@ -352,7 +381,6 @@ def serve_command(
     import signal
     import threading
 
-    from chamberd.controller.clock import ScaledClock, SystemClock
     from chamberd.controller.web import (
         SiteView,
         WebServer,
@@ -370,13 +398,7 @@ def serve_command(
             f"--bind {host}:{port}: not 127.0.0.1, so the page needs a token: set "
             f"web.token or web.token_file in {_shown(config)}"
         )
-    if timeline is not None:
-        try:
-            clock: Any = ScaledClock.from_timeline(timeline, speed or 1.0)
-        except ValueError as exc:
-            raise click.BadParameter(str(exc), param_hint="--timeline") from exc
-    else:
-        clock = SystemClock()
+    clock = _clock(timeline, speed)
     central = None
     if central_url:
         from chamberd.network_sync.queries import campaign_overview

@@ -171,7 +171,7 @@ class LI8x0Analyser:
                 remaining = deadline - self.clock.monotonic()
                 if remaining <= 0:
                     last_error = HardwareTimeoutError(
-                        f"{self.link.name} on {self.link.url}: no ACK to {command!r} within "
+                        f"{self.link.where}: no ACK to {command!r} within "
                         f"{timeout_s:g} s; last frames: {self.link.last_frames()}"
                     )
                     break
@@ -188,11 +188,11 @@ class LI8x0Analyser:
                     return message
                 if message.ack is False:
                     raise ProtocolError(
-                        f"{self.link.name} on {self.link.url}: refused {command!r} (ACK FALSE); "
+                        f"{self.link.where}: refused {command!r} (ACK FALSE); "
                         f"last frames: {self.link.last_frames()}"
                     )
         raise HardwareTimeoutError(
-            f"{self.link.name} on {self.link.url}: no ACK to {command!r} after {attempts} "
+            f"{self.link.where}: no ACK to {command!r} after {attempts} "
             f"attempts of {timeout_s:g} s; last frames: {self.link.last_frames()}"
         ) from last_error
 
@@ -235,14 +235,14 @@ class LI8x0Analyser:
             remaining = deadline - self.clock.monotonic()
             if remaining <= 0:
                 raise HardwareTimeoutError(
-                    f"{self.link.name} on {self.link.url}: no data within {timeout_s:g} s; "
+                    f"{self.link.where}: {self.link.state()}no data within {timeout_s:g} s; "
                     f"last frames: {self.link.last_frames()}"
                 )
             try:
                 line, arrived, arrived_mono = self.link.read_stamped(remaining)
             except HardwareTimeoutError as exc:
                 raise HardwareTimeoutError(
-                    f"{self.link.name} on {self.link.url}: no data within {timeout_s:g} s; "
+                    f"{self.link.where}: {self.link.state()}no data within {timeout_s:g} s; "
                     f"last frames: {self.link.last_frames()}"
                 ) from exc
             try:
@@ -256,7 +256,7 @@ class LI8x0Analyser:
                 if self.garbled >= self.max_garbled:
                     self.garbled = 0
                     raise ProtocolError(
-                        f"{self.link.name} on {self.link.url}: {self.max_garbled} garbled lines "
+                        f"{self.link.where}: {self.max_garbled} garbled lines "
                         f"in a row; last frames: {self.link.last_frames()}"
                     ) from exc
                 continue

@@ -103,6 +103,16 @@ class SerialLink:
     def _where(self) -> str:
         return f"{self.name} ({self.url})"
 
+    @property
+    def where(self) -> str:
+        """The device and its port, for messages: ``analyser irga1 (socket://h:4001)``."""
+        return self._where()
+
+    def state(self) -> str:
+        """``"not connected, "`` while the port is closed (it cannot be reopened), else
+        empty: the start of a message about a read that got nothing."""
+        return "" if self._port is not None else "not connected, "
+
     def last_frames(self) -> str:
         return " | ".join(self.frames) if self.frames else "(nothing exchanged)"
 
