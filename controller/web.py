@@ -75,10 +75,11 @@ def _e(value: Any) -> str:
 
 
 def parse_bind(text: str) -> tuple[str, int]:
-    """``HOST:PORT`` (``[::1]:8580`` for IPv6) as (host, port); ConfigError if not."""
+    """``HOST:PORT`` (``[::1]:8580`` for IPv6; port 0: any free one) as (host, port);
+    ConfigError if not."""
     host, sep, port = text.rpartition(":")
     host = host.strip("[]")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
         raise ConfigError(f"--bind {text!r}: expected HOST:PORT, e.g. 127.0.0.1:8580")
     return host, int(port)
 
