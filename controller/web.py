@@ -497,6 +497,7 @@ def _page(title: str, body: str, refresh_s: float | None) -> str:
     refresh = f'<meta http-equiv="refresh" content="{refresh_s:g}">' if refresh_s else ""
     return (
         f'<!doctype html><html lang="en"><head><meta charset="utf-8">{refresh}'
+        '<link rel="icon" href="data:,">'  # no favicon request
         f"<title>{_e(title)}</title><style>{_STYLE}</style></head><body>"
         f"<h1>{_e(title)}</h1>\n{body}\n</body></html>"
     )
