@@ -999,6 +999,7 @@ class Daemon:
         self._idle.clear()
         self.state = "measuring"
         self.round_at = scheduled_at
+        self.next_round_at = self.next_round(max(scheduled_at, self.clock.now()))
         with self._beat_lock:
             self.activity.clear()
         chambers = [c.id for c in self.cfg.chambers if c.enabled]

@@ -261,7 +261,7 @@ class SiteView:
                 f"<tr class=chamber><td>{_e(c['chamber'])}<br><small>{_e(c['label'])}</small></td>"
                 f"<td>{_e(service)}</td><td>{link}</td><td>{_e(obs.get('status'))}{reason}</td>"
                 f"<td class=flux>{value}</td><td>{_e(flux.get('model'))}</td>"
-                f"<td>{_e(flux.get('flags') or 'none')}</td>"
+                f"<td>{_e(flux.get('flags') or 'none') if flux else '-'}</td>"
                 f"<td>{_spark_svg(history.get(c['chamber'], []))}</td></tr>"
             )
         out.append("</table></section>")

@@ -72,6 +72,7 @@ def test_status_says_what_the_daemon_does_now_and_the_next_round(site):
     assert during["round_at"] == "2026-07-01T04:00:00.000000Z"
     c1 = next(a for a in during["activity"] if a["analyser"] == "irga1")
     assert c1["chamber"] == "C1" and c1["phase"] == "observing" and c1["observation_uuid"]
+    assert during["next_round_at"] == "2026-07-01T04:30:00.000000Z"  # the one after this
     assert {a["analyser"] for a in during["activity"]} <= {"irga1", "irga2"}
     table = format_status(seen["observing"])
     assert "daemon: running (pid" in table
