@@ -62,6 +62,11 @@ _PLAIN = (
     ),
     (re.compile(r"Attempting to use a port that is not open"), "not connected"),
     (re.compile(r"port not available for writing"), "not connected"),
+    (re.compile(r"Modbus Error: \[[A-Za-z/ ]+\] "), ""),
+    (
+        re.compile(r"No response received after (\d+) retries, continue with next request"),
+        r"no response after \1 retries",
+    ),
 )
 
 
