@@ -6,13 +6,14 @@ as in the field: ``chamberd sim`` (the simulated site, real protocols on 127.0.0
 that it measures most of the time) and, in the "open" windows, ``chamberd serve`` with a
 client that loads the page every ``--refresh-s`` seconds, as the page's own refresh does
 (10 s by default; a lower value stands for several open tabs). The daemon's CPU time is
-read from ``/proc/<pid>/stat`` over windows of ``--window-s`` real seconds, closed and open
-alternately (the order swapped every pair, so rounds and idle time fall evenly), and the
-median of the runs is reported with the ratio open / closed, the server's own CPU and the
-page's latency.
+read from ``/proc/<pid>/stat`` over windows of one round interval each (15 simulated
+minutes: one round of four 120 s closures and the wait for the next, so every window holds
+the same work), closed and open alternately (the order swapped every pair), and the median
+of the runs is reported with the ratio open / closed, the server's own CPU and the page's
+latency.
 
-    python benchmarks/bench_serve.py                 # 3 pairs of 20 s windows (~2.5 min)
-    python benchmarks/bench_serve.py --runs 5 --refresh-s 2 --json
+    python benchmarks/bench_serve.py                 # 3 pairs of 30 s windows (~3.5 min)
+    python benchmarks/bench_serve.py --runs 5 --refresh-s 1 --json
 
 Not part of the test suite: performance is measured here, never asserted in a test.
 """
@@ -39,7 +40,8 @@ from _machine import state  # beside this file (the script's folder is on sys.pa
 
 ROOT = Path(__file__).resolve().parents[1]
 SIM_SITE = ROOT / "controller" / "examples" / "sim-site.toml"
-START = "2026-07-01T03:59:00Z"  # a minute before a round (11:59 at the site)
+START = "2026-07-01T03:59:30Z"  # half a minute before a round (11:59:30 at the site)
+INTERVAL_MIN = 15
 TICK = os.sysconf("SC_CLK_TCK")
 _pause = threading.Event().wait  # a real-time wait (the benchmark is not chamberd code)
 
@@ -75,7 +77,11 @@ def _site(folder: Path, speed: float) -> Path:
 
     data = tomllib.loads(SIM_SITE.read_text(encoding="utf-8"))
     data["storage"] = {"path": str(folder / "site.db")}
-    data["schedule"] = {**data.get("schedule", {}), "interval_min": 15, "misfire_grace_s": 120}
+    data["schedule"] = {
+        **data.get("schedule", {}),
+        "interval_min": INTERVAL_MIN,
+        "misfire_grace_s": 120,
+    }
     data["sim"] = {**data.get("sim", {}), "speed": speed}
     config = folder / "sim-site.toml"
     config.write_text(to_toml(parse_config(data)), encoding="utf-8")
@@ -114,6 +120,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         clock = ["--speed", str(args.speed), "--timeline", timeline]
         daemon = _chamberd("run", str(daemon_config), *clock, stderr=subprocess.DEVNULL)
         procs.append(daemon)
+        window_s = INTERVAL_MIN * 60 / args.speed  # one round and its wait
         _pause(args.warm_up_s)  # start-up, the first round begun
         closed: list[float] = []
         opened: list[float] = []
@@ -144,7 +151,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     loader.start()
                     server_cpu0 = cpu_s(server.pid)
                 cpu0, real0 = cpu_s(daemon.pid), time.perf_counter()
-                _pause(args.window_s)
+                _pause(window_s)
                 share = (cpu_s(daemon.pid) - cpu0) / (time.perf_counter() - real0)
                 (opened if mode == "open" else closed).append(share)
                 if server is not None and loader is not None:
@@ -167,7 +174,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "speed": args.speed,
         "runs": args.runs,
-        "window_s": args.window_s,
+        "window_s": round(window_s, 1),
         "refresh_s": args.refresh_s,
         "daemon_core_pct_closed": [round(100 * v, 3) for v in closed],
         "daemon_core_pct_open": [round(100 * v, 3) for v in opened],
@@ -184,10 +191,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3, help="pairs of windows (default 3)")
-    parser.add_argument("--window-s", type=float, default=20.0, help="real seconds per window")
     parser.add_argument("--refresh-s", type=float, default=10.0, help="seconds between loads")
-    parser.add_argument("--speed", type=float, default=10.0, help="the site's clock speed")
-    parser.add_argument("--warm-up-s", type=float, default=15.0, help="before the first window")
+    parser.add_argument("--speed", type=float, default=30.0, help="the site's clock speed")
+    parser.add_argument("--warm-up-s", type=float, default=5.0, help="before the first window")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
     result = run(args)

@@ -424,7 +424,7 @@ def _fit(state: dict[str, Any], size: int) -> bytes:
         for e in state.get("health", [])
         if isinstance(e, dict)
     ]
-    keep = ("site", "pid", "written_at", "storage_down", "pending_events")
+    keep = ("site", "pid", "written_at", "storage_down", "pending_events", "heartbeat")
     short = {k: state[k] for k in keep if k in state} | {"health": health, "truncated": True}
     data = dump(short)
     if len(data) <= size:

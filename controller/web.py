@@ -31,6 +31,7 @@ import contextlib
 import datetime as dt
 import hmac
 import html
+import json
 import re
 import tempfile
 import threading
@@ -138,6 +139,7 @@ class SiteView:
         self.refresh_s = refresh_s if refresh_s is not None else cfg.web.refresh_s
         self._plots: collections.OrderedDict[str, bytes] = collections.OrderedDict()
         self._plot_lock = threading.Lock()
+        self._render_lock = threading.Lock()
 
     @contextlib.contextmanager
     def store(self) -> Iterator[SiteStore | None]:
@@ -367,7 +369,8 @@ class SiteView:
             if not rows:
                 return None
             try:
-                path = plot_observation(store, uuid, Path(folder) / "obs.png")
+                with self._render_lock:  # pyplot is not thread-safe: one plot at a time
+                    path = plot_observation(store, uuid, Path(folder) / "obs.png")
             except (ConfigError, StorageError):
                 return None
             data = path.read_bytes()
@@ -564,8 +567,6 @@ def make_app(view: SiteView, *, token: str | None = None) -> bottle.Bottle:
         if status is None:
             raise bottle.HTTPError(404, "no site database yet")
         bottle.response.content_type = "application/json"
-        import json
-
         return scrub(json.dumps(status, default=str))
 
     @app.error(404)
