@@ -131,3 +131,13 @@ def test_operator_message_is_one_short_line_without_the_frame_trace():
     )
     assert len(operator_message("x" * 5000)) == 200
     assert operator_message(ValueError("")) == "ValueError"
+
+
+def test_the_docstring_examples_of_the_operator_messages_run():
+    import doctest
+
+    from chamberd.controller import clock, errors, health, web
+
+    for module in (clock, errors, health, web):
+        result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
+        assert result.failed == 0, module.__name__
