@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import re
+import sys
 
 import pytest
 
@@ -141,3 +142,28 @@ def test_the_docstring_examples_of_the_operator_messages_run():
     for module in (clock, errors, health, web):
         result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
         assert result.failed == 0, module.__name__
+
+
+def test_a_logged_exception_is_one_short_line_unless_at_debug():
+    formatter = JournalFormatter()
+    frames = "; last frames: " + " | ".join(["> 0a 05 00 00 ff 00 8c 3a"] * 200)
+    try:
+        raise OSError("modbus line relays1 (RTU socket://h:1) device 10: cannot connect" + frames)
+    except OSError:
+        record = logging.getLogger("chamberd.test").makeRecord(
+            "chamberd.test", logging.ERROR, __file__, 1, "round failed", (), sys.exc_info()
+        )
+    root = logging.getLogger()
+    old = root.level
+    try:
+        root.setLevel(logging.INFO)
+        assert formatter.format(record) == (
+            "<3>chamberd.test: round failed (OSError: modbus line relays1 (RTU socket://h:1) "
+            "device 10: cannot connect)"
+        )
+        root.setLevel(logging.DEBUG)
+        full = formatter.format(record)
+        assert "Traceback (most recent call last)" in full and "last frames" in full
+        assert "\n" not in full
+    finally:
+        root.setLevel(old)
