@@ -15,10 +15,10 @@ from .linear import LinearFit
 __all__ = [
     "SELECTION_RULES",
     "ModelChoice",
+    "curvature_f_test",
     "g_factor",
     "kappa_max_per_s",
     "minimal_detectable_flux",
-    "curvature_f_test",
     "select_model",
 ]
 

@@ -33,9 +33,9 @@ __all__ = [
     "BLAS_THREADS",
     "CHUNK_CLOSURES",
     "COLUMNS",
+    "TRACE_GAS_CURVATURE_ALPHA",
     "Agreement",
     "Observer",
-    "TRACE_GAS_CURVATURE_ALPHA",
     "RefitReport",
     "agreement",
     "observation_closures",
@@ -151,9 +151,7 @@ def observation_closures(
     on its dead band ("" or why it was chosen automatically)."""
     chosen = settings if settings is not None else _DEFAULT_SETTINGS
     return [
-        _closure(
-            obs, gas, dead_band, _initial_rule(chosen, gas.initial_end_exclusive, gas.gas)
-        )
+        _closure(obs, gas, dead_band, _initial_rule(chosen, gas.initial_end_exclusive, gas.gas))
         for gas in obs.gases
     ]
 
