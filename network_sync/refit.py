@@ -309,6 +309,8 @@ def refit_paths(
     progress: Callable[[RefitReport, str], None] | None = None,
     chunk_closures: int = CHUNK_CLOSURES,
     observe: Observer | None = None,
+    sheet: str | os.PathLike[str] | None = None,
+    search_s: float | None = None,
 ) -> RefitReport:
     """Refit every observation of every file; a bad file or observation is refused whole.
 
@@ -317,14 +319,22 @@ def refit_paths(
     file order, as if each file were fitted when read. ``progress`` is called after each
     file with the report so far and the file name; ``observe`` with each row as it is
     added, its observation, closure and fit (what ``chamberd fit --report`` draws).
+    Analyser streams (LI-7810/7820, LGR, Picarro) are cut into closures by the field sheet
+    ``sheet``, searching ``search_s`` around each stated start for the closure step
+    (None: the default of :func:`~chamberd.network_sync.formats.read_file`).
     """
+    options: dict[str, Any] = {}
+    if sheet is not None:
+        options["sheet"] = sheet
+    if search_s is not None:
+        options["search_s"] = search_s
     report = RefitReport()
     pending: list[tuple[str, ReadResult | DataFileError]] = []
     waiting = 0
     with threadpool_limits(limits=BLAS_THREADS, user_api="blas"):
         for path in _iter_files(paths):
             try:
-                result: ReadResult | DataFileError = read_file(path, fmt)
+                result: ReadResult | DataFileError = read_file(path, fmt, **options)
             except DataFileError as exc:
                 result = exc
             pending.append((path, result))
