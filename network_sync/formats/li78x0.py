@@ -65,7 +65,8 @@ def _number(cell: str) -> float:
         value = float(cell)
     except (ValueError, OverflowError):
         return math.nan
-    return value if math.isfinite(value) else math.nan
+    # beyond any time stamp or mole fraction: a damaged cell, missing (and no overflow later)
+    return value if math.isfinite(value) and abs(value) < 1e12 else math.nan
 
 
 def read_li78x0_data(path: str | os.PathLike[str]) -> Stream:

@@ -27,12 +27,17 @@ search_s             no        half-width of the search for the closure step [s]
 Closure step search (:func:`find_closure_step`): placing a chamber changes the trace (a
 jump where the headspace is disturbed, a new slope as gas accumulates). Around each stated
 start, every sample time ``tb`` within ``search_s`` (default 30 s) is tried as the closure
-instant: a line over the 20 s before and the 30 s after the search range is compared with a
-line that may jump and change slope at ``tb`` (two more parameters). The ``tb`` with the
-smallest residual sum of squares wins, per gas; the gas whose step is most significant
-decides. The window moves to ``tb`` (keeping its length) when that step's F statistic
-exceeds :data:`STEP_F_MIN` and it lies at least one sample from the stated start; the
-observation's warnings say so, or that no step was found.
+instant: over the 15 s before and 30 s after ``tb``, one line is compared with a line that
+may jump and change slope at ``tb`` (two more parameters), by the F statistic of the
+reduction in the residual sum of squares (:func:`step_f_statistics`; per instant the gas
+with the largest F counts). A step counts where F exceeds :data:`STEP_F_MIN` and its jump,
+or its slope change over 30 s, is at least :data:`STEP_MIN_SIZE_MF` (five times the
+analyser's precision). Candidate steps are the local maxima of F (no higher F within 15 s:
+nearer, a smaller peak is the shoulder of the larger one); the one **nearest the stated
+start** is taken, so that the flush of the previous closure (lifting the chamber off the
+last collar, a larger step a few tens of seconds earlier) does not win over the closure
+itself. The window moves to it (keeping its length) when it lies at least half a sample
+from the stated start; the observation's warnings say so, or that no step was found.
 """
 
 from __future__ import annotations
@@ -55,11 +60,13 @@ from .streams import Stream, clock_to_datetime, datetime_to_clock
 __all__ = [
     "DEFAULT_SEARCH_S",
     "STEP_F_MIN",
+    "STEP_MIN_SIZE_MF",
     "SheetRow",
     "StepSearch",
     "cut_closures",
     "find_closure_step",
     "read_field_sheet",
+    "step_f_statistics",
 ]
 
 #: Default half-width of the closure step search [s].
@@ -67,9 +74,17 @@ DEFAULT_SEARCH_S = 30.0
 #: F statistic (two extra parameters) a step must exceed to move the window. Higher than
 #: the 0.1 % point of F(2, 60) (about 7.8) because the step time itself is searched for.
 STEP_F_MIN = 20.0
-#: Seconds of trace before the search range and after it used to judge a step.
-STEP_BEFORE_S = 20.0
+#: Seconds of trace before and after a candidate instant used to judge a step there.
+STEP_BEFORE_S = 15.0
 STEP_AFTER_S = 30.0
+#: Smallest step that counts, per gas [umol mol-1 CO2, nmol mol-1 CH4 and N2O]: five times
+#: the 1 Hz precision of the laser analysers (LI-7810 CO2 about 1 umol/mol at the rates
+#: used here, CH4 0.6 nmol/mol, LI-7820 N2O 0.4 nmol/mol), so that the slow curvature of a
+#: smooth trace, significant against a low noise, is not taken for a closure.
+STEP_MIN_SIZE_MF = {"co2": 5.0, "ch4": 3.0, "n2o": 2.0}
+#: A step is taken at a local maximum of F: no higher F within this many seconds (a step
+#: closer than that to a larger one is its shoulder: both are in the same windows).
+LOCAL_S = STEP_BEFORE_S
 MAX_SHEET_BYTES = 16 * 1024 * 1024
 
 
@@ -235,53 +250,89 @@ class StepSearch:
     moved: bool
 
 
-def _step_sse(t: np.ndarray, c: np.ndarray, tb: float) -> float:
+def _step_fit(t: np.ndarray, c: np.ndarray, tb: float) -> tuple[float, float]:
+    """(residual sum of squares, size of the step) of a line that jumps and changes slope
+    at ``tb``; the size is the larger of |jump| and |slope change| x STEP_AFTER_S [mf]."""
     after = t >= tb
     design = np.column_stack(
         [np.ones_like(t), t, after.astype(float), np.where(after, t - tb, 0.0)]
     )
-    _coef, residual, rank, _sv = np.linalg.lstsq(design, c, rcond=None)
+    coef, _residual, rank, _sv = np.linalg.lstsq(design, c, rcond=None)
     if rank < 4:
-        return math.inf
-    return float(residual[0]) if residual.size else float(np.sum((design @ _coef - c) ** 2))
+        return math.inf, 0.0
+    size = max(abs(float(coef[2])), abs(float(coef[3])) * STEP_AFTER_S)
+    return float(np.sum((design @ coef - c) ** 2)), size
+
+
+def _sse_line(t: np.ndarray, c: np.ndarray) -> float:
+    design = np.column_stack([np.ones_like(t), t])
+    coef, _res, rank, _sv = np.linalg.lstsq(design, c, rcond=None)
+    return float(np.sum((design @ coef - c) ** 2)) if rank == 2 else math.nan
+
+
+def step_f_statistics(
+    clock_s: np.ndarray, values: np.ndarray, candidates_s: np.ndarray, min_size: float = 0.0
+) -> np.ndarray:
+    """F statistic of a closure step at each candidate instant (module notes): over the
+    :data:`STEP_BEFORE_S` before and :data:`STEP_AFTER_S` after the instant, a line that may
+    jump and change slope there against one line (two extra parameters). NaN where either
+    side has fewer than 5 samples, or where the step is smaller than ``min_size`` [mf]
+    (its jump, or its slope change over STEP_AFTER_S)."""
+    ok = np.isfinite(values) & np.isfinite(clock_s)
+    t_all, c_all = clock_s[ok], values[ok]
+    out = np.full(candidates_s.size, math.nan)
+    for i, tb in enumerate(candidates_s):
+        near = (t_all >= tb - STEP_BEFORE_S) & (t_all <= tb + STEP_AFTER_S)
+        t, c = t_all[near] - tb, c_all[near]
+        before = int(np.sum(t < 0))
+        if before < 5 or t.size - before < 5:
+            continue
+        sse_line = _sse_line(t, c)
+        sse_step, size = _step_fit(t, c, 0.0)
+        dof = t.size - 4
+        if not (math.isfinite(sse_line) and math.isfinite(sse_step) and sse_step > 0):
+            continue
+        if size < min_size:
+            continue
+        out[i] = (sse_line - sse_step) / 2.0 / (sse_step / dof)
+    return out
 
 
 def find_closure_step(
     clock_s: np.ndarray, traces: dict[str, np.ndarray], stated_s: float, search_s: float
 ) -> StepSearch:
     """Search for the closure step within ``search_s`` of ``stated_s`` (module notes)."""
-    if search_s <= 0:
+    if search_s <= 0 or clock_s.size < 2:
         return StepSearch(stated_s, stated_s, math.nan, None, False)
-    lo, hi = stated_s - search_s - STEP_BEFORE_S, stated_s + search_s + STEP_AFTER_S
-    best = (math.nan, stated_s, None)  # (F, tb, gas)
-    for gas, values in traces.items():
-        inside = (clock_s >= lo) & (clock_s <= hi) & np.isfinite(values)
-        t, c = clock_s[inside], values[inside]
-        if t.size < 12:
-            continue
-        t0 = t - stated_s  # centred, for conditioning
-        line = np.column_stack([np.ones_like(t0), t0])
-        _coef, res, _rank, _sv = np.linalg.lstsq(line, c, rcond=None)
-        sse_line = float(res[0]) if res.size else float(np.sum((line @ _coef - c) ** 2))
-        candidates = t0[(np.abs(t0) <= search_s)]
-        candidates = candidates[
-            (np.array([np.sum(t0 < x) for x in candidates]) >= 5)
-            & (np.array([np.sum(t0 >= x) for x in candidates]) >= 5)
-        ]
-        if candidates.size == 0:
-            continue
-        sses = np.array([_step_sse(t0, c, x) for x in candidates])
-        k = int(np.argmin(sses))
-        dof = t.size - 4
-        if not (math.isfinite(sses[k]) and sses[k] > 0 and dof > 0):
-            continue
-        f_stat = (sse_line - sses[k]) / 2.0 / (sses[k] / dof)
-        if not (f_stat <= best[0]):  # NaN best: the first gas wins
-            best = (f_stat, stated_s + float(candidates[k]), gas)
-    f_stat, tb, gas = best
-    step = np.median(np.diff(clock_s)) if clock_s.size > 1 else 1.0
-    moved = bool(f_stat > STEP_F_MIN and abs(tb - stated_s) >= 0.5 * step)
-    return StepSearch(stated_s, tb if moved else stated_s, f_stat, gas, moved)
+    candidates = clock_s[np.abs(clock_s - stated_s) <= search_s]
+    if candidates.size == 0:
+        return StepSearch(stated_s, stated_s, math.nan, None, False)
+    per_gas = {
+        gas: step_f_statistics(clock_s, v, candidates, STEP_MIN_SIZE_MF.get(gas, 0.0))
+        for gas, v in traces.items()
+    }
+    stacked = np.vstack(list(per_gas.values()))
+    filled = np.where(np.isfinite(stacked), stacked, -np.inf)
+    best_gas = np.argmax(filled, axis=0)
+    f_best = filled[best_gas, np.arange(candidates.size)]
+    names = list(per_gas)
+    # significant local maxima of F (no higher F within LOCAL_S), the nearest to the start
+    peaks = [
+        i
+        for i in range(candidates.size)
+        if f_best[i] > STEP_F_MIN
+        and f_best[i] >= f_best[np.abs(candidates - candidates[i]) <= LOCAL_S].max()
+    ]
+    step = float(np.median(np.diff(clock_s)))
+    if not peaks:
+        top = float(f_best.max()) if np.isfinite(f_best).any() else math.nan
+        return StepSearch(stated_s, stated_s, top if math.isfinite(top) else math.nan, None, False)
+    k = min(peaks, key=lambda i: (abs(candidates[i] - stated_s), -f_best[i]))
+    tb = float(candidates[k])
+    moved = abs(tb - stated_s) >= 0.5 * step
+    return StepSearch(
+        stated_s, tb if moved else stated_s, float(f_best[k]), names[best_gas[k]], moved
+    )
 
 
 def cut_closures(

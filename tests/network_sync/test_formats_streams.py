@@ -94,11 +94,17 @@ def test_li7810_closures_cut_by_the_plot_start_times(tg10):
     path, sheet = tg10
     result = read_file(path, sheet=sheet)
     labels = [o.label for o in result.observations]
-    # A..F lie in the stream; G (11:00) starts after the stream ends (10:44:08)
-    assert labels == ["A", "B", "C", "D", "E", "F"]
-    (refused,) = result.rejected
-    assert "line 8 (plot G)" in str(refused) and "no samples" in str(refused)
-    assert str(path) in str(refused)
+    # A..E lie in the stream; F (10:43:30 + 60 s) runs past its end (10:44:08) and G
+    # (11:00) starts after it
+    assert labels == ["A", "B", "C", "D", "E"]
+    short, outside = result.rejected
+    assert "line 7 (plot F)" in str(short) and "truncated: trace ends" in str(short)
+    assert "line 8 (plot G)" in str(outside) and "no samples" in str(outside)
+    assert all(str(path) in str(e) for e in result.rejected)
+    moved = [round(float(o.header["step_moved_s"])) for o in result.observations]
+    # the stream starts 12 s after plot A's stated start; the others move by a few seconds
+    # (B: CH4 jumps 20 nmol/mol 3 s after the stated start as the chamber is set down)
+    assert moved[1] == 3 and all(abs(m) <= 10 for m in moved[1:]), moved
     b = result.observations[1]
     # plot B: the chamber was set down 3 s after the stated 10:37:15 (CH4 jumps 20 ppb)
     assert b.closed_time == dt.datetime(2022, 10, 27, 10, 37, 18, 309169)
@@ -116,12 +122,12 @@ def test_cli_fit_with_sheet_gives_fluxes_per_gas_in_their_units(tg10, tmp_path, 
     out = tmp_path / "fluxes.csv"
     status = main(["fit", str(path), "--sheet", str(sheet), "-o", str(out)])
     err = capsys.readouterr().err
-    assert status == 3  # plot G refused, the others written
+    assert status == 3  # plots F and G refused, the others written
     assert "Traceback" not in err
     assert "refused:" in err and "plot G" in err
     assert "window moved" in err
     rows = _csv_rows(out)
-    assert len(rows) == 12
+    assert len(rows) == 10
     units = {r["gas"]: r["flux_unit"] for r in rows}
     assert units == {"co2": "umol m-2 s-1", "ch4": "nmol m-2 s-1"}
     co2 = [float(r["lin_flux"]) for r in rows if r["gas"] == "co2"]
@@ -190,6 +196,7 @@ STEP_AFTER_S = 7.0
 SLOPES = {"co2": 0.05, "ch4": 0.4, "n2o": 0.02}  # umol/mol/s, nmol/mol/s, nmol/mol/s
 BASE = {"co2": 420.0, "ch4": 2000.0, "n2o": 335.0}
 NOISE = {"co2": 0.05, "ch4": 0.3, "n2o": 0.05}
+JUMP = {"co2": 8.0, "ch4": 15.0, "n2o": 4.0}  # the disturbance of setting the chamber down
 
 
 def _trace(seed: int, gases: tuple[str, ...]):
@@ -200,8 +207,7 @@ def _trace(seed: int, gases: tuple[str, ...]):
     closed = t >= STEP_AFTER_S
     out = {}
     for gas in gases:
-        jump = 3 * NOISE[gas] * 10
-        c = BASE[gas] + np.where(closed, jump + SLOPES[gas] * (t - STEP_AFTER_S), 0.0)
+        c = BASE[gas] + np.where(closed, JUMP[gas] + SLOPES[gas] * (t - STEP_AFTER_S), 0.0)
         out[gas] = c + rng.normal(0, NOISE[gas], t.size)
     h2o = 12.0 + rng.normal(0, 0.01, t.size)  # mmol/mol
     return t, out, h2o
@@ -359,11 +365,11 @@ def test_import_with_sheet_keeps_traces_and_the_central_refit_fits_ch4(tg10, tmp
     status = main([*args, "--format", "li78x0", "--sheet", str(sheet), str(path)])
     err = capsys.readouterr()
     assert status == 0, err
-    assert "6 observations: new 6" in err.out
-    assert "1 truncated observation(s) skipped" in err.out  # plot G
+    assert "5 observations: new 5" in err.out
+    assert "2 truncated observation(s) skipped" in err.out  # plots F and G
     # again: unchanged
     assert main([*args, "--format", "li78x0", "--sheet", str(sheet), str(path)]) == 0
-    assert "unchanged 6" in capsys.readouterr().out
+    assert "unchanged 5" in capsys.readouterr().out
 
     assert main(["refit", "--target", url, "--method", "linear", "--gas", "ch4"]) == 0
     capsys.readouterr()
@@ -376,7 +382,7 @@ def test_import_with_sheet_keeps_traces_and_the_central_refit_fits_ch4(tg10, tmp
             "LIKE 'central-linear%' ORDER BY o.chamber"
         )
         samples = central.query("SELECT count(*) AS n FROM samples")[0]["n"]
-    assert samples > 6 * 55
+    assert samples > 5 * 55
     out = tmp_path / "fit.csv"
     main(["fit", str(path), "--sheet", str(sheet), "-o", str(out), "-q"])
     ours = {r["label"]: float(r["lin_flux"]) for r in _csv_rows(out) if r["gas"] == "ch4"}
