@@ -391,3 +391,67 @@ def test_import_with_sheet_keeps_traces_and_the_central_refit_fits_ch4(tg10, tmp
         assert s["flux_unit"] == "nmol m-2 s-1"
         # the same trace, window and initial values: the same linear flux
         assert s["flux"] == pytest.approx(ours[s["chamber_id"]], rel=1e-6, abs=1e-9)
+
+
+# --- published fluxes: ManualChamberFLUX's example (MIT, read in place) -----------------
+
+
+def test_cut_and_linear_fit_agree_with_manualchamberflux(reference_data, tmp_path):
+    """ManualChamberFLUX's example: 1 Hz CO2/CH4 (its own CSV export, not an analyser file,
+    so the :class:`Stream` is built here) and its published linear fluxes for 7 closures
+    (measurement start, fit length, effective height 0.4 m, headspace temperature; its air
+    pressure is not given: 101.325 kPa). The sheet is written from its results; no step
+    search (its starts are the fitted windows' starts). Measured: CH4 linear within 1.0 %
+    (median 0.6 %), CO2 linear within 1.1 % for J1-J6 and 7 % for J7 (R2 0.10, a near-zero
+    flux)."""
+    from chamberd.network_sync.formats import Stream, StreamGas, cut_closures
+    from chamberd.network_sync.formats.streams import datetime_to_clock
+    from chamberd.network_sync.refit import refit_observation
+
+    folder = reference_data / "one_hz"
+    data = _csv_rows(folder / "manualchamberflux_data_example.csv")
+    published = _csv_rows(folder / "manualchamberflux_results_example.csv")
+
+    def column(key, factor=1.0):
+        return np.array([float(r[key]) if r[key] else math.nan for r in data]) * factor
+
+    clock = np.array(
+        [datetime_to_clock(dt.datetime.fromisoformat(r["Datetime"])) for r in data], dtype=float
+    )
+    stream = Stream(
+        path=str(folder / "manualchamberflux_data_example.csv"),
+        instrument="ManualChamberFLUX example",
+        serial=None,
+        clock_s=clock,
+        lines=np.arange(2, len(data) + 2),
+        columns={
+            "co2_dry_umol_mol": column("CO2_dry (ppm)"),
+            "ch4_dry_nmol_mol": column("CH4_dry (ppm)", 1e3),
+        },
+        gases=(
+            StreamGas("co2", "co2_dry_umol_mol", "umol/mol", True),
+            StreamGas("ch4", "ch4_dry_nmol_mol", "nmol/mol", True),
+        ),
+    )
+    sheet = tmp_path / "sheet.csv"
+    lines = ["plot,start,length_s,height_cm,area_cm2,air_temperature_degc,air_pressure_kpa"]
+    for r in published:
+        height_cm = float(r["Effective chamber height [m]"]) * 100
+        lines.append(
+            f"{r['Source']},{r['Datetime (measurement start)']},{r['Fit length [s]']},"
+            f"{height_cm},10000,{r['Headspace temperature [C]']},101.325"
+        )
+    sheet.write_text("\n".join(lines) + "\n")
+    result = cut_closures(stream, read_field_sheet(sheet), sheet_path=str(sheet), search_s=0)
+    assert not result.rejected and len(result.observations) == 7
+    co2_diff, ch4_diff = {}, {}
+    for obs, ref in zip(result.observations, published, strict=True):
+        rows = {row["gas"]: row for row in refit_observation(obs, dead_band=0.0)}
+        co2_mg_m2_h = rows["co2"]["lin_flux"] * 44.01e-3 * 3600
+        ch4_ug_m2_h = rows["ch4"]["lin_flux"] * 16.04e-3 * 3600
+        co2_diff[obs.label] = co2_mg_m2_h / float(ref["Lin_Flux_CO2 [mg CO2 m-2 h-1]"]) - 1
+        ch4_diff[obs.label] = ch4_ug_m2_h / float(ref["Lin_Flux_CH4 [ug CH4 m-2 h-1]"]) - 1
+    assert max(abs(d) for d in ch4_diff.values()) < 0.012, ch4_diff
+    assert np.median([abs(d) for d in ch4_diff.values()]) < 0.008, ch4_diff
+    assert max(abs(d) for k, d in co2_diff.items() if k != "J7") < 0.015, co2_diff
+    assert abs(co2_diff["J7"]) < 0.10, co2_diff
