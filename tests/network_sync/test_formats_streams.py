@@ -464,3 +464,34 @@ def test_cut_and_linear_fit_agree_with_manualchamberflux(reference_data, tmp_pat
     assert np.median([abs(d) for d in ch4_diff.values()]) < 0.008, ch4_diff
     assert max(abs(d) for k, d in co2_diff.items() if k != "J7") < 0.015, co2_diff
     assert abs(co2_diff["J7"]) < 0.10, co2_diff
+
+
+def test_li7810_remarks_diag_and_bad_lines(reference_data, tmp_path):
+    lines = (reference_data / "one_hz/TG10-01087.data").read_text().split("\n")
+    assert lines[6].startswith("DATAU") and lines[7].startswith("DATA\t")
+    edited = list(lines)
+    edited[10] = edited[10].replace('\t""\t', '\t"collar B set down"\t')
+    cells = edited[11].split("\t")
+    cells[4] = "16"  # DIAG: a diagnostic bit set
+    edited[11] = "\t".join(cells)
+    path = tmp_path / "edited.data"
+    path.write_text("\n".join(edited))
+    stream = read_stream(path)
+    assert [(a.line, a.text) for a in stream.annotations] == [(11, "collar B set down")]
+    assert any(
+        "1 row(s) with DIAG other than 0 left out, first at line 12" in w for w in stream.warnings
+    )
+    assert stream.clock_s.size == 506
+
+    short = list(lines)
+    short[20] = "\t".join(short[20].split("\t")[:-2])
+    path.write_text("\n".join(short))
+    with pytest.raises(
+        DataFileError, match=r"edited.data, line 21: row has 19 cells, DATAH names 21"
+    ):
+        read_stream(path)
+    units = list(lines)
+    units[6] = units[6].replace("\tppb\t", "\tmg/m3\t")
+    path.write_text("\n".join(units))
+    with pytest.raises(DataFileError, match=r"line 7: column CH4: unit 'mg/m3'"):
+        read_stream(path)
