@@ -670,9 +670,7 @@ def _read_licor(
                         selected=int(ref.model == "exponential"),
                     )
                 )
-        columns = o.columns
-        if stream:
-            columns = _stream_samples(o)
+        columns = _samples_as_stored(o, stream=stream)
         samples = []
         for i, elapsed in enumerate(o.elapsed_s):
             samples.append(
@@ -710,13 +708,15 @@ def _read_licor(
     return _Read(out, zone=zone, notes=notes)
 
 
-def _stream_samples(o: Any) -> dict[str, Any]:
-    """Sample columns of a closure cut from an analyser stream, as the central store keeps
-    traces: mole fractions as in the cell (wet) beside their H2O, which the central refit
-    makes dry again. A dry column (LI-78x0, LGR/Picarro dry columns) with H2O is stored as
-    dry x (1 - H2O/1000), so dry -> stored -> refit gives back the analyser's dry value
-    exactly; pressure and temperature stay out of the samples (the sheet's are the
-    observation's)."""
+def _samples_as_stored(o: Any, *, stream: bool) -> dict[str, Any]:
+    """Sample columns of an observation as the central store keeps traces: mole fractions
+    as in the cell (wet) beside their H2O, which the central refit makes dry again. A dry
+    column (LI-8200 and LI-8250 gases, LI-78x0, LGR/Picarro dry columns) with H2O is stored
+    as dry x (1 - H2O/1000), so dry -> stored -> refit gives back the instrument's dry value
+    exactly (stored as it was, the refit diluted it a second time: on the LI-8200 example
+    that turned the CH4 uptake of every rep into an emission). For a closure cut from an
+    analyser stream, pressure and temperature stay out of the samples (they are the
+    analyser's cavity's; the sheet's are the observation's)."""
     columns = dict(o.columns)
     h2o = columns.get("h2o_mmol_mol")
     for gas in o.gases:
@@ -725,6 +725,8 @@ def _stream_samples(o: Any) -> dict[str, Any]:
             if h2o is not None and gas.column != "h2o_mmol_mol":
                 values = values * (1.0 - h2o / 1000.0)
             columns[gas.column.replace("_dry_", "_")] = values
+    if not stream:
+        return columns
     if h2o is None or not bool((h2o != 0).any()):
         columns.pop("h2o_mmol_mol", None)  # no water measured: the refit treats it as dry
     columns.pop("pressure_kpa", None)

@@ -495,3 +495,41 @@ def test_li7810_remarks_diag_and_bad_lines(reference_data, tmp_path):
     path.write_text("\n".join(units))
     with pytest.raises(DataFileError, match=r"line 7: column CH4: unit 'mg/m3'"):
         read_stream(path)
+
+
+def test_li8200_dry_gases_survive_the_central_refit(tmp_path, capsys):
+    """The LI-8200's gases are dry: stored as they were beside H2O, the central refit diluted
+    them a second time and its CH4 linear fluxes came out positive for reps whose firmware
+    uptake is -0.10 to -0.24 nmol m-2 s-1. Stored wet-equivalent, the refit agrees with the
+    firmware's linear fluxes (the CH4 fallbacks) within 3 % and CO2 within 0.5 %."""
+    from pathlib import Path
+
+    from chamberd.network_sync.central import Central
+
+    data = Path(__file__).resolve().parents[1] / "data/fluxfinder_LI8200-01S.json"
+    url = f"sqlite:///{tmp_path / 'central.db'}"
+    assert main(["central", "init", url]) == 0
+    args = ["import", "--target", url, "--site", "S", "--system", "sc", "--format", "li8200"]
+    assert main([*args, str(data)]) == 0
+    for gas in ("ch4", "co2"):
+        assert main(["refit", "--target", url, "--method", "linear", "--gas", gas]) == 0
+    capsys.readouterr()
+    with Central.connect(url) as central:
+        rows = central.query(
+            "SELECT f.observation_uuid AS u, f.gas, f.processing_version AS v, f.flux "
+            "FROM fluxes f WHERE f.model = 'linear'"
+        )
+    by = {}
+    for r in rows:
+        by.setdefault((r["u"], r["gas"]), {})[r["v"]] = r["flux"]
+    compared = 0
+    for (_u, gas), versions in by.items():
+        if "instrument" not in versions:
+            continue
+        ours, firmware = versions["central-linear-dbstored"], versions["instrument"]
+        if gas == "co2" and firmware > 0:
+            assert ours == pytest.approx(firmware, rel=0.005)
+        if gas == "ch4":
+            assert ours < 0 and ours == pytest.approx(firmware, rel=0.03)
+        compared += 1
+    assert compared >= 5
