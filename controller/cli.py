@@ -1,7 +1,8 @@
 """The ``chamberd`` command line: the root that assembles each package's commands.
 
 Each package owns its commands, next to the code they call: the site's in
-:mod:`chamberd.controller.commands`, the network's in :mod:`chamberd.network_sync.commands`.
+:mod:`chamberd.controller.commands`, the network's in :mod:`chamberd.network_sync.commands`,
+the calibration's in :mod:`chamberd.calibration.commands`.
 This module only assembles them, and is the one place where errors become messages and
 exit codes (0 ok, 1 unexpected chamberd error, 2 bad configuration or usage, 3 a data file
 or observation refused).
@@ -35,10 +36,11 @@ def cli() -> None:
 
 
 def _assemble() -> None:
+    from chamberd.calibration import commands as calibration_commands
     from chamberd.controller import commands as site_commands
     from chamberd.network_sync import commands as network_commands
 
-    for module in (site_commands, network_commands):
+    for module in (site_commands, network_commands, calibration_commands):
         for command in module.COMMANDS:
             cli.add_command(command)
 

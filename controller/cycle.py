@@ -80,6 +80,16 @@ class _Abort(Exception):
         self.kind = kind
 
 
+@dataclass(frozen=True)
+class Geometry:
+    """A chamber's geometry version as an observation uses it."""
+
+    area_cm2: float
+    volume_cm3: float
+    offset_cm: float
+    since_text: str  # the version's start, as stored (a date, or a UTC instant)
+
+
 @dataclass
 class CycleOutcome:
     chamber: str
@@ -102,6 +112,8 @@ class CycleOutcome:
 
 
 Alarm = Callable[..., None]
+#: told ``progress(chamber, phase, uuid)`` at each phase and each sample (for the heartbeat)
+Progress = Callable[[str, str, "str | None"], None]
 
 
 class CycleRunner:
@@ -125,8 +137,10 @@ class CycleRunner:
         calibration_id: str | None = None,
         board: HealthBoard | None = None,
         storage_down: threading.Event | None = None,
+        progress: Progress | None = None,
     ) -> None:
         self.cfg = cfg
+        self.progress = progress
         self.clock = clock
         self.store = store
         self.analyser = analyser
@@ -145,6 +159,11 @@ class CycleRunner:
         self.component = f"analyser:{analyser_id}"
 
     # --- helpers --------------------------------------------------------------------------
+
+    def _phase(self, state: dict[str, Any], phase: str) -> None:
+        state["phase"] = phase
+        if self.progress is not None:
+            self.progress(state["chamber"], phase, state["uuid"])
 
     def _sleep(self, seconds: float) -> None:
         end = self.clock.monotonic() + seconds
@@ -229,6 +248,7 @@ class CycleRunner:
         interval = cycle.sample_interval_s
 
         # prepurge: lid open, flow routed through this chamber
+        self._phase(state, "prepurge")
         prepurge_at = self.clock.now()
         self.actuators.set_lid(chamber.id, False)
         self.actuators.set_valve(chamber.id, True)
@@ -239,7 +259,7 @@ class CycleRunner:
         # closing: the observation exists from here on
         self.analyser.discard_pending()
         closing_at = self.clock.now()
-        geometry = chamber.geometry_on(closing_at.astimezone(dt.UTC).date())
+        geometry = self._geometry(chamber, closing_at)
         state["uuid"] = self.store.start_observation(
             {
                 "chamber": chamber.id,
@@ -252,17 +272,19 @@ class CycleRunner:
                 "area_cm2": geometry.area_cm2,
                 "volume_cm3": geometry.volume_cm3,
                 "offset_cm": geometry.offset_cm,
-                "geometry_since": geometry.since.isoformat(),
+                "geometry_since": geometry.since_text,
                 "analyser": self.analyser_id,
                 "analyser_model": self.analyser_info.get("model"),
                 "analyser_serial": self.analyser_info.get("serial"),
-                "calibration_id": self.calibration_id,
+                "calibration_id": self.calibration_id
+                or self.store.calibration_in_force(self.analyser_id, closing_at),
                 "config_hash": self.config_hash,
                 "software_version": self.software_version,
                 "time_zone": cfg.site.time_zone,
             }
         )
         uuid = state["uuid"]
+        self._phase(state, "closing")
         self.actuators.set_lid(chamber.id, True)
         start_mono = self.clock.monotonic()
         closed_mono = None
@@ -283,6 +305,7 @@ class CycleRunner:
         closed_at = self.clock.now()
         self.store.set_phase(uuid, "closed", closed_at)
         self.store.set_phase(uuid, "deadband", closed_at)
+        self._phase(state, "deadband")
 
         # deadband and observing
         aux_start = self._aux()
@@ -294,6 +317,7 @@ class CycleRunner:
             if not observing_marked and elapsed >= dead_band:
                 self.store.set_phase(uuid, "observing", reading.time)
                 observing_marked = True
+                self._phase(state, "observing")
             if reading.monotonic_s - last_lid_check >= _LID_CHECK_S:
                 last_lid_check = reading.monotonic_s
                 lid = self.actuators.lid_state(chamber.id)
@@ -310,6 +334,7 @@ class CycleRunner:
         # opening and postpurge
         opening_at = self.clock.now()
         self.store.set_phase(uuid, "opening", opening_at)
+        self._phase(state, "opening")
         self.actuators.set_lid(chamber.id, False)
         lid_fault = False
         start_mono = self.clock.monotonic()
@@ -332,6 +357,7 @@ class CycleRunner:
             self._sleep(min(1.0, interval))
         self.store.set_phase(uuid, "opened", self.clock.now())
         self.store.set_phase(uuid, "postpurge", self.clock.now())
+        self._phase(state, "postpurge")
         self._sleep(cycle.postpurge_s)
         self.actuators.set_valve(chamber.id, False)
 
@@ -356,6 +382,16 @@ class CycleRunner:
             values=summary["ancillary"],
         )
         return state["outcome"]
+
+    def _geometry(self, chamber: ChamberConfig, at: dt.datetime) -> Geometry:
+        """The geometry in force at ``at``: the store's newest version (the configuration's
+        versions are copied there at start-up; a collar-geometry calibration adds dated
+        ones), else the configuration's."""
+        row = self.store.geometry_in_force(chamber.id, at)
+        if row is not None:
+            return Geometry(row["area_cm2"], row["volume_cm3"], row["offset_cm"], row["since"])
+        g = chamber.geometry_on(at.astimezone(dt.UTC).date())
+        return Geometry(g.area_cm2, g.volume_cm3, g.offset_cm, g.since.isoformat())
 
     def _complete(self, state: dict[str, Any], **completion: Any) -> None:
         """Write the observation's remaining samples and its completion (kept in ``state``
@@ -395,6 +431,8 @@ class CycleRunner:
             reason = f"analyser output unreadable: {brief(exc, 150)}"
             raise _Abort(reason, kind="analyser_garbled") from exc
         self.board.good(self.component)
+        if self.progress is not None:
+            self.progress(state["chamber"], state.get("phase", phase), state["uuid"])
         self._check_clock(state, reading)
         closed = state["closed_mono"]
         state["samples"].append(

@@ -18,9 +18,24 @@ operator interface (their own SQL keeps working):
 ``rounds``            every scheduled round: when it ran and how it ended
 ``health``            per device (analyser, Modbus line, aux sensors, storage, sync): OK or
                       not, its last good reading (``last_ok_at``), its last error
+``heartbeat``         one row: the daemon's pid, when it last wrote it, the round it is in,
+                      what each analyser group is doing (chamber, phase), the next round
 ``outbox``            observations waiting to be sent to the central database
-``calibrations``      calibration records (filled by the calibration procedures)
+``calibrations``      calibration records (filled by the calibration procedures): who,
+                      when, which instrument and cylinders, as-found/as-left state,
+                      stability, result; ``status`` running | pass | fail | incomplete
+``calibration_readings``  every stable reading a procedure took (cylinder id with each)
+``calibration_outbox``    finished calibration records waiting to be sent (same
+                      transaction as their final status)
+``calibration_locks`` hardware a running calibration holds (``analyser:ID``,
+                      ``chamber:ID``); the daemon skips it while held
+``cylinders``         the site's registry of reference gas cylinders
 ``meta``              schema version, site id
+
+Schema version 2 (issue 11) added the calibration tables and columns; a version-1 store is
+upgraded in place when opened for writing (new tables, ``ALTER TABLE ADD COLUMN`` for the
+new columns of ``calibrations`` and ``chamber_geometry``, all nullable), so nothing of an
+existing store is rewritten.
 """
 
 from __future__ import annotations
@@ -28,6 +43,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
+import os
 import sqlite3
 import threading
 import uuid as uuidlib
@@ -40,9 +56,9 @@ import sqlite_utils
 from .config import SiteConfig
 from .errors import StorageError
 
-__all__ = ["SCHEMA_VERSION", "SiteStore", "iso"]
+__all__ = ["SCHEMA_VERSION", "SiteStore", "iso", "process_alive"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -123,7 +139,13 @@ CREATE TABLE IF NOT EXISTS rounds (
 );
 CREATE TABLE IF NOT EXISTS health (
     component TEXT PRIMARY KEY, ok INTEGER NOT NULL, detail TEXT,
-    last_ok_at TEXT, updated_at TEXT NOT NULL, last_error TEXT, last_error_at TEXT
+    last_ok_at TEXT, updated_at TEXT NOT NULL, last_error TEXT, last_error_at TEXT,
+    refused INTEGER
+);
+CREATE TABLE IF NOT EXISTS heartbeat (
+    id INTEGER PRIMARY KEY CHECK (id = 1), pid INTEGER NOT NULL, host TEXT, at TEXT NOT NULL,
+    state TEXT, started_at TEXT, round_at TEXT, activity TEXT NOT NULL, next_round_at TEXT,
+    software_version TEXT
 );
 CREATE TABLE IF NOT EXISTS outbox (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -134,7 +156,63 @@ CREATE TABLE IF NOT EXISTS calibrations (
     id TEXT PRIMARY KEY, analyser TEXT NOT NULL, procedure TEXT NOT NULL,
     performed_at TEXT NOT NULL, operator TEXT, data TEXT, valid_from TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS calibration_readings (
+    calibration_id TEXT NOT NULL REFERENCES calibrations(id),
+    seq INTEGER NOT NULL,
+    step TEXT NOT NULL,
+    at TEXT NOT NULL,
+    cylinder_id TEXT,
+    gas TEXT,
+    reference_value REAL,
+    unit TEXT,
+    mean REAL, sd REAL, n INTEGER, drift_per_min REAL, stable_s REAL, stable INTEGER,
+    data TEXT,
+    PRIMARY KEY (calibration_id, seq)
+);
+CREATE TABLE IF NOT EXISTS calibration_outbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    calibration_id TEXT NOT NULL UNIQUE REFERENCES calibrations(id),
+    created_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS calibration_locks (
+    scope TEXT PRIMARY KEY,
+    calibration_id TEXT NOT NULL,
+    pid INTEGER NOT NULL,
+    started_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS cylinders (
+    id TEXT PRIMARY KEY, gas TEXT NOT NULL, value REAL NOT NULL, uncertainty REAL,
+    unit TEXT NOT NULL, scale TEXT, certificate_date TEXT, expires_on TEXT NOT NULL,
+    entered_by TEXT NOT NULL, entered_at TEXT NOT NULL, retired_at TEXT, retired_by TEXT,
+    note TEXT
+);
 """
+
+#: Columns of ``calibrations`` added in schema version 2 (name, SQL type); all nullable so
+#: that ``ALTER TABLE ADD COLUMN`` works on an existing store.
+CALIBRATION_COLUMNS = (
+    ("chamber", "TEXT"),
+    ("supervisor", "TEXT"),
+    ("started_at", "TEXT"),
+    ("ended_at", "TEXT"),
+    ("status", "TEXT"),
+    ("result", "TEXT"),
+    ("reason", "TEXT"),
+    ("instrument_model", "TEXT"),
+    ("instrument_serial", "TEXT"),
+    ("instrument_firmware", "TEXT"),
+    ("cylinder_ids", "TEXT"),
+    ("as_found", "TEXT"),
+    ("as_left", "TEXT"),
+    ("adjusted", "INTEGER"),
+    ("stability", "TEXT"),
+    ("software_version", "TEXT"),
+    ("pid", "INTEGER"),
+)
+#: Columns of ``chamber_geometry`` added in schema version 2: where a version came from
+#: (``config`` or ``calibration``), the calibration record that measured it, when entered.
+GEOMETRY_COLUMNS = (("source", "TEXT"), ("calibration_id", "TEXT"), ("created_at", "TEXT"))
+
 
 _PHASE_COLUMNS = {
     "prepurge": "prepurge_at",
@@ -177,6 +255,24 @@ def iso(when: dt.datetime) -> str:
 
 def parse_iso(text: str) -> dt.datetime:
     return dt.datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=dt.UTC)
+
+
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs on this machine (a zombie, killed but not yet reaped,
+    counts as dead)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True  # no /proc: trust the signal test
+    return stat.rsplit(")", 1)[-1].split()[0] not in ("Z", "X")
 
 
 class _WrongDatabase(StorageError):
@@ -249,16 +345,37 @@ class SiteStore:
         return self._db
 
     def _migrate(self) -> None:
-        """Columns added since schema version 1 was first released (all nullable)."""
+        """Columns added since schema version 1 was first released (all nullable), and the
+        schema version recorded. Safe to repeat and safe on an existing store: only
+        ``ADD COLUMN`` of nullable columns, one transaction."""
         if self._migrated:
             return
         with self._lock:
-            have = {r[1] for r in self.db.conn.execute("PRAGMA table_info(health)")}
-            missing = [c for c in ("last_error", "last_error_at") if c not in have]
-            if missing:
+            wanted = {
+                "health": (
+                    ("last_error", "TEXT"),
+                    ("last_error_at", "TEXT"),
+                    ("refused", "INTEGER"),
+                ),
+                "calibrations": CALIBRATION_COLUMNS,
+                "chamber_geometry": GEOMETRY_COLUMNS,
+            }
+            missing: list[tuple[str, str, str]] = []
+            for table, columns in wanted.items():
+                have = {r[1] for r in self.db.conn.execute(f"PRAGMA table_info({table})")}
+                missing += [(table, c, t) for c, t in columns if c not in have]
+            version = dict(self.db.conn.execute("SELECT key, value FROM meta").fetchall()).get(
+                "schema_version"
+            )
+            if missing or version != str(SCHEMA_VERSION):
                 with self._tx() as conn:
-                    for column in missing:
-                        conn.execute(f"ALTER TABLE health ADD COLUMN {column} TEXT")
+                    for table, column, kind in missing:
+                        conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+                    conn.execute(
+                        "INSERT INTO meta (key, value) VALUES ('schema_version', ?) "
+                        "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                        (str(SCHEMA_VERSION),),
+                    )
             self._migrated = True
 
     # --- plumbing -------------------------------------------------------------------------
@@ -390,7 +507,8 @@ class SiteStore:
                 )
                 for g in c.geometry:
                     conn.execute(
-                        "INSERT INTO chamber_geometry VALUES (?, ?, ?, ?, ?) ON CONFLICT DO UPDATE "
+                        "INSERT INTO chamber_geometry (chamber, since, area_cm2, volume_cm3, "
+                        "offset_cm) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO UPDATE "
                         "SET area_cm2=excluded.area_cm2, volume_cm3=excluded.volume_cm3, "
                         "offset_cm=excluded.offset_cm",
                         (c.id, g.since.isoformat(), g.area_cm2, g.volume_cm3, g.offset_cm),
@@ -612,8 +730,10 @@ class SiteStore:
         with self.transaction() as conn:
             conn.executemany(
                 "INSERT INTO health (component, ok, detail, last_ok_at, updated_at, last_error, "
-                "last_error_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(component) DO UPDATE SET "
+                "last_error_at, refused) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT(component) DO UPDATE SET "
                 "ok = excluded.ok, detail = excluded.detail, updated_at = excluded.updated_at, "
+                "refused = excluded.refused, "
                 "last_ok_at = COALESCE(excluded.last_ok_at, health.last_ok_at), "
                 "last_error = COALESCE(excluded.last_error, health.last_error), "
                 "last_error_at = COALESCE(excluded.last_error_at, health.last_error_at)",
@@ -626,10 +746,197 @@ class SiteStore:
                         iso(e["updated_at"]),
                         e.get("last_error"),
                         stamp(e.get("last_error_at")),
+                        int(bool(e.get("refused"))),
                     )
                     for e in entries
                 ],
             )
+
+    # --- geometry versions measured by a calibration ----------------------------------------
+
+    def add_geometry_version(
+        self,
+        chamber: str,
+        since: dt.datetime,
+        *,
+        area_cm2: float,
+        volume_cm3: float,
+        offset_cm: float,
+        calibration_id: str | None,
+        conn: sqlite3.Connection | None = None,
+    ) -> str:
+        """A new dated geometry version of ``chamber`` (``since``: a UTC instant, stored as
+        ISO text, which sorts after the configuration's dates of the same day). Pass
+        ``conn`` to write it inside a caller's :meth:`transaction`. Returns ``since`` as
+        stored."""
+        self._migrate()
+        stamp = iso(since)
+        row = (chamber, stamp, area_cm2, volume_cm3, offset_cm, "calibration", calibration_id)
+        sql = (
+            "INSERT INTO chamber_geometry (chamber, since, area_cm2, volume_cm3, offset_cm, "
+            "source, calibration_id, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+        )
+        if conn is not None:
+            conn.execute(sql, (*row, stamp))
+        else:
+            with self.transaction() as own:
+                own.execute(sql, (*row, stamp))
+        return stamp
+
+    def geometry_in_force(self, chamber: str, at: dt.datetime) -> dict[str, Any] | None:
+        """The newest stored geometry version of ``chamber`` in force at ``at`` (from the
+        configuration or measured by a calibration), or None when the store has none."""
+        rows = self.query(
+            "SELECT * FROM chamber_geometry WHERE chamber = ? AND since <= ? "
+            "ORDER BY since DESC LIMIT 1",
+            (chamber, iso(at)),
+        )
+        return rows[0] if rows else None
+
+    # --- calibration locks and stale calibrations ------------------------------------------
+
+    def calibration_locks(self) -> list[dict[str, Any]]:
+        """Hardware held by running calibrations: scope, calibration_id, pid, started_at."""
+        try:
+            return self.query("SELECT * FROM calibration_locks ORDER BY scope")
+        except sqlite3.OperationalError:  # a store older than schema version 2, read-only
+            return []
+
+    def take_calibration_locks(
+        self, scopes: Sequence[str], calibration_id: str, pid: int, at: dt.datetime
+    ) -> list[dict[str, Any]]:
+        """Take every scope or none: returns the locks held by others (empty: taken)."""
+        with self.transaction() as conn:
+            held = [
+                dict(zip(("scope", "calibration_id", "pid", "started_at"), r, strict=True))
+                for r in conn.execute(
+                    "SELECT scope, calibration_id, pid, started_at FROM calibration_locks "
+                    f"WHERE scope IN ({', '.join('?' * len(scopes))})",
+                    list(scopes),
+                )
+                if r[1] != calibration_id
+            ]
+            if held:
+                return held
+            conn.executemany(
+                "INSERT OR REPLACE INTO calibration_locks (scope, calibration_id, pid, "
+                "started_at) VALUES (?, ?, ?, ?)",
+                [(scope, calibration_id, pid, iso(at)) for scope in scopes],
+            )
+        return []
+
+    def release_calibration_locks(
+        self, calibration_id: str, conn: sqlite3.Connection | None = None
+    ) -> None:
+        if conn is not None:
+            conn.execute(
+                "DELETE FROM calibration_locks WHERE calibration_id = ?", (calibration_id,)
+            )
+            return
+        with self.transaction() as own:
+            own.execute("DELETE FROM calibration_locks WHERE calibration_id = ?", (calibration_id,))
+
+    def end_calibration(
+        self,
+        calibration_id: str,
+        *,
+        status: str,
+        at: dt.datetime,
+        values: Mapping[str, Any] | None = None,
+        conn: sqlite3.Connection | None = None,
+    ) -> bool:
+        """A calibration's final status (pass | fail | incomplete), its outbox row and the
+        release of its locks, in one transaction. Only a ``running`` record is ended (a
+        finished record is never changed): False when it was not running."""
+        if status not in ("pass", "fail", "incomplete"):
+            raise ValueError(f"status must be pass, fail or incomplete, got {status!r}")
+
+        def write(tx: sqlite3.Connection) -> bool:
+            record = {"status": status, "ended_at": iso(at), **(values or {})}
+            names = list(record)
+            cursor = tx.execute(
+                f"UPDATE calibrations SET {', '.join(f'{n} = ?' for n in names)} "
+                "WHERE id = ? AND status = 'running'",
+                [*(record[n] for n in names), calibration_id],
+            )
+            if cursor.rowcount:
+                tx.execute(
+                    "INSERT OR IGNORE INTO calibration_outbox (calibration_id, created_at) "
+                    "VALUES (?, ?)",
+                    (calibration_id, iso(at)),
+                )
+            self.release_calibration_locks(calibration_id, tx)
+            return bool(cursor.rowcount)
+
+        if conn is not None:
+            return write(conn)
+        with self.transaction() as own:
+            return write(own)
+
+    def calibration_in_force(self, analyser: str, at: dt.datetime) -> str | None:
+        """The newest finished calibration record of ``analyser`` carrying reference-gas
+        checks (``data.checks``) and valid from before ``at``: the one in force."""
+        try:
+            rows = self.rows(
+                "SELECT id FROM calibrations WHERE analyser = ? AND status IN ('pass', 'fail') "
+                "AND valid_from <= ? AND json_array_length(json_extract(data, '$.checks')) > 0 "
+                "ORDER BY valid_from DESC LIMIT 1",
+                (analyser, iso(at)),
+            )
+        except sqlite3.OperationalError:  # a store older than schema version 2, read-only
+            return None
+        return rows[0][0] if rows else None
+
+    def stale_calibration_locks(self) -> list[dict[str, Any]]:
+        """Locks whose holder (a ``chamberd calibrate`` process on this machine) is dead."""
+        return [lock for lock in self.calibration_locks() if not process_alive(int(lock["pid"]))]
+
+    def write_heartbeat(self, beat: Mapping[str, Any]) -> None:
+        """Replace the daemon's heartbeat (``pid``, ``host``, ``at``, ``state`` (starting,
+        idle, measuring, stopped), ``started_at``,
+        ``round_at``, ``activity`` (a list of dicts), ``next_round_at``,
+        ``software_version``; times as datetimes or None)."""
+
+        def stamp(value: Any) -> str | None:
+            return (
+                None if value is None else iso(value) if isinstance(value, dt.datetime) else value
+            )
+
+        with self.transaction() as conn:
+            conn.execute(
+                "INSERT OR REPLACE INTO heartbeat (id, pid, host, at, state, started_at, "
+                "round_at, activity, next_round_at, software_version) "
+                "VALUES (1, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    beat["pid"],
+                    beat.get("host"),
+                    stamp(beat["at"]),
+                    beat.get("state"),
+                    stamp(beat.get("started_at")),
+                    stamp(beat.get("round_at")),
+                    json.dumps(beat.get("activity") or [], default=str),
+                    stamp(beat.get("next_round_at")),
+                    beat.get("software_version"),
+                ),
+            )
+
+    def heartbeat(self) -> dict[str, Any] | None:
+        """The daemon's last heartbeat (``activity`` decoded), or None (never written, or a
+        database of a chamberd without heartbeats)."""
+        have = self.query(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name = ?", ("heartbeat",)
+        )
+        if not have:
+            return None
+        rows = self.query("SELECT * FROM heartbeat WHERE id = 1")
+        if not rows:
+            return None
+        row = dict(rows[0])
+        try:
+            row["activity"] = json.loads(row.get("activity") or "[]")
+        except ValueError:
+            row["activity"] = []
+        return row
 
     def integrity_check(self) -> str:
         return self.query("PRAGMA integrity_check")[0]["integrity_check"]

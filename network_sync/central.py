@@ -9,7 +9,10 @@ Tables: ``campaign`` (the database's own short random id), ``sites``, ``systems`
 ``metadata``: an imported data set's own description, JSON), ``chambers`` (dated
 geometry), ``observations`` (key ``uuid``; natural key ``site_id, system_id, chamber,
 begin_utc``), ``samples``, ``fluxes`` (key ``observation_uuid, gas, model,
-processing_version``), ``calibrations``, ``conflicts``, ``ingest_log``, ``site_roles``.
+processing_version``), ``calibrations`` (the site calibration records, schema version 5 on
+with their fields) and ``calibration_readings``, ``refit_calibrations`` (which calibrations a
+``refit --apply-calibrations`` applied to which observation), ``conflicts``, ``ingest_log``,
+``site_roles``.
 
 This module is the database boundary: every sqlite3 or psycopg exception is translated here
 (:meth:`Central._translate`) into the chamberd tree, with a message that names the table,
@@ -51,6 +54,7 @@ from urllib.parse import quote, unquote, urlsplit, urlunsplit
 from chamberd.controller.errors import ChamberError, ConfigError, StorageError, SyncError
 
 __all__ = [
+    "CALIBRATION_VERSION",
     "LATEST_VERSION",
     "METADATA_VERSION",
     "MIGRATIONS",
@@ -94,6 +98,34 @@ _OWN_SITE = "site_id IN (SELECT r.site_id FROM site_roles r WHERE r.role_name = 
 _CREATE_ROLE = (
     "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{role}') THEN "
     "CREATE ROLE {role} NOLOGIN; END IF; END $$"
+)
+
+#: the columns migration 5 adds to ``calibrations``: the site record's fields
+#: (``calibration/records.py``), a content hash and revision for an idempotent sync, and
+#: where the record came from (``sync`` or ``import:<file>``)
+_CALIBRATION_COLUMNS = (
+    "chamber TEXT",
+    "operator TEXT",
+    "supervisor TEXT",
+    "started_at {TS}",
+    "ended_at {TS}",
+    "valid_from {TS}",
+    "status TEXT",
+    "result TEXT",
+    "reason TEXT",
+    "instrument_model TEXT",
+    "instrument_serial TEXT",
+    "instrument_firmware TEXT",
+    "cylinder_ids TEXT",
+    "as_found TEXT",
+    "as_left TEXT",
+    "adjusted INTEGER",
+    "stability TEXT",
+    "software_version TEXT",
+    "content_hash TEXT",
+    "revision INTEGER NOT NULL DEFAULT 1",
+    "source TEXT NOT NULL DEFAULT ''",
+    "received_at {TS}",
 )
 
 #: a statement of a migration: SQL for both backends, or SQL per backend
@@ -405,12 +437,80 @@ MIGRATIONS: list[tuple[int, str, list[Statement], list[str]]] = [
         ["ALTER TABLE systems ADD COLUMN metadata TEXT NOT NULL DEFAULT ''"],
         [],
     ),
+    (
+        5,
+        "calibration records: calibrations carry the site record's fields, their readings in "
+        "calibration_readings, the calibrations a refit applied in refit_calibrations, "
+        "observations name their analyser",
+        [
+            *(f"ALTER TABLE calibrations ADD COLUMN {column}" for column in _CALIBRATION_COLUMNS),
+            "ALTER TABLE observations ADD COLUMN analyser TEXT",
+            {
+                "sqlite": [
+                    "CREATE UNIQUE INDEX calibrations_site_id ON calibrations (site_id, id)",
+                ],
+                "postgresql": [
+                    "ALTER TABLE calibrations ADD CONSTRAINT calibrations_site_id "
+                    "UNIQUE (site_id, id)",
+                ],
+            },
+            "CREATE INDEX calibrations_site_serial ON calibrations (site_id, instrument_serial)",
+            """CREATE TABLE calibration_readings (
+                site_id TEXT NOT NULL,
+                calibration_id TEXT NOT NULL,
+                seq INTEGER NOT NULL,
+                step TEXT,
+                at {TS},
+                cylinder_id TEXT,
+                gas TEXT,
+                reference_value {FLOAT},
+                unit TEXT,
+                mean {FLOAT}, sd {FLOAT}, n INTEGER,
+                drift_per_min {FLOAT}, stable_s {FLOAT}, stable INTEGER,
+                data TEXT,
+                PRIMARY KEY (calibration_id, seq),
+                CONSTRAINT calibration_readings_calibration_site
+                    FOREIGN KEY (site_id, calibration_id) REFERENCES calibrations (site_id, id)
+            )""",
+            """CREATE TABLE refit_calibrations (
+                site_id TEXT NOT NULL,
+                observation_uuid TEXT NOT NULL,
+                gas TEXT NOT NULL,
+                processing_version TEXT NOT NULL,
+                calibration_id TEXT NOT NULL,
+                gain {FLOAT} NOT NULL,
+                offset_mf {FLOAT} NOT NULL,
+                PRIMARY KEY (observation_uuid, gas, processing_version, calibration_id),
+                CONSTRAINT refit_calibrations_observation_site
+                    FOREIGN KEY (site_id, observation_uuid) REFERENCES observations (site_id, uuid),
+                CONSTRAINT refit_calibrations_calibration_site
+                    FOREIGN KEY (site_id, calibration_id) REFERENCES calibrations (site_id, id)
+            )""",
+        ],
+        [
+            *(
+                statement
+                for table in ("calibration_readings", "refit_calibrations")
+                for statement in (
+                    f"GRANT SELECT ON {table} TO {{analyst}}",
+                    f"GRANT SELECT, INSERT, UPDATE, DELETE ON {table} TO {{writer}}",
+                    f"ALTER TABLE {table} ENABLE ROW LEVEL SECURITY",
+                    f"CREATE POLICY analyst_reads ON {table} FOR SELECT TO {{analyst}} "
+                    "USING (true)",
+                    f"CREATE POLICY own_site ON {table} TO {{writer}} "
+                    f"USING ({_OWN_SITE}) WITH CHECK ({_OWN_SITE})",
+                )
+            ),
+        ],
+    ),
 ]
 
 #: the schema version this chamberd writes
 LATEST_VERSION = MIGRATIONS[-1][0]
 #: the version from which ``systems.metadata`` exists
 METADATA_VERSION = 4
+#: the version from which calibration records and their readings travel
+CALIBRATION_VERSION = 5
 
 #: rows a migration cannot carry over: (table, count query, what is wrong with them)
 _PRECHECKS: dict[int, list[tuple[str, str, str]]] = {

@@ -84,10 +84,24 @@ def _report_writer(
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(["auto", "li8100a", "li8200", "li8250"]),
+    type=click.Choice(["auto", "li8100a", "li8200", "li8250", "li78x0", "lgr", "picarro"]),
     default="auto",
     show_default=True,
     help="File format; auto sniffs each file.",
+)
+@click.option(
+    "--sheet",
+    type=click.Path(dir_okay=False),
+    help="Field sheet CSV of the closures in analyser streams (LI-7810/7820 .data, LGR "
+    ".txt, Picarro .dat); template in docs/import.md.",
+)
+@click.option(
+    "--step-search",
+    "step_search_s",
+    type=click.FloatRange(0, 600),
+    default=None,
+    help="Search this many seconds around each stated start for the closure step "
+    "(default 30; 0: use the sheet's times as they are).",
 )
 @click.option(
     "--dead-band",
@@ -108,6 +122,8 @@ def _report_writer(
 def fit_command(
     files: tuple[str, ...],
     fmt: str,
+    sheet: str | None,
+    step_search_s: float | None,
     dead_band: str,
     selection: str,
     output: str | None,
@@ -121,6 +137,9 @@ def fit_command(
     ref_* columns. --report adds an HTML page per observation (trace, window, both fits,
     the instrument's values, flags) after a summary of where we disagree most. Exit
     status 3 when an observation or file was refused (the others are still written).
+
+    Analyser streams need --sheet: their closures are cut by the field sheet, each
+    window moved to the closure step found near its stated start (reported as a warning).
 
     Example: chamberd fit data/*.81x -o fluxes.csv --report fits.html
     """
@@ -158,7 +177,14 @@ def fit_command(
             )
 
     report = refit_paths(
-        files, fmt=fmt, dead_band=chosen, settings=settings, progress=progress, observe=observe
+        files,
+        fmt=fmt,
+        dead_band=chosen,
+        settings=settings,
+        progress=progress,
+        observe=observe,
+        sheet=sheet,
+        search_s=step_search_s,
     )
     write_csv(report.rows, COLUMNS, output)
     if html is not None:
@@ -277,8 +303,32 @@ def central_add_site_command(url: str, site: str, password_file: str | None) -> 
     "--format",
     "fmt",
     required=True,
-    type=click.Choice(["li8100a", "li8200", "li8250", "cosore", "manual-csv"]),
+    type=click.Choice(
+        [
+            "li8100a",
+            "li8200",
+            "li8250",
+            "li78x0",
+            "lgr",
+            "picarro",
+            "cosore",
+            "manual-csv",
+            "calibration-csv",
+        ]
+    ),
     help="The files' format.",
+)
+@click.option(
+    "--sheet",
+    type=click.Path(exists=True, dir_okay=False),
+    help="Field sheet CSV of the closures (required for li78x0, lgr and picarro streams).",
+)
+@click.option(
+    "--step-search",
+    "step_search_s",
+    type=click.FloatRange(0, 600),
+    default=None,
+    help="Seconds searched around each stated start for the closure step (default 30).",
 )
 @click.option("--time-zone", help="IANA zone of instrument clocks (default: the site's).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
@@ -288,6 +338,8 @@ def import_command(
     site_id: str,
     system_id: str,
     fmt: str,
+    sheet: str | None,
+    step_search_s: float | None,
     time_zone: str | None,
     as_json: bool,
     paths: tuple[str, ...],
@@ -324,8 +376,9 @@ def import_command(
                 click.echo(f"warning: {warning}", err=True)
             for reason in outcome.skipped:
                 click.echo(f"skipped: {reason}", err=True)
+            what = "calibration records" if fmt == "calibration-csv" else "observations"
             click.echo(
-                f"{outcome.path}: {outcome.observations} observations: new {outcome.sent}, "
+                f"{outcome.path}: {outcome.observations} {what}: new {outcome.sent}, "
                 f"revised {outcome.revised}, unchanged {outcome.unchanged}, "
                 f"conflicts {outcome.conflicts}",
                 err=True,
@@ -342,6 +395,8 @@ def import_command(
             fmt=fmt,
             time_zone=time_zone,
             progress=progress,
+            sheet=sheet,
+            search_s=step_search_s,
         )
     if as_json:
         click.echo(report_json(report))
@@ -491,6 +546,11 @@ def export_command(
 @click.option("--method", type=click.Choice(["linear", "exponential"]), required=True)
 @click.option("--gas", type=click.Choice(["co2", "ch4", "n2o"]), default="co2", show_default=True)
 @click.option("--dead-band", "dead_band", type=float, help="Seconds (default: each stored one).")
+@click.option(
+    "--apply-calibrations",
+    is_flag=True,
+    help="Correct the concentrations by the calibration records first (version ...-cal).",
+)
 @_with_report
 def refit_command(
     target: str,
@@ -499,6 +559,7 @@ def refit_command(
     method: str,
     gas: str,
     dead_band: float | None,
+    apply_calibrations: bool,
     report_path: str | None,
     report_pages: int,
 ) -> None:
@@ -508,6 +569,10 @@ def refit_command(
     central-<method>-db<dead band>; running it again replaces them. --report writes an HTML
     page per observation: the stored trace, both fits, the new version's flux beside the
     observation's own processing (the instrument's where it has one).
+    --apply-calibrations first corrects each sample by the gain and offset in force
+    (from the central calibration records of the observation's analyser, matched by
+    serial, else analyser id) and writes processing_version ...-cal; the stored samples
+    are never changed, and refit_calibrations names the calibrations each observation used.
 
     Example: chamberd refit --target sqlite:///c.db --method exponential --dead-band 20
     """
@@ -516,7 +581,7 @@ def refit_command(
 
     if dead_band is not None and (not math.isfinite(dead_band) or dead_band < 0):
         raise click.BadParameter("a number of seconds >= 0", param_hint="--dead-band")
-    version = processing_version(method, dead_band)
+    version = processing_version(method, dead_band, calibrated=apply_calibrations)
     html = _report_writer(
         report_path,
         report_pages,
@@ -562,6 +627,7 @@ def refit_command(
             dead_band_s=dead_band,
             progress=progress,
             observe=observe,
+            apply_calibrations=apply_calibrations,
         )
     if html is not None:
         html.write()
@@ -572,6 +638,12 @@ def refit_command(
         f"{report.processing_version} ({report.skipped} without geometry or a fit) in "
         f"{report.seconds:.1f} s ({rate:.0f}/s)"
     )
+    if apply_calibrations:
+        click.echo(
+            f"calibrations applied to {report.corrected} observations; "
+            f"{report.uncalibrated} had no calibration of their analyser (refitted "
+            "uncorrected, flagged no_calibration)"
+        )
 
 
 @click.command("sync")
@@ -655,6 +727,13 @@ def sync_command(
         f"{'would send' if dry_run else 'sent'} {summary.sent}, unchanged {summary.unchanged}, "
         f"revised {summary.revised}, conflicts {summary.conflicts}, remaining {summary.remaining}"
     )
+    cal = summary.calibrations
+    if cal and (cal["sent"] or cal["unchanged"] or cal["revised"] or cal["remaining"]):
+        click.echo(
+            f"calibration records: {'would send' if dry_run else 'sent'} {cal['sent']}, "
+            f"unchanged {cal['unchanged']}, revised {cal['revised']}, "
+            f"remaining {cal['remaining']}"
+        )
 
 
 @click.command("compare")

@@ -2,7 +2,10 @@
 
 ``li8100a`` (``.81x``), ``li8200`` (Smart Chamber ``.json``), ``li8250`` (``.82z`` with its
 dense summary), ``cosore`` (a COSORE data-set folder: ``DESCRIPTION.txt``, ``PORTS.txt``,
-``data.csv.gz``) and ``manual-csv`` (the template in ``docs/import.md``).
+``data.csv.gz``) and ``manual-csv`` (the template in ``docs/import.md``); and
+``calibration-csv``: calibration records of any system (a manual-chamber GC's standards, an
+analyser's zero/span check), one row per reading, into the central ``calibrations`` and
+``calibration_readings`` (:func:`_import_calibrations`).
 
 Rules, for every format:
 
@@ -54,13 +57,33 @@ from chamberd.controller.errors import (
 )
 
 from . import plausibility
-from .central import METADATA_VERSION, Central, value_problem
+from .central import CALIBRATION_VERSION, METADATA_VERSION, Central, value_problem
 from .formats._common import read_bytes, read_gzip_bytes, split_lines
-from .sync import FLUX_UNITS, SAMPLE_FIELDS, VALUE_FIELDS, content_hash, upsert_batch
+from .sync import (
+    FLUX_UNITS,
+    SAMPLE_FIELDS,
+    VALUE_FIELDS,
+    check_calibrations,
+    content_hash,
+    upsert_batch,
+    upsert_calibrations,
+)
 
 __all__ = ["COSORE_MAX_BYTES", "FORMATS", "FileOutcome", "ImportReport", "import_paths"]
 
-FORMATS = ("li8100a", "li8200", "li8250", "cosore", "manual-csv")
+FORMATS = (
+    "li8100a",
+    "li8200",
+    "li8250",
+    "li78x0",
+    "lgr",
+    "picarro",
+    "cosore",
+    "manual-csv",
+    "calibration-csv",
+)
+#: continuous analyser streams, imported with a field sheet
+STREAM_FORMATS = ("li78x0", "lgr", "picarro")
 _NAMESPACE = uuidlib.UUID("5b0c7f6e-2f7a-4d8e-9a51-6c1d3e2b9f40")
 
 #: the most a COSORE ``data.csv.gz`` may decompress to (about 1.2 million rows); beyond it
@@ -146,13 +169,31 @@ def import_paths(
     instrument: str = "",
     progress: Callable[[FileOutcome], None] | None = None,
     clock: Clock | None = None,
+    sheet: str | Path | None = None,
+    search_s: float | None = None,
 ) -> ImportReport:
-    """Import every file (folders: their files, or a COSORE data set) into ``central``."""
+    """Import every file (folders: their files, or a COSORE data set) into ``central``.
+
+    Analyser streams (``li78x0``, ``lgr``, ``picarro``) need the field ``sheet`` of their
+    closures; the sheet is read (and refused whole, with its line) before any file.
+    """
     if fmt not in FORMATS:
         raise DataFileError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
+    if fmt in STREAM_FORMATS and sheet is None:
+        raise DataFileError(
+            f"--format {fmt} is a continuous analyser stream: give its field sheet (--sheet)"
+        )
+    if sheet is not None and fmt not in STREAM_FORMATS:
+        raise DataFileError(f"--sheet is for analyser streams ({', '.join(STREAM_FORMATS)})")
+    if sheet is not None:
+        from .formats import read_field_sheet
+
+        read_field_sheet(sheet)  # a bad sheet is refused before anything is read
     central.require_writer(site_id)  # a role that may not write this site: refused first
     if fmt == "cosore":  # the data set's description goes to systems.metadata
         central.require_schema(METADATA_VERSION)
+    if fmt == "calibration-csv":
+        central.require_schema(CALIBRATION_VERSION)
     clock = clock or SystemClock()
     report = ImportReport()
     for path in _expand(paths, fmt):
@@ -166,6 +207,8 @@ def import_paths(
                 time_zone=time_zone,
                 instrument=instrument,
                 now=clock.now(),
+                sheet=sheet,
+                search_s=search_s,
             )
         except DataFileError as exc:  # a value the central database cannot hold: not written
             outcome = FileOutcome(str(path), "rejected", reasons=[f"{path}: {exc}"])
@@ -198,7 +241,13 @@ def _import_one(
     time_zone: str | None,
     instrument: str,
     now: dt.datetime,
+    sheet: str | Path | None = None,
+    search_s: float | None = None,
 ) -> FileOutcome:
+    if fmt == "calibration-csv":
+        return _import_calibrations(
+            central, path, site_id=site_id, system_id=system_id, time_zone=time_zone, now=now
+        )
     outcome = FileOutcome(str(path), "rejected")
     try:
         digest = _digest(path, fmt)
@@ -209,7 +258,9 @@ def _import_one(
             read = _read_manual(path)
             read.zone = time_zone or site_zone or "UTC"
         else:
-            read = _read_licor(path, fmt, time_zone or site_zone, outcome.skipped)
+            read = _read_licor(
+                path, fmt, time_zone or site_zone, outcome.skipped, sheet=sheet, search_s=search_s
+            )
         withheld = _screen(path, read.observations, plausibility.Limits.at(now))
     except DataFileError as exc:
         outcome.reasons = [_bounded(str(exc), 4000)]
@@ -576,10 +627,24 @@ def _float(value: Any) -> float | None:
 # --- LI-COR files ---------------------------------------------------------------------------
 
 
-def _read_licor(path: Path, fmt: str, zone: str | None, skipped: list[str]) -> _Read:
+def _read_licor(
+    path: Path,
+    fmt: str,
+    zone: str | None,
+    skipped: list[str],
+    *,
+    sheet: str | Path | None = None,
+    search_s: float | None = None,
+) -> _Read:
     from .formats import read_file
 
-    result = read_file(path, fmt)
+    options: dict[str, Any] = {}
+    if sheet is not None:
+        options["sheet"] = sheet
+    if search_s is not None:
+        options["search_s"] = search_s
+    result = read_file(path, fmt, **options)
+    stream = fmt in STREAM_FORMATS
     broken = [e for e in result.rejected if not isinstance(e, TruncatedObservationError)]
     if broken:
         shown = "; ".join(_bounded(str(e), 300) for e in broken[:_MAX_REASONS])
@@ -632,7 +697,7 @@ def _read_licor(path: Path, fmt: str, zone: str | None, skipped: list[str]) -> _
                         selected=int(ref.model == "exponential"),
                     )
                 )
-        columns = o.columns
+        columns = _samples_as_stored(o, stream=stream)
         samples = []
         for i, elapsed in enumerate(o.elapsed_s):
             samples.append(
@@ -643,8 +708,8 @@ def _read_licor(path: Path, fmt: str, zone: str | None, skipped: list[str]) -> _
                     "phase": "observing",
                     "co2_umol_mol": _col(columns, ("co2_umol_mol", "co2_dry_umol_mol"), i),
                     "h2o_mmol_mol": _col(columns, ("h2o_mmol_mol",), i),
-                    "ch4_nmol_mol": _col(columns, ("ch4_dry_nmol_mol",), i),
-                    "n2o_nmol_mol": _col(columns, ("n2o_dry_nmol_mol",), i),
+                    "ch4_nmol_mol": _col(columns, ("ch4_nmol_mol", "ch4_dry_nmol_mol"), i),
+                    "n2o_nmol_mol": _col(columns, ("n2o_nmol_mol", "n2o_dry_nmol_mol"), i),
                     "cell_temperature_degc": _col(columns, ("temperature_degc",), i),
                     "cell_pressure_kpa": _col(columns, ("pressure_kpa",), i),
                 }
@@ -660,8 +725,40 @@ def _read_licor(path: Path, fmt: str, zone: str | None, skipped: list[str]) -> _
             analyser_model=o.instrument,
             n_samples=len(samples),
         )
-        out.append(_Obs(str(o.index), where, observation, fluxes, samples))
+        key = str(o.index)
+        if stream:  # the sheet's chamber values; the analyser's cavity P and T are not kept
+            observation["pressure_kpa"] = _float(o.initial.pressure_kpa)
+            observation["air_temperature_degc"] = _float(o.initial.temperature_degc)
+            # identity: the plot and its stated start, not the row's place in the sheet
+            key = f"sheet:{o.label}:{o.header.get('stated_start', o.index)}"
+        out.append(_Obs(key, where, observation, fluxes, samples))
     return _Read(out, zone=zone, notes=notes)
+
+
+def _samples_as_stored(o: Any, *, stream: bool) -> dict[str, Any]:
+    """Sample columns of an observation as the central store keeps traces: mole fractions
+    as in the cell (wet) beside their H2O, which the central refit makes dry again. A dry
+    column (LI-8200 and LI-8250 gases, LI-78x0, LGR/Picarro dry columns) with H2O is stored
+    as dry x (1 - H2O/1000), so dry -> stored -> refit gives back the instrument's dry value
+    exactly (stored as it was, the refit diluted it a second time: on the LI-8200 example
+    that turned the CH4 uptake of every rep into an emission). For a closure cut from an
+    analyser stream, pressure and temperature stay out of the samples (they are the
+    analyser's cavity's; the sheet's are the observation's)."""
+    columns = dict(o.columns)
+    h2o = columns.get("h2o_mmol_mol")
+    for gas in o.gases:
+        if gas.dry and gas.column.endswith(("_dry_umol_mol", "_dry_nmol_mol")):
+            values = columns.pop(gas.column)
+            if h2o is not None and gas.column != "h2o_mmol_mol":
+                values = values * (1.0 - h2o / 1000.0)
+            columns[gas.column.replace("_dry_", "_")] = values
+    if not stream:
+        return columns
+    if h2o is None or not bool((h2o != 0).any()):
+        columns.pop("h2o_mmol_mol", None)  # no water measured: the refit treats it as dry
+    columns.pop("pressure_kpa", None)
+    columns.pop("temperature_degc", None)
+    return columns
 
 
 def _col(columns: Any, names: Sequence[str], i: int) -> float | None:
@@ -1021,6 +1118,268 @@ _MANUAL_SAMPLE_COLUMNS = (
 def _mean(values: Any) -> float | None:
     numbers = [v for v in values if v is not None]
     return sum(numbers) / len(numbers) if numbers else None
+
+
+# --- calibration records (calibration-csv) --------------------------------------------------
+
+#: columns every calibration-csv file has
+CALIBRATION_REQUIRED = (
+    "calibration_id",
+    "analyser",
+    "procedure",
+    "performed_at",
+    "gas",
+    "reference",
+    "measured",
+)
+#: columns that describe the record: the same on every row of one calibration_id
+CALIBRATION_RECORD_COLUMNS = (
+    "analyser",
+    "procedure",
+    "performed_at",
+    "operator",
+    "supervisor",
+    "chamber",
+    "instrument_model",
+    "instrument_serial",
+    "instrument_firmware",
+    "status",
+    "result",
+    "reason",
+    "adjusted",
+)
+#: the optional columns of a reading
+CALIBRATION_READING_COLUMNS = ("step", "at", "cylinder_id", "unit", "sd", "n")
+#: each gas's unit (the only one accepted; the default when ``unit`` is empty)
+CALIBRATION_UNITS = {"co2": "umol/mol", "h2o": "mmol/mol", "ch4": "nmol/mol", "n2o": "nmol/mol"}
+_UNIT_SPELLINGS = {
+    "umol/mol": "umol/mol",
+    "µmol/mol": "umol/mol",
+    "ppm": "umol/mol",
+    "mmol/mol": "mmol/mol",
+    "ppt": "mmol/mol",
+    "nmol/mol": "nmol/mol",
+    "ppb": "nmol/mol",
+}
+_STEPS = ("as_found", "as_left")
+_STATUSES = ("pass", "fail", "incomplete")
+_YES = {"1": True, "yes": True, "true": True, "0": False, "no": False, "false": False, "": False}
+
+
+def _read_calibrations(path: Path, zone: str | None) -> list[dict[str, Any]]:
+    """The calibration records of a calibration-csv file (docs/import.md): rows grouped by
+    ``calibration_id``, in file order. DataFileError naming every bad row's line and field
+    (nothing of the file is then imported)."""
+    where, raw = read_bytes(path)
+    fields, rows = _table(raw, where)
+    missing = [f for f in CALIBRATION_REQUIRED if f not in fields]
+    if missing:
+        raise DataFileError(f"{where}, line 1: missing column(s) {', '.join(missing)}")
+    known = set(CALIBRATION_REQUIRED) | set(CALIBRATION_RECORD_COLUMNS)
+    unknown = [f for f in fields if f not in known | set(CALIBRATION_READING_COLUMNS)]
+    if unknown:
+        raise DataFileError(f"{where}, line 1: unknown column(s) {', '.join(map(_show, unknown))}")
+    records: dict[str, dict[str, Any]] = {}
+    bad = _BadRows(where)
+    for line, row, problem in rows:
+        try:
+            if problem:
+                raise ValueError(problem)
+            cid = row["calibration_id"]
+            if not cid:
+                raise ValueError("calibration_id is empty")
+            for name in ("analyser", "procedure"):
+                if not row[name]:
+                    raise ValueError(f"{name} is empty")
+            no_zone = "give one (Z or +08:00) or --time-zone"
+            performed = _instant(row["performed_at"], zone, name="performed_at", no_zone=no_zone)
+            gas = row["gas"].lower()
+            if gas not in CALIBRATION_UNITS:
+                raise ValueError(f"gas {_show(row['gas'])}: one of {', '.join(CALIBRATION_UNITS)}")
+            unit_text = row.get("unit", "")
+            unit = _UNIT_SPELLINGS.get(unit_text.strip().lower()) if unit_text else None
+            if unit_text and unit is None:
+                raise ValueError(f"unit {_show(unit_text)} is not a unit chamberd knows")
+            unit = unit or CALIBRATION_UNITS[gas]
+            if unit != CALIBRATION_UNITS[gas]:
+                raise ValueError(
+                    f"unit {_show(unit_text)}: {gas} is recorded in {CALIBRATION_UNITS[gas]}"
+                )
+            reference = _number(row["reference"], "reference")
+            measured = _number(row["measured"], "measured")
+            for name, value in (("reference", reference), ("measured", measured)):
+                if value is None or value != value or value in (float("inf"), float("-inf")):
+                    raise ValueError(f"{name} {_show(row[name])} is not a finite number")
+            if reference is not None and reference < 0:
+                raise ValueError("reference is negative")
+            sd = _number(row.get("sd"), "sd")
+            if sd is not None and not (0 <= sd < float("inf")):
+                raise ValueError(f"sd {_show(row.get('sd'))} is not a finite number >= 0")
+            n_value = _number(row.get("n"), "n")
+            if n_value is not None and not (n_value.is_integer() and 1 <= n_value < 2**31):
+                raise ValueError(f"n {_show(row.get('n'))} is not a whole number >= 1")
+            step = (row.get("step") or "as_found").lower()
+            if step not in _STEPS:
+                raise ValueError(f"step {_show(row.get('step'))}: as_found or as_left")
+            at = (
+                _instant(row["at"], zone, name="at", no_zone=no_zone)
+                if row.get("at")
+                else performed
+            )
+            adjusted = _YES.get((row.get("adjusted") or "").lower())
+            if adjusted is None:
+                raise ValueError(f"adjusted {_show(row.get('adjusted'))}: 1/0, yes/no")
+            status = (row.get("status") or "pass").lower()
+            if status not in _STATUSES:
+                raise ValueError(
+                    f"status {_show(row.get('status'))}: one of pass, fail, incomplete"
+                )
+            head = {
+                "analyser": row["analyser"],
+                "procedure": row["procedure"],
+                "performed_at": performed,
+                "adjusted": adjusted,
+                "status": status,
+                **{
+                    k: (row.get(k) or None)
+                    for k in CALIBRATION_RECORD_COLUMNS
+                    if k not in ("analyser", "procedure", "performed_at", "adjusted", "status")
+                },
+            }
+            record = records.setdefault(cid, {"line": line, "head": head, "readings": []})
+            for key, value in head.items():
+                if record["head"][key] != value:
+                    raise ValueError(
+                        f"{key} {_show(row.get(key, value))} differs from line "
+                        f"{record['line']}'s for calibration {_show(cid)}"
+                    )
+            record["readings"].append(
+                {
+                    "step": step,
+                    "at": at,
+                    "cylinder_id": row.get("cylinder_id") or None,
+                    "gas": gas,
+                    "reference_value": reference,
+                    "unit": unit,
+                    "mean": measured,
+                    "sd": sd,
+                    "n": None if n_value is None else int(n_value),
+                    "line": line,
+                }
+            )
+        except ValueError as exc:
+            bad.add(line, exc)
+    bad.check("the file")
+    if not records:
+        raise DataFileError(f"{where}: no calibration rows")
+    out = []
+    for cid, record in records.items():
+        head, readings = record["head"], record["readings"]
+        found = [r for r in readings if r["step"] == "as_found"]
+        left = [r for r in readings if r["step"] == "as_left"]
+        if left and not head["adjusted"]:
+            raise DataFileError(
+                f"{where}, line {left[0]['line']}: an as_left reading of calibration "
+                f"{_show(cid)}, which says it was not adjusted"
+            )
+
+        def checks(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+            return [
+                {
+                    "gas": r["gas"],
+                    "at": r["at"],
+                    "reference": r["reference_value"],
+                    "measured": r["mean"],
+                    "cylinder_id": r["cylinder_id"],
+                }
+                for r in items
+            ]
+
+        data = {"checks": checks(found), "adjusted": head["adjusted"], "source": "calibration-csv"}
+        if left:
+            data["checks_after"] = checks(left)
+        times = sorted(r["at"] for r in readings)
+        cylinders = list(dict.fromkeys(r["cylinder_id"] for r in readings if r["cylinder_id"]))
+        out.append(
+            {
+                **head,
+                "file_id": cid,
+                "line": record["line"],
+                "adjusted": int(head["adjusted"]),
+                "started_at": times[0],
+                "ended_at": times[-1],
+                "valid_from": head["performed_at"],
+                "cylinder_ids": json.dumps(cylinders),
+                "data": json.dumps(data, sort_keys=True),
+                "readings": [
+                    {**{k: v for k, v in r.items() if k != "line"}, "seq": seq}
+                    for seq, r in enumerate(readings)
+                ],
+            }
+        )
+    return out
+
+
+def _import_calibrations(
+    central: Central,
+    path: Path,
+    *,
+    site_id: str,
+    system_id: str,
+    time_zone: str | None,
+    now: dt.datetime,
+) -> FileOutcome:
+    """One calibration-csv file, whole or not at all (one central transaction). A record's
+    central id is derived from the site and the file's ``calibration_id`` (not the file's
+    content): the same file again is ``unchanged``, a corrected file ``revised``."""
+    outcome = FileOutcome(str(path), "rejected")
+    try:
+        records = _read_calibrations(path, time_zone or _site_zone(central, site_id))
+        for r in records:
+            r["id"] = str(uuidlib.uuid5(_NAMESPACE, f"calibration\x1f{site_id}\x1f{r['file_id']}"))
+        check_calibrations(records, where=str(path))
+    except DataFileError as exc:
+        outcome.reasons = [_bounded(str(exc), 4000)]
+        return outcome
+    except OSError as exc:
+        outcome.reasons = [f"{path}: cannot read: {exc.strerror or exc}"]
+        return outcome
+    at = now.astimezone(dt.UTC).isoformat()
+    try:
+        with central.transaction():
+            _ensure_site(central, site_id, system_id, _Read([], zone=time_zone or "UTC"), "", at)
+            results = upsert_calibrations(
+                central,
+                [{k: v for k, v in r.items() if k not in ("file_id", "line")} for r in records],
+                site_id=site_id,
+                now=at,
+                source=f"import:{path.name}",
+            )
+            central.execute(
+                "INSERT INTO ingest_log (at, site_id, kind, source, received, sent, unchanged, "
+                "revised, conflicts, detail) VALUES (?, ?, 'import', ?, ?, ?, ?, ?, 0, ?)",
+                (
+                    at,
+                    site_id,
+                    f"{system_id}:calibration-csv:{path.name}",
+                    len(records),
+                    results.count("sent"),
+                    results.count("unchanged"),
+                    results.count("revised"),
+                    f"sha256 {_digest(path, 'calibration-csv')}",
+                ),
+            )
+    except (SyncError, StorageError) as exc:
+        outcome.reasons = [
+            f"{path}: the central database refused the file, nothing of it is written: {exc}"
+        ]
+        return outcome
+    outcome.observations = len(records)
+    outcome.sent = results.count("sent")
+    outcome.revised = results.count("revised")
+    outcome.unchanged = results.count("unchanged")
+    outcome.status = "imported" if outcome.sent + outcome.revised else "unchanged"
+    return outcome
 
 
 def report_json(report: ImportReport) -> str:

@@ -17,6 +17,11 @@ outbox order; each batch is one central transaction:
 
 Only after the central commit are the batch's outbox rows removed at the site: a crash
 between the two means the batch is sent again, harmlessly (unchanged).
+
+Finished calibration records travel the same way through their own outbox
+(``calibration_outbox``, written with the record's final status):
+:func:`upload_calibrations`, keyed by the record id with a content hash, after the
+observations of each ``upload_site``.
 """
 
 from __future__ import annotations
@@ -36,15 +41,22 @@ from chamberd.controller.errors import ConfigError, DataFileError, StorageError,
 from .central import Central, redact, value_problem, values_fine
 
 __all__ = [
+    "CALIBRATION_FIELDS",
+    "CALIBRATION_READING_FIELDS",
     "SAMPLE_FIELDS",
+    "CalibrationSyncSummary",
     "SyncSummary",
+    "calibration_hash",
+    "check_calibrations",
     "check_payloads",
     "content_hash",
     "register_site",
     "site_registration",
     "upload",
+    "upload_calibrations",
     "upload_site",
     "upsert_batch",
+    "upsert_calibrations",
 ]
 
 log = logging.getLogger(__name__)
@@ -162,6 +174,8 @@ class SyncSummary:
     skew_flagged: int = 0
     dry_run: bool = False
     conflict_details: list[dict[str, Any]] = field(default_factory=list)
+    #: what the calibration records' upload did (:class:`CalibrationSyncSummary` as a dict)
+    calibrations: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -319,7 +333,7 @@ def upload_site(
     """Register a configured site (its system and dated geometry), then upload its outbox
     with the settings of ``cfg.sync``: what ``chamberd sync`` and the daemon both do."""
     register_site(central, **site_registration(cfg, clock.now()))
-    return upload(
+    summary = upload(
         store,
         central,
         site_id=cfg.site.id,
@@ -332,6 +346,11 @@ def upload_site(
         progress=progress,
         max_batches=max_batches,
     )
+    # the finished calibration records follow the observations (their own outbox)
+    summary.calibrations = upload_calibrations(
+        store, central, site_id=cfg.site.id, dry_run=dry_run, clock=clock
+    ).as_dict()
+    return summary
 
 
 def upload(
@@ -487,6 +506,7 @@ def _send(
                 counts[outcome] += 1
                 if outcome == "conflicts":
                     counts["details"].append(p["conflict"])
+            _write_analysers(central, payloads, site_id)
             central.execute(
                 "INSERT INTO ingest_log (at, site_id, kind, source, received, sent, unchanged, "
                 "revised, conflicts, site_clock_utc, skew_s, skew_flagged, detail) "
@@ -515,6 +535,22 @@ def _send(
     except Exception as exc:
         raise SyncError(f"{redact(central.url)}: batch refused: {exc}") from exc
     return counts
+
+
+def _write_analysers(central: Central, payloads: list[dict[str, Any]], site_id: str) -> None:
+    """The analyser id of each observation (schema version 5 on): the fallback key that
+    matches an observation to its calibrations when it names no analyser serial."""
+    from .central import CALIBRATION_VERSION
+
+    rows = [
+        (p["observation"]["analyser"], p["observation"]["uuid"], site_id)
+        for p in payloads
+        if p["observation"].get("analyser")
+    ]
+    if rows and central.schema_version() >= CALIBRATION_VERSION:
+        central.executemany(
+            "UPDATE observations SET analyser = ? WHERE uuid = ? AND site_id = ?", rows
+        )
 
 
 class _DryRun(Exception):
@@ -889,3 +925,296 @@ def _write_samples(
         ("site_id", "observation_uuid", *_SAMPLE_TIME_FIELDS),
         [(site_id, uuid, *sample) for uuid, sample in samples],
     )
+
+
+# --- calibration records ---------------------------------------------------------------------
+
+#: the site record's columns that the central ``calibrations`` table holds, with their kinds
+CALIBRATION_FIELDS: dict[str, str] = {
+    "id": "key",
+    "analyser": "key",
+    "procedure": "key",
+    "performed_at": "time",
+    "operator": "text",
+    "supervisor": "text",
+    "chamber": "text",
+    "started_at": "time",
+    "ended_at": "time",
+    "valid_from": "time",
+    "status": "text",
+    "result": "text",
+    "reason": "text",
+    "instrument_model": "text",
+    "instrument_serial": "text",
+    "instrument_firmware": "text",
+    "cylinder_ids": "text",
+    "as_found": "text",
+    "as_left": "text",
+    "adjusted": "int",
+    "stability": "text",
+    "software_version": "text",
+    "data": "text",
+}
+#: a reading's columns, with their kinds
+CALIBRATION_READING_FIELDS: dict[str, str] = {
+    "seq": "int",
+    "step": "text",
+    "at": "time",
+    "cylinder_id": "text",
+    "gas": "text",
+    "reference_value": "float",
+    "unit": "text",
+    "mean": "float",
+    "sd": "float",
+    "n": "int",
+    "drift_per_min": "float",
+    "stable_s": "float",
+    "stable": "int",
+    "data": "text",
+}
+#: the states a calibration record is finished in (only these travel)
+FINISHED_CALIBRATION = ("pass", "fail", "incomplete")
+
+
+@dataclass
+class CalibrationSyncSummary:
+    """What one :func:`upload_calibrations` did: records new centrally (``sent``), sent
+    again with the same content (``unchanged``), with new content (``revised``), and the
+    outbox rows left."""
+
+    sent: int = 0
+    unchanged: int = 0
+    revised: int = 0
+    remaining: int = 0
+    batches: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def calibration_hash(record: dict[str, Any], readings: list[dict[str, Any]]) -> str:
+    """SHA-256 of what the central side stores of a calibration record and its readings."""
+    body = {
+        "record": {k: record.get(k) for k in CALIBRATION_FIELDS},
+        "readings": sorted(
+            ({k: r.get(k) for k in CALIBRATION_READING_FIELDS} for r in readings),
+            key=lambda r: r["seq"],
+        ),
+    }
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), default=_finite_json)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def check_calibrations(records: list[dict[str, Any]], *, where: str = "") -> None:
+    """Refuse a calibration record (or reading) holding a value either backend cannot
+    store, before anything is written: :class:`DataFileError` naming the record and field
+    (``where`` names the source, e.g. a file)."""
+    prefix = f"{where}: " if where else ""
+    for record in records:
+        cid = record.get("id")
+        name = f"calibration {cid}" if isinstance(cid, str) else f"calibration {_shown(cid)}"
+        for key, kind in CALIBRATION_FIELDS.items():
+            problem = value_problem(record.get(key), kind)
+            if problem is None and key == "performed_at" and record.get(key) is None:
+                problem = "is missing"
+            if problem:
+                raise DataFileError(f"{prefix}{name}: {key} {_shown(record.get(key))} {problem}")
+        for reading in record.get("readings", []):
+            for key, kind in CALIBRATION_READING_FIELDS.items():
+                problem = value_problem(reading.get(key), kind)
+                if problem is None and key == "seq" and reading.get(key) is None:
+                    problem = "is missing"
+                if problem:
+                    raise DataFileError(
+                        f"{prefix}{name}: reading {_shown(reading.get('seq'))}: {key} "
+                        f"{_shown(reading.get(key))} {problem}"
+                    )
+
+
+def upsert_calibrations(
+    central: Central,
+    records: list[dict[str, Any]],
+    *,
+    site_id: str,
+    now: str,
+    source: str = "sync",
+) -> list[str]:
+    """Write calibration records (each a dict of :data:`CALIBRATION_FIELDS` with a
+    ``readings`` list) inside the caller's transaction, keyed by the record id; the
+    outcome of each: ``sent`` (new), ``unchanged`` (the same content again: nothing is
+    written) or ``revised`` (new content: the record and its readings are replaced, its
+    ``revision`` goes up). A record id held by another site is a :class:`SyncError`."""
+    check_calibrations(records)
+    outcomes = []
+    for record in records:
+        readings = record.get("readings", [])
+        digest = calibration_hash(record, readings)
+        known = central.query(
+            "SELECT site_id, content_hash, revision FROM calibrations WHERE id = ?",
+            (record["id"],),
+        )
+        values = [record.get(k) for k in CALIBRATION_FIELDS]
+        if known and known[0]["site_id"] != site_id:
+            raise SyncError(
+                f"calibration {record['id']}: the id is another site's record "
+                f"({known[0]['site_id']!r}); not written"
+            )
+        if known and known[0]["content_hash"] == digest:
+            outcomes.append("unchanged")
+            continue
+        if known:
+            central.execute(
+                "DELETE FROM calibration_readings WHERE site_id = ? AND calibration_id = ?",
+                (site_id, record["id"]),
+            )
+            sets = ", ".join(f"{k} = ?" for k in list(CALIBRATION_FIELDS)[1:])
+            central.execute(
+                f"UPDATE calibrations SET {sets}, content_hash = ?, revision = ?, source = ?, "
+                "received_at = ? WHERE id = ? AND site_id = ?",
+                (
+                    *values[1:],
+                    digest,
+                    int(known[0]["revision"] or 1) + 1,
+                    source,
+                    now,
+                    record["id"],
+                    site_id,
+                ),
+            )
+            outcomes.append("revised")
+        else:
+            columns = ", ".join(CALIBRATION_FIELDS)
+            central.execute(
+                f"INSERT INTO calibrations (site_id, {columns}, content_hash, revision, "
+                f"source, received_at) VALUES (?, {_in_list(len(CALIBRATION_FIELDS))}, ?, 1, "
+                "?, ?)",
+                (site_id, *values, digest, source, now),
+            )
+            outcomes.append("sent")
+        if readings:
+            columns = ", ".join(CALIBRATION_READING_FIELDS)
+            central.executemany(
+                f"INSERT INTO calibration_readings (site_id, calibration_id, {columns}) "
+                f"VALUES (?, ?, {_in_list(len(CALIBRATION_READING_FIELDS))})",
+                [
+                    (site_id, record["id"], *(r.get(k) for k in CALIBRATION_READING_FIELDS))
+                    for r in readings
+                ],
+            )
+    return outcomes
+
+
+def _calibration_payloads(site: Any, ids: list[str]) -> list[dict[str, Any]]:
+    marks = _in_list(len(ids))
+    have = {r["name"] for r in site.query("PRAGMA table_info(calibrations)")}
+    records = {
+        r["id"]: {k: r.get(k) for k in CALIBRATION_FIELDS if k in have}
+        for r in site.query(f"SELECT * FROM calibrations WHERE id IN ({marks})", ids)
+    }
+    readings: dict[str, list[dict[str, Any]]] = {i: [] for i in ids}
+    for r in site.query(
+        f"SELECT * FROM calibration_readings WHERE calibration_id IN ({marks}) "
+        "ORDER BY calibration_id, seq",
+        ids,
+    ):
+        readings[r["calibration_id"]].append({k: r.get(k) for k in CALIBRATION_READING_FIELDS})
+    out = []
+    for cid in ids:
+        record = records.get(cid)
+        if record is None:
+            log.warning("calibration outbox names record %s, which is not in the store", cid)
+            continue
+        if record.get("status") not in (None, *FINISHED_CALIBRATION):
+            # the outbox row is written with the final status: a running record here is a
+            # store written by something else; it stays until it is finished
+            continue
+        out.append({**record, "readings": readings[cid]})
+    return out
+
+
+def upload_calibrations(
+    site: Any,
+    central: Central,
+    *,
+    site_id: str,
+    batch_size: int = 100,
+    dry_run: bool = False,
+    clock: Clock | None = None,
+) -> CalibrationSyncSummary:
+    """Send the site's finished calibration records (``calibration_outbox``, in order) to the
+    central ``calibrations`` and ``calibration_readings``, exactly once in effect: each
+    batch is one central transaction, and only after its commit are its outbox rows removed
+    at the site (a crash between the two sends the batch again: ``unchanged``).
+
+    A site store without a calibration outbox, or a central database older than schema
+    version 5, sends nothing (the outbox waits; a warning says why)."""
+    from .central import CALIBRATION_VERSION
+
+    clock = clock or SystemClock()
+    summary = CalibrationSyncSummary()
+    if not site.query(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'calibration_outbox'"
+    ):
+        return summary
+    if central.schema_version() < CALIBRATION_VERSION:
+        summary.remaining = int(site.query("SELECT count(*) AS n FROM calibration_outbox")[0]["n"])
+        if summary.remaining:
+            log.warning(
+                "%s: schema version %d holds no calibration records (needs %d): %d record(s) "
+                "wait in the site's outbox; run chamberd central init to upgrade",
+                redact(central.url),
+                central.schema_version(),
+                CALIBRATION_VERSION,
+                summary.remaining,
+            )
+        return summary
+    after = 0
+    while True:
+        entries = site.query(
+            "SELECT id, calibration_id FROM calibration_outbox WHERE id > ? ORDER BY id LIMIT ?",
+            (after, batch_size),
+        )
+        if not entries:
+            break
+        after = entries[-1]["id"]
+        ids = list(dict.fromkeys(e["calibration_id"] for e in entries))
+        payloads = _calibration_payloads(site, ids)
+        sent_ids = {p["id"] for p in payloads}
+        try:
+            with central.transaction():
+                now = (central.now_utc() or clock.now()).astimezone(dt.UTC).isoformat()
+                outcomes = upsert_calibrations(central, payloads, site_id=site_id, now=now)
+                central.execute(
+                    "INSERT INTO ingest_log (at, site_id, kind, source, received, sent, "
+                    "unchanged, revised, conflicts, site_clock_utc) "
+                    "VALUES (?, ?, 'calibrations', 'sync', ?, ?, ?, ?, 0, ?)",
+                    (
+                        now,
+                        site_id,
+                        len(entries),
+                        outcomes.count("sent"),
+                        outcomes.count("unchanged"),
+                        outcomes.count("revised"),
+                        clock.now().astimezone(dt.UTC).isoformat(),
+                    ),
+                )
+                if dry_run:
+                    raise _DryRun
+        except _DryRun:
+            pass
+        except (SyncError, ConfigError, StorageError, DataFileError):
+            raise
+        except Exception as exc:
+            raise SyncError(f"{redact(central.url)}: calibration batch refused: {exc}") from exc
+        if not dry_run:
+            with site.transaction() as conn:
+                done = [e["id"] for e in entries if e["calibration_id"] in sent_ids]
+                conn.executemany(
+                    "DELETE FROM calibration_outbox WHERE id = ?", [(i,) for i in done]
+                )
+        summary.batches += 1
+        summary.sent += outcomes.count("sent")
+        summary.unchanged += outcomes.count("unchanged")
+        summary.revised += outcomes.count("revised")
+    summary.remaining = int(site.query("SELECT count(*) AS n FROM calibration_outbox")[0]["n"])
+    return summary

@@ -115,7 +115,15 @@ def test_paho_lives_in_one_module():
 def test_each_package_owns_its_commands():
     """The root only assembles: every command lives in its package's command module."""
     owners = {
-        "chamberd.controller.commands": {"sim", "check-config", "run", "status", "plot", "demo"},
+        "chamberd.controller.commands": {
+            "sim",
+            "check-config",
+            "run",
+            "status",
+            "serve",
+            "plot",
+            "demo",
+        },
         "chamberd.network_sync.commands": {
             "fit",
             "central",
@@ -126,6 +134,7 @@ def test_each_package_owns_its_commands():
             "sync",
             "compare",
         },
+        "chamberd.calibration.commands": {"calibrate"},
     }
     for name, command in cli.commands.items():
         module = command.callback.__module__

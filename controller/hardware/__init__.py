@@ -147,7 +147,7 @@ def make_analyser(
             cfg.port,
             baudrate=cfg.baudrate or BAUDRATE,
             eol=b"\r",
-            name=f"GMP343 {cfg.id}",
+            name=f"analyser {cfg.id}",
             clock=clock,
         )
         return GMP343Analyser(link, clock=clock)
@@ -158,7 +158,7 @@ def make_analyser(
         cfg.port,
         baudrate=cfg.baudrate or LI_BAUDRATE,
         eol=b"\n",
-        name=f"{cfg.protocol.upper()} {cfg.id}",
+        name=f"analyser {cfg.id}",
         clock=clock,
         stamped=True,  # streaming: stamp each line on arrival, in a reader thread
     )

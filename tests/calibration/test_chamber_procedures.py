@@ -1,0 +1,133 @@
+"""Chamber procedures on the simulated site over the real wire: the blank test detects an
+injected leak, the lid check flags a slow lid, and the collar geometry procedure creates a
+geometry version that the daemon's next observation uses (virtual time)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from calsite import START, register_cylinders, site_config
+
+from chamberd.calibration.runner import AnswersConsole, CalibrationRunner
+from chamberd.controller.app import build_site
+from chamberd.controller.clock import FakeClock
+from chamberd.controller.sim.site import SimulatedSite
+from chamberd.controller.store import SiteStore
+
+WHO = {"operator": "Trainee Two"}
+
+
+def run(cfg, procedure, clock, answers, **kwargs):
+    lines: list[str] = []
+    console = AnswersConsole({**WHO, **answers}, echo=lines.append)
+    record = CalibrationRunner(cfg, procedure, clock=clock, console=console, **kwargs).run()
+    return record, "\n".join(lines)
+
+
+def test_blank_passes_on_a_sealed_plate_and_detects_a_leak(make_sim_site):
+    site = make_sim_site()
+    site.sim.faults.plate.add("C1")
+    record, text = run(site.cfg, "blank", site.clock, {}, chamber="C1")
+    assert record["status"] == "pass", text
+    blank = record["data"]["blank"]
+    assert abs(blank["flux_umol_m2_s"]) < blank["mdf_umol_m2_s"]
+    assert len(record["data"]["trace"]["co2_umol_mol"]) > 50  # the trace is stored
+    assert site.sim.lids_commanded_open()
+
+    site.sim.faults.leak["C1"] = "falling"
+    record, text = run(site.cfg, "blank", site.clock, {}, chamber="C1")
+    assert record["status"] == "fail", text
+    blank = record["data"]["blank"]
+    assert abs(blank["flux_umol_m2_s"]) > blank["mdf_umol_m2_s"]
+    assert "leak" in record["result"]
+    assert "What to do" in text and "gasket" in text
+    assert site.sim.lids_commanded_open()
+
+
+def test_lid_check_flags_a_slow_lid(make_sim_site):
+    site = make_sim_site(speed=10.0)  # lid timings to a fraction of a second
+    site.sim.faults.slow_lid["C3"] = 9.0  # 3 s travel becomes 12 s
+    record, text = run(site.cfg, "lid-check", site.clock, {})
+    assert record["status"] == "fail", text
+    lids = {entry["chamber"]: entry for entry in record["data"]["lids"]}
+    assert set(lids) == {"C1", "C2", "C3", "C4"}
+    assert [f.split(" (")[0] for f in lids["C3"]["flags"]] == ["slow to close", "slow to open"]
+    assert lids["C3"]["close_s"] > 10.0
+    for chamber in ("C1", "C2", "C4"):
+        assert lids[chamber]["flags"] == [], lids[chamber]
+        assert lids[chamber]["close_switch"] == "closed" and lids[chamber]["open_switch"] == "open"
+        assert lids[chamber]["close_s"] == pytest.approx(3.0, abs=1.5)
+    assert "C3 slow to close" in record["result"]
+    assert [r["step"] for r in record["readings"]] == ["lid"] * 4
+    assert site.sim.lids_commanded_open()
+
+
+def test_geometry_version_is_used_by_the_next_observation(tmp_path):
+    db = tmp_path / "site.db"
+    cfg = site_config(db)
+    data = cfg.model_dump(mode="python")
+    data["analysers"][0]["protocol"] = "memory"
+    from chamberd.controller.config import parse_config
+
+    cfg = parse_config(data, source="geometry test")
+    clock = FakeClock(start=START)
+    sim = SimulatedSite(cfg, clock)
+    register_cylinders(db, cfg.site.id)
+    site = build_site(cfg, clock=clock, site=sim, memory=True)
+    try:
+        site.daemon.startup()
+        answers = {
+            "offsets_cm": [3.1, 2.9, 3.0, 3.2, 2.8],
+            "area_cm2": 317.8,
+            "chamber_volume_cm3": 4000.0,
+            "tubing_volume_cm3": 150.0,
+            "analyser_volume_cm3": 20.0,
+        }
+        record, text = run(cfg, "geometry", clock, answers, chamber="C2", site=sim, memory=True)
+        assert record["status"] == "pass", text
+        total = 4000.0 + 150.0 + 20.0 + 317.8 * 3.0
+        geometry = record["data"]["geometry"]
+        assert geometry["volume_cm3"] == pytest.approx(total)
+        assert geometry["offset_cm"] == pytest.approx(3.0)
+        clock.advance(60.0)
+        site.daemon.run_round(clock.now().replace(second=0, microsecond=0))
+        store = site.store
+        rows = store.query(
+            "SELECT chamber, volume_cm3, offset_cm, geometry_since FROM observations "
+            "ORDER BY started_at"
+        )
+        by_chamber = {r["chamber"]: r for r in rows}
+        assert by_chamber["C2"]["volume_cm3"] == pytest.approx(total)
+        assert by_chamber["C2"]["offset_cm"] == pytest.approx(3.0)
+        assert by_chamber["C2"]["geometry_since"] == geometry["since"]
+        assert by_chamber["C1"]["volume_cm3"] == pytest.approx(5020.1)  # unchanged
+        versions = store.query(
+            "SELECT since, source, calibration_id FROM chamber_geometry WHERE chamber = 'C2' "
+            "ORDER BY since"
+        )
+        assert [v["source"] for v in versions] == [None, "calibration"]
+        assert versions[-1]["calibration_id"] == record["id"]
+    finally:
+        site.daemon.shutdown("end of test")
+        site.close()
+
+
+def test_uneven_collar_fails_and_changes_nothing(tmp_path):
+    db = tmp_path / "site.db"
+    cfg = site_config(db)
+    clock = FakeClock(start=START)
+    record, _ = run(
+        cfg,
+        "geometry",
+        clock,
+        {"offsets_cm": [1.0, 4.0, 1.5, 4.5], "chamber_volume_cm3": 4000.0},
+        chamber="C1",
+    )
+    assert record["status"] == "fail" and "uneven" in record["result"]
+    store = SiteStore(db, site_id=cfg.site.id)
+    try:
+        assert store.query("SELECT * FROM chamber_geometry WHERE source = 'calibration'") == []
+        assert store.geometry_in_force("C1", clock.now() + dt.timedelta(days=1)) is None
+    finally:
+        store.close()

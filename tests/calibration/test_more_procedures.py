@@ -1,0 +1,151 @@
+"""The other procedures, each scripted on the simulated site over the real wire: warm-up
+and health, linearity, flow (with a low-flow fault), sensors, dead band, the GMP343
+multi-cylinder check; and Ctrl-C in the middle of a step."""
+
+from __future__ import annotations
+
+import pytest
+from calsite import CYLINDERS, SimSite
+
+from chamberd.calibration.runner import AnswersConsole, CalibrationRunner, Interrupted
+from chamberd.controller.store import SiteStore
+
+WHO = {"operator": "Trainee Five"}
+
+
+def run(site, procedure, answers=None, console=None, **kwargs):
+    lines: list[str] = []
+    console = console or AnswersConsole({**WHO, **(answers or {})}, echo=lines.append)
+    runner = CalibrationRunner(site.cfg, procedure, clock=site.clock, console=console, **kwargs)
+    return runner.run(), "\n".join(lines)
+
+
+def test_warmup_health(make_sim_site):
+    site = make_sim_site()
+    record, text = run(site, "warmup")
+    assert record["status"] == "pass", text
+    health = record["data"]["health"]
+    assert health["cell_temperature_degc"] == pytest.approx(50.0, abs=2.0)
+    assert abs(health["cell_pressure_kpa"] - health["site_pressure_kpa"]) < 3.0
+    assert 0.5 <= health["flow_l_min"] <= 1.0
+    assert "diagnostics" in health
+
+
+def test_flow_check_flags_low_flow(make_sim_site):
+    site = make_sim_site()
+    record, text = run(site, "flow", {"flowmeter_l_min": 0.8})
+    assert record["status"] == "pass", text
+    site.sim.faults.low_flow.add("irga")
+    record, text = run(site, "flow", {"flowmeter_l_min": 0.21})
+    assert record["status"] == "fail", text
+    assert "outside" in record["result"]
+
+
+def test_sensors_against_references(make_sim_site):
+    site = make_sim_site()
+    truth_p = site.sim.aux_value("pressure_kpa", None)
+    truth_t = site.sim.aux_value("air_temperature_degc", None)
+    answers = {"reference_pressure_kpa": truth_p, "reference_temperature_degc": truth_t}
+    record, text = run(site, "sensors", answers)
+    assert record["status"] == "pass", text
+    answers["reference_pressure_kpa"] = truth_p + 1.0
+    record, text = run(site, "sensors", answers)
+    assert record["status"] == "fail" and "air_pressure" in record["result"], text
+
+
+def test_linearity(make_sim_site):
+    site = make_sim_site(sim={"span_gain": 1.02, "zero_offset_umol_mol": 1.0})
+    record, text = run(site, "linearity", {"cylinders": list(CYLINDERS)})
+    assert record["status"] == "pass", text  # a gain error is linear
+    assert record["data"]["gain"] == pytest.approx(1.02, abs=0.005)
+    assert len(record["data"]["residuals"]) == 3
+    assert len(record["data"]["checks"]) == 3
+
+
+def test_dead_band_scan(make_sim_site):
+    site = make_sim_site()
+    record, text = run(site, "dead-band", {"closures": 1}, chamber="C2")
+    scans = record["data"]["scans"]
+    assert len(scans) == 1
+    assert len(scans[0]["dead_band_s"]) == len(scans[0]["flux_umol_m2_s"]) > 10
+    assert scans[0]["chosen_dead_band_s"] in scans[0]["dead_band_s"]
+    assert "<- chosen" in text
+    assert record["status"] in ("pass", "fail")
+
+
+def test_gmp343_check_records_gain_offset_and_compensation(tmp_path):
+    site = SimSite(tmp_path, sim={"span_gain": 1.03}, protocol="gmp343", speed=10.0)
+    try:
+        answers = {"cylinders": ["SPAN-450-01", "SPAN-1000-01"], "set_pressure": True}
+        record, text = run(site, "gmp343-check", answers)
+        checks = record["data"]["checks"]
+        assert [c["reference"] for c in checks] == [450.0, 1000.0, 450.0, 1000.0]  # alternating
+        assert record["data"]["gain"] == pytest.approx(1.03, abs=0.01)
+        assert record["as_found"]["compensation"]["pressure_on"] in (True, False)
+        assert "pressure_hpa" in record["data"]["compensation"]
+        assert record["status"] == "fail", text  # 3 % at 1000 is outside 3 + 1 %
+    finally:
+        site.stop()
+
+
+class _StopAt(AnswersConsole):
+    """A trainee who presses Ctrl-C when told to put the plate on."""
+
+    def wait(self, key: str, instruction: str) -> None:
+        if key == "done_plate":
+            raise KeyboardInterrupt
+        super().wait(key, instruction)
+
+
+def test_ctrl_c_leaves_the_safe_state_and_an_incomplete_record(make_sim_site):
+    site = make_sim_site()
+    site.sim.command_lid("C1", True)  # as if left closed
+    console = _StopAt(WHO, echo=lambda _: None)
+    with pytest.raises(Interrupted, match="incomplete"):
+        run(site, "blank", console=console, chamber="C1")
+    assert site.sim.lids_commanded_open()
+    store = SiteStore(site.db, site_id=site.cfg.site.id)
+    try:
+        (record,) = store.query("SELECT status, reason FROM calibrations")
+        assert record["status"] == "incomplete" and "Ctrl-C" in record["reason"]
+        assert store.calibration_locks() == []
+    finally:
+        store.close()
+
+
+def test_a_later_run_recovers_a_killed_one(make_sim_site):
+    import subprocess
+    import sys
+
+    from chamberd.calibration.records import CalibrationRecords
+
+    site = make_sim_site(speed=10.0)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    store = SiteStore(site.db, site_id=site.cfg.site.id)
+    try:
+        rid = CalibrationRecords(store).begin(
+            procedure="blank", started_at=site.clock.now(), operator="x", pid=dead.pid
+        )
+        store.take_calibration_locks(["analyser:irga"], rid, dead.pid, site.clock.now())
+    finally:
+        store.close()
+    site.sim.command_lid("C1", True)  # the killed blank test's closure
+    record, text = run(site, "lid-check", chamber="C2")
+    assert record["status"] == "pass", text
+    assert "left running by a process that ended" in text
+    assert site.sim.lids_commanded_open()
+    store = SiteStore(site.db, site_id=site.cfg.site.id)
+    try:
+        assert CalibrationRecords(store).get(rid)["status"] == "incomplete"
+        assert store.calibration_locks() == []
+    finally:
+        store.close()
+
+
+def test_site_limits_override_the_procedures(make_sim_site):
+    from chamberd.calibration.procedures import get_procedure, limits_for
+
+    limits = limits_for(get_procedure("lid-check"), {"max_move_s": 2.0, "unrelated": 1.0})
+    assert limits == {"max_move_s": 2.0}
+    assert get_procedure("7").id == "lid-check"
