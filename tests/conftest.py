@@ -53,6 +53,16 @@ POSTGRES_ADMIN_URL = os.environ.get(
 )
 
 
+@pytest.fixture
+def mqtt_required() -> None:
+    """Used (by ``tracegas.needs_broker``) only when CHAMBERD_REQUIRE_MQTT=1 and the broker or
+    mosquitto is missing: the test fails instead of skipping."""
+    pytest.fail(
+        "CHAMBERD_REQUIRE_MQTT=1 but there is no MQTT broker on 127.0.0.1:1883 "
+        "or mosquitto is not installed"
+    )
+
+
 @pytest.fixture(scope="session")
 def postgres_admin_url() -> str:
     """The machine's PostgreSQL (database ``test``); skips where there is none, fails when

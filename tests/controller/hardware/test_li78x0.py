@@ -10,6 +10,7 @@ import socket
 import uuid
 
 import pytest
+from tracegas import needs_broker
 
 from chamberd.controller.clock import SystemClock
 from chamberd.controller.errors import HardwareTimeoutError, ProtocolError
@@ -21,17 +22,6 @@ from chamberd.controller.hardware.li78x0 import (
 from chamberd.controller.hardware.mqtt_link import MqttLink
 
 BROKER = "mqtt://127.0.0.1:1883"
-
-
-def _broker_up() -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", 1883), timeout=1.0):
-            return True
-    except OSError:
-        return False
-
-
-needs_broker = pytest.mark.skipif(not _broker_up(), reason="no MQTT broker on 127.0.0.1:1883")
 
 
 @pytest.fixture
