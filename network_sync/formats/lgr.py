@@ -23,7 +23,6 @@ temperature are the analyser's; the field sheet gives the chamber's.
 from __future__ import annotations
 
 import datetime as dt
-import math
 import os
 import re
 
@@ -32,7 +31,7 @@ import numpy as np
 from chamberd.controller.errors import DataFileError
 
 from ._common import MAX_81X_BYTES, decode_text, read_bytes, shown, split_lines, strip_bom
-from .streams import Stream, StreamGas, datetime_to_clock
+from .streams import Stream, StreamGas, cell_number, datetime_to_clock
 
 __all__ = ["VALID_FIT_FLAG", "read_lgr_txt", "sniff_lgr"]
 
@@ -51,15 +50,6 @@ def sniff_lgr(head: bytes) -> bool:
     """True when the first bytes look like an LGR/ABB text file."""
     lines = strip_bom(head).split(b"\n", 3)
     return len(lines) >= 2 and b"Time" in lines[1] and b"_ppm" in lines[1] and b"," in lines[1]
-
-
-def _number(cell: str) -> float:
-    try:
-        value = float(cell)
-    except (ValueError, OverflowError):
-        return math.nan
-    # beyond any time stamp or mole fraction: a damaged cell, missing (and no overflow later)
-    return value if math.isfinite(value) and abs(value) < 1e12 else math.nan
 
 
 def read_lgr_txt(path: str | os.PathLike[str]) -> Stream:
@@ -134,7 +124,7 @@ def read_lgr_txt(path: str | os.PathLike[str]) -> Stream:
         clock[i] = datetime_to_clock(when) + float(second_text)
 
     def numeric(name: str) -> np.ndarray:
-        values = np.array([_number(cells[index[name]]) for cells in rows], dtype=float)
+        values = np.array([cell_number(cells[index[name]]) for cells in rows], dtype=float)
         bad = np.flatnonzero(~np.isfinite(values))
         if bad.size:
             warnings.append(

@@ -35,7 +35,7 @@ from chamberd.controller.errors import DataFileError
 
 from ._common import MAX_81X_BYTES, decode_text, read_bytes, shown, split_lines, strip_bom
 from .records import Annotation
-from .streams import Stream, StreamGas, datetime_to_clock, fixed_zone, utc_offset
+from .streams import Stream, StreamGas, cell_number, datetime_to_clock, fixed_zone, utc_offset
 
 __all__ = ["read_li78x0_data", "sniff_li78x0"]
 
@@ -58,15 +58,6 @@ def sniff_li78x0(head: bytes) -> bool:
         or text.startswith(b"DATAH\t")
         or (text.startswith(b"Model:\tLI-78") and b"DATAH" in text)
     )
-
-
-def _number(cell: str) -> float:
-    try:
-        value = float(cell)
-    except (ValueError, OverflowError):
-        return math.nan
-    # beyond any time stamp or mole fraction: a damaged cell, missing (and no overflow later)
-    return value if math.isfinite(value) and abs(value) < 1e12 else math.nan
 
 
 def read_li78x0_data(path: str | os.PathLike[str]) -> Stream:
@@ -136,7 +127,7 @@ def read_li78x0_data(path: str | os.PathLike[str]) -> Stream:
     warnings: list[str] = []
 
     def numeric(name: str) -> np.ndarray:
-        values = np.array([_number(c) for c in table[index[name]]], dtype=float)
+        values = np.array([cell_number(c) for c in table[index[name]]], dtype=float)
         bad = np.flatnonzero(~np.isfinite(values))
         if bad.size:
             warnings.append(

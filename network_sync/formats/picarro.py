@@ -16,7 +16,6 @@ with H2O. Rows with ``ALARM_STATUS`` other than 0 are kept but counted in the wa
 from __future__ import annotations
 
 import datetime as dt
-import math
 import os
 
 import numpy as np
@@ -24,7 +23,7 @@ import numpy as np
 from chamberd.controller.errors import DataFileError
 
 from ._common import MAX_81X_BYTES, decode_text, read_bytes, shown, split_lines, strip_bom
-from .streams import Stream, StreamGas, datetime_to_clock, fixed_zone, utc_offset
+from .streams import Stream, StreamGas, cell_number, datetime_to_clock, fixed_zone, utc_offset
 
 __all__ = ["read_picarro_dat", "sniff_picarro"]
 
@@ -39,15 +38,6 @@ def sniff_picarro(head: bytes) -> bool:
     """True when the first bytes look like a Picarro ``.dat`` file."""
     first = strip_bom(head).split(b"\n", 1)[0].split()
     return len(first) > 3 and first[:2] == [b"DATE", b"TIME"] and b"EPOCH_TIME" in first
-
-
-def _number(cell: str) -> float:
-    try:
-        value = float(cell)
-    except (ValueError, OverflowError):
-        return math.nan
-    # beyond any time stamp or mole fraction: a damaged cell, missing (and no overflow later)
-    return value if math.isfinite(value) and abs(value) < 1e12 else math.nan
 
 
 def read_picarro_dat(path: str | os.PathLike[str]) -> Stream:
@@ -102,7 +92,7 @@ def read_picarro_dat(path: str | os.PathLike[str]) -> Stream:
         clock[i] = datetime_to_clock(when)
 
     def numeric(name: str) -> np.ndarray:
-        values = np.array([_number(cells[index[name]]) for cells in rows], dtype=float)
+        values = np.array([cell_number(cells[index[name]]) for cells in rows], dtype=float)
         bad = np.flatnonzero(~np.isfinite(values))
         if bad.size:
             warnings.append(

@@ -24,9 +24,27 @@ import numpy as np
 
 from .records import Annotation
 
-__all__ = ["EPOCH", "Stream", "StreamGas", "clock_to_datetime", "datetime_to_clock", "fixed_zone"]
+__all__ = [
+    "EPOCH",
+    "Stream",
+    "StreamGas",
+    "cell_number",
+    "clock_to_datetime",
+    "datetime_to_clock",
+    "fixed_zone",
+]
 
 EPOCH = dt.datetime(1970, 1, 1)  # noqa: DTZ001 - the analyser's wall clock has no zone
+
+
+def cell_number(cell: str) -> float:
+    """One cell of an analyser stream as a number: NaN when it is not one, or beyond any
+    time stamp or mole fraction (a damaged cell is missing, and cannot overflow later)."""
+    try:
+        value = float(cell)
+    except (ValueError, OverflowError):
+        return math.nan
+    return value if math.isfinite(value) and abs(value) < 1e12 else math.nan
 
 
 @dataclass(frozen=True)
