@@ -20,6 +20,7 @@ from threadpoolctl import threadpool_limits
 from .clock import Clock
 from .config import SiteConfig
 from .daemon import Daemon
+from .errors import operator_message
 from .hardware import make_actuators, make_analyser, make_aux_sensors
 from .store import SiteStore
 
@@ -39,13 +40,21 @@ _PRIORITY = {
 
 class JournalFormatter(logging.Formatter):
     """``<priority>logger: message key=value``: journald reads the priority prefix from
-    stderr and adds its own timestamps."""
+    stderr and adds its own timestamps.
+
+    An exception attached to a record is one short line (its type and
+    :func:`~chamberd.controller.errors.operator_message`); the traceback is added only when
+    logging at DEBUG (``--log-level DEBUG``), on the same line."""
 
     def format(self, record: logging.LogRecord) -> str:
         priority = _PRIORITY.get(record.levelno, 6)
         text = f"<{priority}>{record.name}: {record.getMessage()}"
-        if record.exc_info:
-            text += " " + self.formatException(record.exc_info).replace("\n", " | ")
+        if record.exc_info and record.exc_info[1] is not None:
+            exc = record.exc_info[1]
+            if logging.getLogger().isEnabledFor(logging.DEBUG):
+                text += " " + self.formatException(record.exc_info).replace("\n", " | ")
+            else:
+                text += f" ({type(exc).__name__}: {operator_message(exc)})"
         return text
 
 

@@ -22,9 +22,10 @@ import heapq
 import itertools
 import threading
 import time
+import zoneinfo
 from typing import Protocol, runtime_checkable
 
-__all__ = ["Clock", "FakeClock", "ScaledClock", "SystemClock"]
+__all__ = ["Clock", "FakeClock", "ScaledClock", "SystemClock", "local_and_utc"]
 
 UTC = dt.UTC
 
@@ -212,3 +213,18 @@ class _Attachment:
         with self._clock._cond:
             self._clock._attached.discard(threading.get_ident())
             self._clock._maybe_advance()
+
+
+def local_and_utc(at: dt.datetime, time_zone: str) -> str:
+    """``at`` for people: the site's local time and UTC.
+
+    >>> local_and_utc(dt.datetime(2026, 7, 1, 4, 30, tzinfo=dt.UTC), "Asia/Shanghai")
+    '2026-07-01 12:30:00 CST (04:30:00 UTC)'
+    """
+    local = at.astimezone(zoneinfo.ZoneInfo(time_zone))
+    utc = at.astimezone(dt.UTC)
+    same_day = local.date() == utc.date()
+    return (
+        f"{local:%Y-%m-%d %H:%M:%S} {local.tzname() or time_zone} "
+        f"({utc:%H:%M:%S} UTC{'' if same_day else f' {utc:%Y-%m-%d}'})"
+    )

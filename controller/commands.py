@@ -1,4 +1,5 @@
-"""The site's commands: ``sim``, ``check-config``, ``run``, ``status``, ``plot``, ``demo``.
+"""The site's commands: ``sim``, ``check-config``, ``run``, ``status``, ``serve``, ``plot``,
+``demo``.
 
 Thin commands: parse, load the configuration, call the library. The root
 (:mod:`chamberd.controller.cli`) assembles them with the other packages' commands and turns
@@ -7,6 +8,7 @@ errors into messages and exit codes.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import sys
 from collections.abc import Sequence
@@ -166,6 +168,9 @@ def check_config_command(config: str, overrides: tuple[str, ...], no_path_checks
         cfg = cfg.model_copy(
             update={"sync": cfg.sync.model_copy(update={"target": redact(cfg.sync.target)})}
         )
+    hidden = cfg.web.token is not None
+    if hidden:  # nor the web page's token
+        cfg = cfg.model_copy(update={"web": cfg.web.model_copy(update={"token": None})})
     text = to_toml(cfg)
     # the printout is itself valid TOML and loads back to the same configuration
     try:
@@ -177,6 +182,8 @@ def check_config_command(config: str, overrides: tuple[str, ...], no_path_checks
     if config_hash(again) != config_hash(cfg):
         raise ChamberError(f"{_shown(config)}: internal error, the printout loads differently")
     click.echo(f"# {_shown(config)}: valid; config hash {digest}")
+    if hidden:
+        click.echo("# web.token is set (not shown)")
     click.echo(text)
 
 
@@ -231,33 +238,189 @@ def run_command(
         site.close()
 
 
+def _clock(timeline: str | None, speed: float | None) -> Any:
+    """The system clock, or a simulator's (``--timeline``) for a simulated site."""
+    from chamberd.controller.clock import ScaledClock, SystemClock
+
+    if timeline is None:
+        return SystemClock()
+    try:
+        return ScaledClock.from_timeline(timeline, speed or 1.0)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--timeline") from exc
+
+
 @click.command("status")
 @click.argument("config", type=click.Path(dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="One JSON object instead of the table.")
-def status_command(config: str, as_json: bool) -> None:
-    """Show each chamber's last observation and flux, service and hardware health.
+@click.option("--watch", is_flag=True, help="A live view, refreshed every --interval seconds.")
+@click.option(
+    "--interval",
+    type=click.FloatRange(0.1, 3600),
+    default=5.0,
+    show_default=True,
+    help="--watch: seconds between refreshes.",
+)
+@click.option(
+    "--count",
+    type=click.IntRange(1),
+    default=None,
+    help="--watch: stop after this many refreshes (default: until Ctrl-C).",
+)
+@click.option(
+    "--speed",
+    type=float,
+    default=None,
+    help="With --timeline: the simulated site's clock speed (simulated sites only).",
+)
+@click.option(
+    "--timeline",
+    default=None,
+    metavar="START@UNIX",
+    help="The daemon runs on a simulator's clock: judge its heartbeat on that clock.",
+)
+def status_command(
+    config: str,
+    as_json: bool,
+    watch: bool,
+    interval: float,
+    count: int | None,
+    speed: float | None,
+    timeline: str | None,
+) -> None:
+    """Show whether the daemon runs and what it does, the next round, each chamber's last
+    observation and flux, service, and each device's health.
 
-    Reads the site database named in the configuration (the daemon may be running).
+    Reads the site database named in the configuration (the daemon may be running); with
+    --watch the view is redrawn every few seconds until Ctrl-C.
 
-    Example: chamberd status site.toml --json
+    Example: chamberd status site.toml --watch
     """
     import json
 
-    from chamberd.controller.clock import SystemClock
-    from chamberd.controller.status import format_status, site_status
+    from chamberd.controller.status import format_status, site_status, watch_status
     from chamberd.controller.store import SiteStore
 
     cfg = _load(config, ())
-    if not Path(cfg.storage.path).exists():
-        raise ConfigError(
-            f"{config}: storage.path {cfg.storage.path!r} does not exist (has the daemon run?)"
-        )
-    store = SiteStore.open_readonly(cfg.storage.path)  # writes nothing: works on a full disk
-    try:
-        status = site_status(cfg, store, SystemClock().now())
-    finally:
-        store.close()
+    clock = _clock(timeline, speed)
+
+    def read() -> dict[str, Any]:
+        if not Path(cfg.storage.path).exists():
+            raise ConfigError(
+                f"{config}: storage.path {cfg.storage.path!r} does not exist (has the daemon run?)"
+            )
+        store = SiteStore.open_readonly(cfg.storage.path)  # writes nothing: works on a full disk
+        try:
+            return site_status(cfg, store, clock.now())
+        finally:
+            store.close()
+
+    if watch:
+        if as_json:
+            raise click.BadParameter("not with --watch", param_hint="--json")
+        with contextlib.suppress(KeyboardInterrupt):
+            watch_status(
+                read,
+                clock,
+                interval_s=interval,
+                refreshes=count,
+                out=sys.stdout,
+                clear=sys.stdout.isatty(),
+            )
+        return
+    status = read()
     click.echo(json.dumps(status, indent=2, default=str) if as_json else format_status(status))
+
+
+@click.command("serve")
+@click.argument("config", type=click.Path(dir_okay=False))
+@click.option(
+    "--bind",
+    metavar="HOST:PORT",
+    default=None,
+    help="Address to listen on (default: the config's web.bind, 127.0.0.1:8580); any but "
+    "127.0.0.1 needs web.token.",
+)
+@click.option("--central", "central_url", metavar="URL", help="Also show a central database.")
+@click.option(
+    "--reports",
+    "reports_dir",
+    type=click.Path(file_okay=False),
+    help="With --central: a folder of comparison reports (*.html) to link.",
+)
+@click.option(
+    "--speed",
+    type=float,
+    default=None,
+    help="With --timeline: the simulated site's clock speed (simulated sites only).",
+)
+@click.option(
+    "--timeline",
+    default=None,
+    metavar="START@UNIX",
+    help="Share the clock of a simulator ('timeline' in chamberd sim --json).",
+)
+def serve_command(
+    config: str,
+    bind: str | None,
+    central_url: str | None,
+    reports_dir: str | None,
+    speed: float | None,
+    timeline: str | None,
+) -> None:
+    """Serve a read-only web page of the site now (and of a central database).
+
+    The site's daemon state, the closure in progress with its live trace, the next round,
+    device health, warnings, each chamber's last fluxes, and each observation's plot; with
+    --central the sites, systems, last uploads and clock skew of a campaign database.
+    Bound to 127.0.0.1 unless --bind says otherwise; then the configuration's web.token
+    is required on every request (?token=..., or Authorization: Bearer ...).
+
+    Example: chamberd serve site.toml --bind 127.0.0.1:8580
+    """
+    import signal
+    import threading
+
+    from chamberd.controller.web import (
+        SiteView,
+        WebServer,
+        make_app,
+        needs_token,
+        parse_bind,
+        web_token,
+    )
+
+    cfg = _load(config, ())
+    host, port = parse_bind(bind or cfg.web.bind)
+    token = web_token(cfg, config)
+    if needs_token(host) and token is None:
+        raise ConfigError(
+            f"--bind {host}:{port}: not 127.0.0.1, so the page needs a token: set "
+            f"web.token or web.token_file in {_shown(config)}"
+        )
+    clock = _clock(timeline, speed)
+    central = None
+    if central_url:
+        from chamberd.network_sync.queries import campaign_overview
+
+        central = campaign_overview
+    view = SiteView(cfg, clock, central_url=central_url, central=central, reports_dir=reports_dir)
+    stop = threading.Event()
+    previous = {
+        sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)
+    }
+    try:
+        required = token if needs_token(host) else None
+        with WebServer(make_app(view, token=required), host, port) as server:
+            click.echo(f"serving {cfg.site.id} at {server.url} (read-only) until Ctrl-C")
+            if required is not None:  # shown once, here; never again
+                click.echo(f"token: {token}  (open {server.url}?token={token})")
+            sys.stdout.flush()
+            while not stop.wait(0.5):
+                pass
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 @click.command("plot")
@@ -397,6 +560,7 @@ COMMANDS = [
     check_config_command,
     run_command,
     status_command,
+    serve_command,
     plot_command,
     demo_command,
 ]

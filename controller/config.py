@@ -509,6 +509,18 @@ class CalibrationSection(_Model):
         raise KeyError(slot_id)
 
 
+class WebSection(_Model):
+    """``chamberd serve``: the read-only web page. Binding to any address but loopback needs
+    a token (``token``, or ``token_file`` holding it); requests must carry it."""
+
+    bind: Annotated[str, Field(min_length=3, max_length=300)] = "127.0.0.1:8580"
+    token: (
+        Annotated[str, Field(min_length=16, max_length=512), AfterValidator(_printable)] | None
+    ) = None
+    token_file: FilePath | None = None
+    refresh_s: _number(float, ge=2, le=3600) = 10.0  # the page reloads itself this often
+
+
 class SimSection(_Model):
     """The simulated site (``chamberd sim`` and ``chamberd demo`` only)."""
 
@@ -550,6 +562,7 @@ class SiteConfig(_Model):
     alarms: AlarmSection = AlarmSection()
     sync: SyncSection = SyncSection()
     calibration: CalibrationSection = CalibrationSection()
+    web: WebSection = WebSection()
     sim: SimSection = SimSection()
 
     @model_validator(mode="after")

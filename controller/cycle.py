@@ -112,6 +112,8 @@ class CycleOutcome:
 
 
 Alarm = Callable[..., None]
+#: told ``progress(chamber, phase, uuid)`` at each phase and each sample (for the heartbeat)
+Progress = Callable[[str, str, "str | None"], None]
 
 
 class CycleRunner:
@@ -135,8 +137,10 @@ class CycleRunner:
         calibration_id: str | None = None,
         board: HealthBoard | None = None,
         storage_down: threading.Event | None = None,
+        progress: Progress | None = None,
     ) -> None:
         self.cfg = cfg
+        self.progress = progress
         self.clock = clock
         self.store = store
         self.analyser = analyser
@@ -155,6 +159,11 @@ class CycleRunner:
         self.component = f"analyser:{analyser_id}"
 
     # --- helpers --------------------------------------------------------------------------
+
+    def _phase(self, state: dict[str, Any], phase: str) -> None:
+        state["phase"] = phase
+        if self.progress is not None:
+            self.progress(state["chamber"], phase, state["uuid"])
 
     def _sleep(self, seconds: float) -> None:
         end = self.clock.monotonic() + seconds
@@ -239,6 +248,7 @@ class CycleRunner:
         interval = cycle.sample_interval_s
 
         # prepurge: lid open, flow routed through this chamber
+        self._phase(state, "prepurge")
         prepurge_at = self.clock.now()
         self.actuators.set_lid(chamber.id, False)
         self.actuators.set_valve(chamber.id, True)
@@ -274,6 +284,7 @@ class CycleRunner:
             }
         )
         uuid = state["uuid"]
+        self._phase(state, "closing")
         self.actuators.set_lid(chamber.id, True)
         start_mono = self.clock.monotonic()
         closed_mono = None
@@ -294,6 +305,7 @@ class CycleRunner:
         closed_at = self.clock.now()
         self.store.set_phase(uuid, "closed", closed_at)
         self.store.set_phase(uuid, "deadband", closed_at)
+        self._phase(state, "deadband")
 
         # deadband and observing
         aux_start = self._aux()
@@ -305,6 +317,7 @@ class CycleRunner:
             if not observing_marked and elapsed >= dead_band:
                 self.store.set_phase(uuid, "observing", reading.time)
                 observing_marked = True
+                self._phase(state, "observing")
             if reading.monotonic_s - last_lid_check >= _LID_CHECK_S:
                 last_lid_check = reading.monotonic_s
                 lid = self.actuators.lid_state(chamber.id)
@@ -321,6 +334,7 @@ class CycleRunner:
         # opening and postpurge
         opening_at = self.clock.now()
         self.store.set_phase(uuid, "opening", opening_at)
+        self._phase(state, "opening")
         self.actuators.set_lid(chamber.id, False)
         lid_fault = False
         start_mono = self.clock.monotonic()
@@ -343,6 +357,7 @@ class CycleRunner:
             self._sleep(min(1.0, interval))
         self.store.set_phase(uuid, "opened", self.clock.now())
         self.store.set_phase(uuid, "postpurge", self.clock.now())
+        self._phase(state, "postpurge")
         self._sleep(cycle.postpurge_s)
         self.actuators.set_valve(chamber.id, False)
 
@@ -416,6 +431,8 @@ class CycleRunner:
             reason = f"analyser output unreadable: {brief(exc, 150)}"
             raise _Abort(reason, kind="analyser_garbled") from exc
         self.board.good(self.component)
+        if self.progress is not None:
+            self.progress(state["chamber"], state.get("phase", phase), state["uuid"])
         self._check_clock(state, reading)
         closed = state["closed_mono"]
         state["samples"].append(

@@ -19,6 +19,15 @@ chambers that need it, each with one alarm when it fails and one ``*_restored`` 
 it answers again (:mod:`chamberd.controller.health` keeps each device's own last good
 reading and last error).
 
+What an operator sees: at INFO one line at start-up (site, chambers, analysers, the next
+round in local and UTC time), one per round (start; end with done/aborted/skipped counts
+and duration) and one per observation (chamber, flux and unit, model, R2, flags, or the
+abort reason); fault lines are short (:func:`~chamberd.controller.errors.operator_message`)
+and the full detail is logged at DEBUG. A heartbeat (pid, the round, what each analyser
+group is doing, the next round) is written to the store's ``heartbeat`` table at each
+phase and at least every ``HEARTBEAT_S`` seconds, and copied into the live health file;
+``chamberd status`` tells from it whether the daemon is alive.
+
 When the site database cannot be written (a full disk above all) the daemon opens every
 lid, raises one critical alarm (delivered to ``alarms.command`` although it cannot be
 recorded), keeps events and the completions of the interrupted observations in memory,
@@ -32,8 +41,10 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import math
 import os
 import shlex
+import socket
 import subprocess
 import threading
 from collections import deque
@@ -41,7 +52,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .clock import Clock, FakeClock, SystemClock
+from .clock import Clock, FakeClock, SystemClock, local_and_utc
 from .config import SiteConfig, config_hash
 from .cycle import CycleOutcome, CycleRunner, Stopped
 from .errors import (
@@ -67,7 +78,7 @@ from .health import (
 from .schedule import APSchedulerRunner, ClockRunner, make_trigger, slots_between
 from .store import SiteStore, iso, parse_iso
 
-__all__ = ["AlarmSink", "Daemon", "software_version"]
+__all__ = ["HEARTBEAT_S", "AlarmSink", "Daemon", "observation_line", "software_version"]
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +93,8 @@ _MAX_PENDING_EVENTS = 2000  # events kept in memory while the database cannot be
 _MESSAGE_CHARS = 300  # an event's message: one line; the full text goes to data["detail"]
 _STORAGE_RETRY_S = (10.0, 300.0)  # back-off of the attempts to write again
 _LID_RETRY_S = (10.0, 300.0)  # back-off of the attempts to open a lid on a dead line
+#: the heartbeat is written at each phase and at least this often [s, site clock]
+HEARTBEAT_S = 30.0
 
 
 def software_version() -> str:
@@ -147,6 +160,8 @@ class AlarmSink:
         at = self.clock.now()
         message, details = bounded(message, data)
         log.log(_LEVELS.get(level, logging.INFO), "%s: %s", kind, message)
+        if details.get("detail") and log.isEnabledFor(logging.DEBUG):
+            log.debug("%s: detail: %s", kind, details["detail"])
         event = {
             "at": at,
             "level": level,
@@ -295,6 +310,7 @@ class Daemon:
         self.store = store
         self.analysers = dict(analysers)
         self.board = HealthBoard(clock)
+        self._refused_before: dict[str, bool] = {}  # per component: its fault was a refusal
         self.board.listeners.append(self._health_changed)
         self.actuators = TrackedActuators(actuators, cfg, self.board)
         self.aux = aux
@@ -332,6 +348,14 @@ class Daemon:
         self._calibration_check_at = -1e18
         self._active_groups: set[str] = set()  # groups measuring in the current round
         self._calibration_lock = threading.RLock()
+        # what the daemon is doing, for the heartbeat: per analyser group its chamber and
+        # phase; the round in progress; the next round
+        self.activity: dict[str, dict[str, Any]] = {}
+        self.round_at: dt.datetime | None = None
+        self.next_round_at: dt.datetime | None = None
+        self.state = "starting"
+        self._beat_lock = threading.RLock()
+        self._beat_mono = -math.inf
 
     def wait_idle(self, timeout_s: float) -> bool:
         """Wait (real time) until no round is running; True when idle."""
@@ -342,6 +366,8 @@ class Daemon:
     def _health_changed(self, entry: DeviceHealth, ok: bool, since: dt.datetime | None) -> None:
         """One alarm when a shared part fails, one event when it answers again."""
         component = entry.component
+        if not ok:
+            self._refused_before[component] = entry.refused
         if component.startswith("modbus:"):
             line = component.split(":", 1)[1]
             needs = [
@@ -350,7 +376,19 @@ class Daemon:
                 if c.enabled and component in chamber_lines(self.cfg, c)
             ]
             what = f"chambers {', '.join(needs)}" if needs else "its sensors"
-            if ok:
+            if entry.refused:
+                # the device refuses commands: the cycle's own alarm (hardware_error,
+                # safe_state_failed) says so; the health entry shows it as a FAULT
+                log.info("modbus line %s: the device refuses: %s", line, entry.last_error)
+            elif ok and since is not None and self._refused_before.pop(component, False):
+                self.alarm(
+                    "info",
+                    "modbus_device_restored",
+                    f"modbus line {line}: the device accepts commands again (refused since "
+                    f"{_when(since)})",
+                    data={"line": line},
+                )
+            elif ok:
                 self.alarm(
                     "info",
                     "modbus_line_restored",
@@ -411,6 +449,7 @@ class Daemon:
                 "pid": os.getpid(),
                 "written_at": iso(self.clock.now()),
                 "storage_down": self.storage_down.is_set(),
+                "heartbeat": self._beat(),
                 "health": [e.as_dict() for e in self.board.entries()],
                 "pending_events": len(pending),
                 "recent_pending_events": [
@@ -425,6 +464,68 @@ class Daemon:
                 ],
             }
         )
+
+    # --- the heartbeat --------------------------------------------------------------------
+
+    def next_round(
+        self, after: dt.datetime | None = None, *, inclusive: bool = False
+    ) -> dt.datetime:
+        """The first round slot after ``after`` (default: now; at it when ``inclusive``), UTC."""
+        now = after or self.clock.now()
+        trigger = make_trigger(self.cfg.schedule, self.cfg.site.time_zone, around=now)
+        step = dt.timedelta(microseconds=0 if inclusive else 1)
+        slot = trigger.get_next_fire_time(None, now + step)
+        return slot.astimezone(dt.UTC)
+
+    def _beat(self) -> dict[str, Any]:
+        with self._beat_lock:
+            activity = [dict(a) for _, a in sorted(self.activity.items())]
+        return {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "at": iso(self.clock.now()),
+            "state": self.state,
+            "started_at": iso(self.started_at) if self.started_at else None,
+            "round_at": iso(self.round_at) if self.round_at else None,
+            "activity": activity,
+            "next_round_at": iso(self.next_round_at) if self.next_round_at else None,
+            "software_version": self.version,
+        }
+
+    def heartbeat(self, *, force: bool = False) -> None:
+        """Write the heartbeat to the store (and the live file): now when ``force``, else
+        when ``HEARTBEAT_S`` has passed. A database that cannot be written only skips it
+        (the live file still has it)."""
+        with self._beat_lock:  # one at a time: the groups' beats are written in order
+            mono = self.clock.monotonic()
+            if not force and mono - self._beat_mono < HEARTBEAT_S:
+                return
+            self._beat_mono = mono
+            beat = self._beat()
+            if not self.storage_down.is_set():
+                try:
+                    self.store.write_heartbeat(beat)
+                except StorageError as exc:  # the next write of anything raises the fault
+                    log.debug("heartbeat not written: %s", brief(exc))
+            self._write_live()
+
+    def _progress(self, analyser_id: str, chamber: str, phase: str, uuid: str | None) -> None:
+        """A cycle's phase (or sample): the heartbeat, at once when the phase changed."""
+        with self._beat_lock:
+            known = self.activity.get(analyser_id)
+            changed = known is None or (known["chamber"], known["phase"]) != (chamber, phase)
+            if changed:
+                self.activity[analyser_id] = {
+                    "analyser": analyser_id,
+                    "chamber": chamber,
+                    "phase": phase,
+                    "since": iso(self.clock.now()),
+                    "observation_uuid": uuid,
+                }
+        self.heartbeat(force=changed)
+
+    def _when_local(self, at: dt.datetime) -> str:
+        return local_and_utc(at, self.cfg.site.time_zone)
 
     # --- the site database ----------------------------------------------------------------
 
@@ -547,6 +648,8 @@ class Daemon:
             if now - self._calibration_check_at >= _CALIBRATION_CHECK_S:
                 self._calibration_check_at = now
                 self._lend_idle_analysers(self.calibration_locks())
+        if self._idle.is_set():
+            self.heartbeat()
 
     def _reopen_lids(self) -> None:
         now = self.clock.monotonic()
@@ -637,6 +740,21 @@ class Daemon:
                 self._storage_failed(exc, "recording missed rounds")
         self._persist_health()
         self._started = True
+        self.state = "idle"
+        self.next_round_at = self.next_round(self.started_at, inclusive=True)
+        chambers = [c.id for c in self.cfg.chambers if c.enabled]
+        log.info(
+            "site %s: %d chamber(s) (%s) on %d analyser(s) (%s), a round every %g min; "
+            "next round %s",
+            self.cfg.site.id,
+            len(chambers),
+            ", ".join(chambers) or "none enabled",
+            len(self.analysers),
+            ", ".join(self.analysers),
+            self.cfg.schedule.interval_min,
+            self._when_local(self.next_round_at),
+        )
+        self.heartbeat(force=True)
 
     def _recover_last_run(self, now: dt.datetime) -> list[str]:
         """Chambers out of service stay out; the configured chambers are recorded;
@@ -716,6 +834,11 @@ class Daemon:
         self.safe_state(reason)
         self.recover_storage(force=True)
         self.alarm("info", "shutdown", f"chamberd stopped: {reason}")
+        self.state = "stopped"
+        with self._beat_lock:
+            self.activity.clear()
+        self.round_at = None
+        self.heartbeat(force=True)
         pending = list(getattr(self.alarm, "pending", ()))
         if pending or self._deferred:
             log.warning(
@@ -837,6 +960,7 @@ class Daemon:
             analyser_info=self.analyser_info.get(analyser_id),
             board=self.board,
             storage_down=self.storage_down,
+            progress=lambda chamber, phase, uuid: self._progress(analyser_id, chamber, phase, uuid),
         )
         group_fault: str | None = None
         told = False  # one calibration_in_progress event per round per group
@@ -890,6 +1014,7 @@ class Daemon:
                 continue
             outcome = runner.run(chamber, round_id)
             result.outcomes.append(outcome)
+            log.info("%s", observation_line(outcome))
             self._deferred.extend(outcome.deferred)
             if outcome.storage_error is not None:
                 if not self.storage_down.is_set():
@@ -1060,10 +1185,47 @@ class Daemon:
             log.info("round of %s already ran: skipped", iso(scheduled_at))
             return None
         self._idle.clear()
+        self.state = "measuring"
+        self.round_at = scheduled_at
+        self.next_round_at = self.next_round(max(scheduled_at, self.clock.now()))
+        with self._beat_lock:
+            self.activity.clear()
+        chambers = [c.id for c in self.cfg.chambers if c.enabled]
+        log.info("round %s: started, %d chamber(s)", self._when_local(scheduled_at), len(chambers))
+        began = self.clock.monotonic()
+        result = None
         try:
-            return self._round(scheduled_at, round_id)
+            result = self._round(scheduled_at, round_id)
+            return result
         finally:
+            self.state = "stopped" if self.stop_event.is_set() else "idle"
+            self.round_at = None
+            with self._beat_lock:
+                self.activity.clear()
+            self.next_round_at = self.next_round()
             self._idle.set()
+            self._round_line(scheduled_at, result, self.clock.monotonic() - began)
+            self.heartbeat(force=True)
+
+    def _round_line(
+        self, scheduled_at: dt.datetime, result: RoundResult | None, took_s: float
+    ) -> None:
+        outcomes = result.outcomes if result is not None else []
+        counts = {s: sum(o.status == s for o in outcomes) for s in ("done", "aborted", "skipped")}
+        for outcome in outcomes:
+            if outcome.status == "skipped":
+                log.info("%s", observation_line(outcome))
+        how = "ended" if result is not None else "interrupted"
+        log.info(
+            "round %s: %s after %s: %d done, %d aborted, %d skipped; next round %s",
+            self._when_local(scheduled_at),
+            how,
+            _duration(took_s),
+            counts["done"],
+            counts["aborted"],
+            counts["skipped"],
+            self._when_local(self.next_round_at) if self.next_round_at else "?",
+        )
 
     def _round(self, scheduled_at: dt.datetime, round_id: int) -> RoundResult:
         result = RoundResult(scheduled_at)
@@ -1106,7 +1268,7 @@ class Daemon:
         if errors:
             self.safe_state("unhandled error in a round")
             for exc in errors:
-                log.error("unhandled error in the round", exc_info=exc)
+                log.debug("unhandled error in the round", exc_info=exc)
                 self.alarm(
                     "critical",
                     "round_error",
@@ -1254,9 +1416,40 @@ _SYNC_BATCHES_PER_ROUND = 20
 _CALIBRATION_CHECK_S = 2.0  # how often an idle daemon looks at the calibration locks
 
 
+def observation_line(outcome: CycleOutcome) -> str:
+    """One log line of an observation: chamber, flux and unit, model, R2 and flags, or why
+    it was aborted or skipped, in a few words."""
+    if outcome.status == "done":
+        extra = outcome.extra or {}
+        flags = ", ".join(outcome.flags) or "none"
+        flux = outcome.flux
+        if flux is None or not math.isfinite(flux):
+            return f"{outcome.chamber}: done, no flux (flags: {flags})"
+        r2 = extra.get("r2")
+        r2_text = f", R2 {r2:.3f}" if isinstance(r2, float) and math.isfinite(r2) else ""
+        lid = "; lid did not confirm open" if outcome.lid_fault else ""
+        return (
+            f"{outcome.chamber}: flux {flux:.3f} umol m-2 s-1 ({extra.get('model', '?')}"
+            f"{r2_text}), flags: {flags}{lid}"
+        )
+    return f"{outcome.chamber}: {outcome.status}: {brief(outcome.reason or 'no reason', 120)}"
+
+
+def _duration(seconds: float) -> str:
+    seconds = max(0.0, seconds)
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    return f"{seconds // 60:.0f} min {seconds % 60:02.0f} s"
+
+
 def _failed_since(entry: DeviceHealth | None, began_mono: float) -> bool:
     """The entry is a fault whose last error came after ``began_mono`` (this round)."""
-    return entry is not None and entry.ok is False and entry.last_error_mono >= began_mono
+    return (
+        entry is not None
+        and entry.ok is False
+        and not entry.refused  # a device that refuses is the chambers' fault, tried each time
+        and entry.last_error_mono >= began_mono
+    )
 
 
 def _without_path(exc: BaseException, path: str) -> str:
@@ -1276,6 +1469,7 @@ def _health_row(entry: DeviceHealth, now: dt.datetime) -> dict[str, Any]:
         "last_good_at": entry.last_good_at,
         "last_error": entry.last_error,
         "last_error_at": entry.last_error_at,
+        "refused": entry.refused,
         "updated_at": now,
     }
 

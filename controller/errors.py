@@ -19,9 +19,16 @@ Foreign exceptions (pyserial, pymodbus, sqlite3, psycopg) are translated at the 
 ``raise ... from``. ``chamberd.fitting`` does not import this module (it imports nothing of
 ours); it raises plain ``ValueError`` for invalid arguments, and callers translate.
 Only the command line turns these errors into messages and exit codes.
+
+:func:`operator_message` is the one place that turns an error into the short line an
+operator reads (in the log at INFO and above, in events, alarms and ``status``): one line,
+the device's own frame trace (``; last frames: ...``, kept for DEBUG and for an event's
+``data``) cut off, transport jargon said plainly.
 """
 
 from __future__ import annotations
+
+import re
 
 __all__ = [
     "ChamberError",
@@ -34,7 +41,53 @@ __all__ = [
     "StorageError",
     "SyncError",
     "TruncatedObservationError",
+    "operator_message",
 ]
+
+#: where an adapter's frame trace starts in an error's text (everything after it is DEBUG)
+TRACE_MARK = "; last frames:"
+
+#: transport wording (pyserial, sockets, pymodbus) and what an operator reads instead
+_PLAIN = (
+    (
+        re.compile(r"could not open port \S+: \[Errno 111\] Connection refused"),
+        "connection refused",
+    ),
+    (re.compile(r"\[Errno 111\] Connection refused"), "connection refused"),
+    (re.compile(r"\[Errno 113\] No route to host"), "no route to host"),
+    (re.compile(r"\[Errno 110\] Connection timed out"), "connection timed out"),
+    (
+        re.compile(r"\[Errno 2\] (could not open port [^:]+: )?No such file or directory[^;]*"),
+        "no such device",
+    ),
+    (re.compile(r"Attempting to use a port that is not open"), "not connected"),
+    (re.compile(r"port not available for writing"), "not connected"),
+    (re.compile(r"Modbus Error: \[[A-Za-z/ ]+\] "), ""),
+    (
+        re.compile(r"No response received after (\d+) retries, continue with next request"),
+        r"no response after \1 retries",
+    ),
+)
+
+
+def operator_message(error: BaseException | str, limit: int = 200) -> str:
+    """One short line of an error for people: which device, what failed.
+
+    The frame trace after ``; last frames:`` is cut off (it stays in DEBUG logs and an
+    event's ``data``), whitespace is collapsed, transport jargon is said plainly, and the
+    line is at most ``limit`` characters.
+
+    >>> operator_message("analyser irga1 (socket://h:1): port not available for writing; "
+    ...                  "last frames: >'<li850>...'")
+    'analyser irga1 (socket://h:1): not connected'
+    """
+    text = " ".join(str(error).split())
+    text = text.split(TRACE_MARK, 1)[0]
+    for pattern, plain in _PLAIN:
+        text = pattern.sub(plain, text)
+    if not text:
+        text = type(error).__name__ if isinstance(error, BaseException) else "error"
+    return text if len(text) <= limit else text[: limit - 3].rstrip() + "..."
 
 
 class ChamberError(Exception):

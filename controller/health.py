@@ -1,11 +1,12 @@
 """Health of each device from its own last good reading, and the lines lids depend on.
 
-A device is OK only when it last answered: an analyser when a reading arrived from it, a
-Modbus line when a request on it got a reply (an exception response is a reply: the line
-works, the device refused), the aux sensors when they were read, the site database when a
-write committed, the upload when a batch went through. A cycle that ends before a device
-was used leaves that device's entry alone, so a lid fault never makes a silent analyser
-look healthy.
+A device is OK only when it last answered and did what it was asked: an analyser when a
+reading arrived from it, a Modbus line when a request on it got a reply that was not a
+refusal (an exception response is a reply: the line works, but the device refused, so it is
+a FAULT marked ``refused``, not a line outage), the aux sensors when they were read, the
+site database when a write committed, the upload when a batch went through. A cycle that
+ends before a device was used leaves that device's entry alone, so a lid fault never makes
+a silent analyser look healthy.
 
 :class:`HealthBoard` keeps, per component (``analyser:<id>``, ``modbus:<line>``, ``aux``,
 ``storage``, ``sync``), whether it is OK, the time of its last good reading, and its last
@@ -34,7 +35,7 @@ from typing import Any
 
 from .clock import Clock
 from .config import ChamberConfig, SiteConfig
-from .errors import HardwareError, ProtocolError
+from .errors import HardwareError, ProtocolError, operator_message
 from .hardware import ChamberActuators, LidState
 
 __all__ = [
@@ -57,14 +58,12 @@ DETAIL_CHARS = 4000
 
 
 def brief(error: BaseException | str, limit: int = _BRIEF_CHARS) -> str:
-    """One short line of an error: the frame trace (``; last frames: ...``) cut off.
+    """One short line of an error (:func:`chamberd.controller.errors.operator_message`).
 
     >>> brief("Modbus RTU socket://h:1 device 10: cannot connect; last frames: > 0a 05")
     'Modbus RTU socket://h:1 device 10: cannot connect'
     """
-    text = " ".join(str(error).split())
-    text = text.split("; last frames:", 1)[0]
-    return text if len(text) <= limit else text[: limit - 3].rstrip() + "..."
+    return operator_message(error, limit)
 
 
 def line_of(error: BaseException) -> str | None:
@@ -112,6 +111,7 @@ class DeviceHealth:
     last_error_at: dt.datetime | None = None
     changed_at: dt.datetime | None = None  # when ``ok`` last changed
     last_error_mono: float = -math.inf  # the monotonic clock at the last error
+    refused: bool = False  # the fault is a refusal: the device answers, refusing commands
 
     def as_dict(self) -> dict[str, Any]:
         def stamp(value: dt.datetime | None) -> str | None:
@@ -125,6 +125,7 @@ class DeviceHealth:
             "last_error": self.last_error,
             "last_error_at": stamp(self.last_error_at),
             "changed_at": stamp(self.changed_at),
+            "refused": self.refused,
         }
 
 
@@ -159,6 +160,7 @@ class HealthBoard:
             if entry.ok is not True:
                 entry.changed_at = now
             entry.ok = True
+            entry.refused = False
             entry.last_good_at = now
             if detail is not None:
                 entry.detail = detail
@@ -168,16 +170,20 @@ class HealthBoard:
             self._notify(copy, True, since)
         return recovered
 
-    def fault(self, component: str, error: BaseException | str) -> bool:
-        """``component`` failed now; True when this starts a fault (it was OK or unused)."""
+    def fault(self, component: str, error: BaseException | str, *, refused: bool = False) -> bool:
+        """``component`` failed now; True when this starts a fault (it was OK or unused).
+
+        ``refused``: it answered, refusing the command (a Modbus exception response)."""
         now = self.clock.now()
         with self._lock:
             entry = self._entry(component)
-            started = entry.ok is not False
+            # a refusal that turns into silence is a new fault (the line went down)
+            started = entry.ok is not False or (entry.refused and not refused)
             since = entry.changed_at
             if started:
                 entry.changed_at = now
             entry.ok = False
+            entry.refused = refused
             entry.last_error = brief(error)
             entry.last_error_at = now
             entry.last_error_mono = self.clock.monotonic()
@@ -346,9 +352,11 @@ class TrackedActuators:
         lines = sorted(lines)
         try:
             result = fn()
-        except ProtocolError:
+        except ProtocolError as exc:
+            # the line answers, the device refused: a fault of the device (status shows it),
+            # not a line outage (no chamber skipped for it)
             for line in lines:
-                self.board.good(line)
+                self.board.fault(line, exc, refused=True)
             raise
         except HardwareError as exc:
             line = line_of(exc)
@@ -425,7 +433,7 @@ def _fit(state: dict[str, Any], size: int) -> bytes:
         for e in state.get("health", [])
         if isinstance(e, dict)
     ]
-    keep = ("site", "pid", "written_at", "storage_down", "pending_events")
+    keep = ("site", "pid", "written_at", "storage_down", "pending_events", "heartbeat")
     short = {k: state[k] for k in keep if k in state} | {"health": health, "truncated": True}
     data = dump(short)
     if len(data) <= size:

@@ -6,20 +6,33 @@ running daemon, on a full disk and on a read-only copy. The health of each devic
 from the ``health`` table and, when newer, from the daemon's live health file beside the
 database (``<database>.health``), which the daemon keeps current even while the database
 cannot be written; the storage itself is also judged from the free space.
+
+Whether the daemon runs comes from its heartbeat (the store's ``heartbeat`` table, or the
+live file when newer): running when it is fresh (written less than ``STALE_S`` ago), its
+state is not ``stopped`` and, on the same machine, its pid exists. The heartbeat also says
+what each analyser group is doing (chamber, phase, since when) and when the next round is.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import os
 import shutil
+import socket
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
+from .clock import Clock, local_and_utc
 from .config import SiteConfig
 from .health import LiveHealthFile
 from .store import SiteStore, parse_iso, process_alive
 
-__all__ = ["format_status", "site_status"]
+__all__ = ["STALE_S", "daemon_status", "format_status", "site_status", "watch_status"]
+
+#: a heartbeat older than this [s] means the daemon is not running (it writes one at each
+#: phase of a cycle and at least every 30 s)
+STALE_S = 120.0
 
 _LOW_DISK_MB = 1.0  # below this the database cannot grow: reported as a storage fault
 
@@ -89,6 +102,8 @@ def site_status(cfg: SiteConfig, store: SiteStore, now: dt.datetime) -> dict[str
         "site": cfg.site.id,
         "database": str(Path(store.path).resolve()),
         "now": now.astimezone(dt.UTC).isoformat(),
+        "time_zone": cfg.site.time_zone,
+        "daemon": daemon_status(store, now, live=live, time_zone=cfg.site.time_zone),
         "chambers": chambers,
         "health": health,
         "recent_warnings": warnings,
@@ -120,7 +135,116 @@ def _calibrations(store: SiteStore) -> list[dict[str, Any]]:
     return out
 
 
-_COLUMNS = ("component", "ok", "detail", "last_good_at", "last_error", "last_error_at")
+def daemon_status(
+    store: SiteStore,
+    now: dt.datetime,
+    *,
+    live: dict[str, Any] | None = None,
+    time_zone: str = "UTC",
+) -> dict[str, Any]:
+    """Whether the daemon runs, and what it does: from the newer of the store's heartbeat
+    and the live file's. ``running`` is False with a ``why`` when the heartbeat is stale,
+    says the daemon stopped, or names a pid that no longer exists on this machine."""
+    beat = store.heartbeat()
+    other = (live or {}).get("heartbeat")
+    if (
+        isinstance(other, dict)
+        and other.get("at")
+        and (beat is None or str(other["at"]) > str(beat.get("at") or ""))
+    ):
+        beat = dict(other)
+    if not beat or not beat.get("at"):
+        return {"running": False, "why": "no heartbeat: the daemon has not run here"}
+    at = parse_iso(str(beat["at"]))
+    age_s = (now - at).total_seconds()
+    pid = beat.get("pid")
+    here = beat.get("host") == socket.gethostname()
+    pid_exists = _pid_exists(int(pid)) if here and isinstance(pid, int) else None
+    why = None
+    if beat.get("state") == "stopped":
+        why = "stopped"
+    elif age_s > STALE_S:
+        why = f"no heartbeat for {_age(age_s)}"
+    elif pid_exists is False:
+        why = f"process {pid} is gone"
+    next_round = beat.get("next_round_at")
+    return {
+        "running": why is None,
+        "why": why,
+        "pid": pid,
+        "host": beat.get("host"),
+        "pid_exists": pid_exists,
+        "state": beat.get("state"),
+        "heartbeat_at": beat["at"],
+        "heartbeat_age_s": round(age_s, 1),
+        "started_at": beat.get("started_at"),
+        "round_at": beat.get("round_at"),
+        "activity": beat.get("activity") or [],
+        "next_round_at": next_round,
+        "next_round": local_and_utc(parse_iso(next_round), time_zone) if next_round else None,
+        "software_version": beat.get("software_version"),
+    }
+
+
+def _pid_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: it exists
+        return True
+    return True
+
+
+def _age(seconds: float) -> str:
+    seconds = abs(seconds)
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 48 * 3600:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} days"
+
+
+def daemon_lines(daemon: dict[str, Any], time_zone: str) -> list[str]:
+    """The first lines of ``status``: running or not, what it does now, the next round."""
+    if not daemon.get("heartbeat_at"):
+        return [f"daemon: NOT RUNNING ({daemon.get('why')})"]
+    age = _age(daemon["heartbeat_age_s"])
+    if daemon["running"]:
+        lines = [f"daemon: running (pid {daemon['pid']}, heartbeat {age} ago)"]
+    else:
+        lines = [
+            f"daemon: NOT RUNNING ({daemon['why']}; last heartbeat {daemon['heartbeat_at']}, "
+            f"pid {daemon['pid']})"
+        ]
+    if daemon["running"]:
+        if daemon.get("round_at"):
+            at = local_and_utc(parse_iso(daemon["round_at"]), time_zone)
+            lines.append(f"now: round of {at}")
+            for a in daemon.get("activity") or []:
+                since = a.get("since")
+                lines.append(
+                    f"  {a.get('analyser')}: {a.get('chamber')} {a.get('phase')}"
+                    + (f" since {since}" if since else "")
+                )
+        else:
+            lines.append(f"now: {daemon.get('state') or 'idle'}, waiting for the next round")
+    if daemon.get("next_round"):
+        lines.append(f"next round: {daemon['next_round']}")
+    return lines
+
+
+_COLUMNS = (
+    "component",
+    "ok",
+    "detail",
+    "last_good_at",
+    "last_error",
+    "last_error_at",
+    "refused",
+)
 
 
 def _health(store: SiteStore, now: dt.datetime) -> list[dict[str, Any]]:
@@ -138,6 +262,7 @@ def _health(store: SiteStore, now: dt.datetime) -> list[dict[str, Any]]:
             "last_good_at": row.get("last_ok_at"),
             "last_error": row.get("last_error"),
             "last_error_at": row.get("last_error_at"),
+            "refused": bool(row.get("refused")),
             "updated_at": row.get("updated_at"),
             "source": "database",
         }
@@ -163,6 +288,8 @@ def _health(store: SiteStore, now: dt.datetime) -> list[dict[str, Any]]:
 
 def format_status(status: dict[str, Any]) -> str:
     lines = [f"site {status['site']}  ({status['database']})"]
+    if status.get("daemon"):
+        lines.extend(daemon_lines(status["daemon"], status.get("time_zone", "UTC")))
     last = status["last_successful_round"]
     lines.append(
         "last successful round: "
@@ -193,14 +320,14 @@ def format_status(status: dict[str, Any]) -> str:
             lines.append(f"{'':<8} last reason: {obs['reason']}")
     lines.append("")
     lines.append("health:")
-    lines.append(f"  {'device':<22} {'state':<6} {'last good reading':<28} last error")
+    lines.append(f"  {'device':<22} {'state':<7} {'last good reading':<28} last error")
     for h in status["health"]:
         error = ""
         if h.get("last_error"):
             error = f"{h.get('last_error_at') or ''} {h['last_error']}".strip()
         detail = "" if not h["ok"] or not h.get("detail") else f"  ({h['detail']})"
         lines.append(
-            f"  {h['component']:<22} {'ok' if h['ok'] else 'FAULT':<6} "
+            f"  {h['component']:<22} {_state(h):<7} "
             f"{h.get('last_good_at') or '-':<28} {error or '-'}{detail}"
         )
     for cal in status.get("calibrations_in_progress", []):
@@ -223,3 +350,47 @@ def format_status(status: dict[str, Any]) -> str:
         for w in status["recent_warnings"]:
             lines.append(f"  {w['at']} {w['level']:<8} {w['kind']}: {w['message']}")
     return "\n".join(lines)
+
+
+def _state(health: dict[str, Any]) -> str:
+    if health["ok"]:
+        return "ok"
+    return "REFUSED" if health.get("refused") else "FAULT"
+
+
+_CLEAR = "\x1b[H\x1b[2J"  # cursor home, clear the screen
+
+
+def watch_status(
+    read: Callable[[], dict[str, Any]],
+    clock: Clock,
+    *,
+    interval_s: float = 5.0,
+    refreshes: int | None = None,
+    out: TextIO,
+    clear: bool = True,
+) -> int:
+    """``chamberd status --watch``: the status table, redrawn every ``interval_s`` seconds
+    of ``clock`` (``refreshes`` times, or until interrupted); the number drawn.
+
+    Each refresh reads the database anew (``read``); an error reading it is shown in place
+    of the table and the view goes on."""
+    drawn = 0
+    while refreshes is None or drawn < refreshes:
+        if drawn:
+            clock.sleep(interval_s)
+        try:
+            text = format_status(read())
+        except Exception as exc:  # a view: it shows the error and tries again
+            text = f"cannot read the status: {exc}"
+        stamp = clock.now().astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+        out.write(
+            (_CLEAR if clear else "")
+            + f"chamberd status --watch  {stamp}  (every {interval_s:g} s; Ctrl-C ends)\n"
+            + text
+            + "\n"
+            + ("" if clear else "\n")
+        )
+        out.flush()
+        drawn += 1
+    return drawn

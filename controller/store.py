@@ -18,6 +18,8 @@ operator interface (their own SQL keeps working):
 ``rounds``            every scheduled round: when it ran and how it ended
 ``health``            per device (analyser, Modbus line, aux sensors, storage, sync): OK or
                       not, its last good reading (``last_ok_at``), its last error
+``heartbeat``         one row: the daemon's pid, when it last wrote it, the round it is in,
+                      what each analyser group is doing (chamber, phase), the next round
 ``outbox``            observations waiting to be sent to the central database
 ``calibrations``      calibration records (filled by the calibration procedures): who,
                       when, which instrument and cylinders, as-found/as-left state,
@@ -137,7 +139,13 @@ CREATE TABLE IF NOT EXISTS rounds (
 );
 CREATE TABLE IF NOT EXISTS health (
     component TEXT PRIMARY KEY, ok INTEGER NOT NULL, detail TEXT,
-    last_ok_at TEXT, updated_at TEXT NOT NULL, last_error TEXT, last_error_at TEXT
+    last_ok_at TEXT, updated_at TEXT NOT NULL, last_error TEXT, last_error_at TEXT,
+    refused INTEGER
+);
+CREATE TABLE IF NOT EXISTS heartbeat (
+    id INTEGER PRIMARY KEY CHECK (id = 1), pid INTEGER NOT NULL, host TEXT, at TEXT NOT NULL,
+    state TEXT, started_at TEXT, round_at TEXT, activity TEXT NOT NULL, next_round_at TEXT,
+    software_version TEXT
 );
 CREATE TABLE IF NOT EXISTS outbox (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -344,7 +352,11 @@ class SiteStore:
             return
         with self._lock:
             wanted = {
-                "health": (("last_error", "TEXT"), ("last_error_at", "TEXT")),
+                "health": (
+                    ("last_error", "TEXT"),
+                    ("last_error_at", "TEXT"),
+                    ("refused", "INTEGER"),
+                ),
                 "calibrations": CALIBRATION_COLUMNS,
                 "chamber_geometry": GEOMETRY_COLUMNS,
             }
@@ -718,8 +730,10 @@ class SiteStore:
         with self.transaction() as conn:
             conn.executemany(
                 "INSERT INTO health (component, ok, detail, last_ok_at, updated_at, last_error, "
-                "last_error_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(component) DO UPDATE SET "
+                "last_error_at, refused) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT(component) DO UPDATE SET "
                 "ok = excluded.ok, detail = excluded.detail, updated_at = excluded.updated_at, "
+                "refused = excluded.refused, "
                 "last_ok_at = COALESCE(excluded.last_ok_at, health.last_ok_at), "
                 "last_error = COALESCE(excluded.last_error, health.last_error), "
                 "last_error_at = COALESCE(excluded.last_error_at, health.last_error_at)",
@@ -732,6 +746,7 @@ class SiteStore:
                         iso(e["updated_at"]),
                         e.get("last_error"),
                         stamp(e.get("last_error_at")),
+                        int(bool(e.get("refused"))),
                     )
                     for e in entries
                 ],
@@ -875,6 +890,53 @@ class SiteStore:
     def stale_calibration_locks(self) -> list[dict[str, Any]]:
         """Locks whose holder (a ``chamberd calibrate`` process on this machine) is dead."""
         return [lock for lock in self.calibration_locks() if not process_alive(int(lock["pid"]))]
+
+    def write_heartbeat(self, beat: Mapping[str, Any]) -> None:
+        """Replace the daemon's heartbeat (``pid``, ``host``, ``at``, ``state`` (starting,
+        idle, measuring, stopped), ``started_at``,
+        ``round_at``, ``activity`` (a list of dicts), ``next_round_at``,
+        ``software_version``; times as datetimes or None)."""
+
+        def stamp(value: Any) -> str | None:
+            return (
+                None if value is None else iso(value) if isinstance(value, dt.datetime) else value
+            )
+
+        with self.transaction() as conn:
+            conn.execute(
+                "INSERT OR REPLACE INTO heartbeat (id, pid, host, at, state, started_at, "
+                "round_at, activity, next_round_at, software_version) "
+                "VALUES (1, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    beat["pid"],
+                    beat.get("host"),
+                    stamp(beat["at"]),
+                    beat.get("state"),
+                    stamp(beat.get("started_at")),
+                    stamp(beat.get("round_at")),
+                    json.dumps(beat.get("activity") or [], default=str),
+                    stamp(beat.get("next_round_at")),
+                    beat.get("software_version"),
+                ),
+            )
+
+    def heartbeat(self) -> dict[str, Any] | None:
+        """The daemon's last heartbeat (``activity`` decoded), or None (never written, or a
+        database of a chamberd without heartbeats)."""
+        have = self.query(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name = ?", ("heartbeat",)
+        )
+        if not have:
+            return None
+        rows = self.query("SELECT * FROM heartbeat WHERE id = 1")
+        if not rows:
+            return None
+        row = dict(rows[0])
+        try:
+            row["activity"] = json.loads(row.get("activity") or "[]")
+        except ValueError:
+            row["activity"] = []
+        return row
 
     def integrity_check(self) -> str:
         return self.query("PRAGMA integrity_check")[0]["integrity_check"]

@@ -26,6 +26,7 @@ from .central import Central
 __all__ = [
     "COLUMNS",
     "SIGNIFICANT_DIGITS",
+    "campaign_overview",
     "export_cosore",
     "export_fluxnet",
     "fluxes",
@@ -430,3 +431,32 @@ def _number_text(value: Any) -> str:
 
 def _one_line(value: Any) -> str:
     return " ".join(str(value).split())
+
+
+def campaign_overview(url: str) -> dict[str, Any]:
+    """What a central database holds, for ``chamberd serve --central``: its sites, their
+    systems (with the number of observations and the latest one), and per site the last
+    upload (``ingest_log``: when, how many sent, the site clock's skew and whether it was
+    flagged). Opened read-only; the URL is shown without its password."""
+    from .central import redact
+
+    with Central.connect(url, mode="read") as central:
+        sites = central.query("SELECT site_id, name, time_zone FROM sites ORDER BY site_id")
+        systems = central.query(
+            "SELECT s.site_id, s.system_id, s.instrument, s.method, s.owner, "
+            "(SELECT count(*) FROM observations o WHERE o.site_id = s.site_id "
+            "AND o.system_id = s.system_id) AS observations, "
+            "(SELECT max(o.begin_utc) FROM observations o WHERE o.site_id = s.site_id "
+            "AND o.system_id = s.system_id) AS last_observation "
+            "FROM systems s ORDER BY s.site_id, s.system_id"
+        )
+        uploads = central.query(
+            "SELECT l.site_id, l.at, l.kind, l.sent, l.received, l.conflicts, l.skew_s, "
+            "l.skew_flagged FROM ingest_log l WHERE l.id = (SELECT max(m.id) FROM ingest_log m "
+            "WHERE m.site_id = l.site_id) ORDER BY l.site_id"
+        )
+    for row in [*systems, *uploads]:
+        for key, value in row.items():
+            if isinstance(value, dt.datetime):
+                row[key] = value.astimezone(dt.UTC).isoformat()
+    return {"url": redact(url), "sites": sites, "systems": systems, "last_uploads": uploads}

@@ -106,7 +106,15 @@ def test_pymodbus_and_pyserial_each_live_in_one_module():
 def test_each_package_owns_its_commands():
     """The root only assembles: every command lives in its package's command module."""
     owners = {
-        "chamberd.controller.commands": {"sim", "check-config", "run", "status", "plot", "demo"},
+        "chamberd.controller.commands": {
+            "sim",
+            "check-config",
+            "run",
+            "status",
+            "serve",
+            "plot",
+            "demo",
+        },
         "chamberd.network_sync.commands": {
             "fit",
             "central",

@@ -22,11 +22,13 @@ ROOT = Path(__file__).resolve().parents[1]
 PREFIX = ".venv/bin/chamberd"
 # written by a README line (or by the daemon those lines start)
 OUTPUT_OPTIONS = {"-o", "--output", "--daemon-config", "--password-file"}
-# lines that keep running (the daemon) or need the daemon's database or a PostgreSQL
+# lines that keep running (the daemon, the web page) or need the daemon's database or a PostgreSQL
 # server: parsed and checked, not run here (``sim`` runs in the background meanwhile);
 # ``demo --campaign`` takes a minute or two: tests/controller/test_campaign.py runs it;
 # ``demo --calibration`` about a minute: tests/calibration/test_demo_calibration.py runs it
-NOT_RUN = re.compile(r"chamberd (run|status|sync) |postgresql://|demo --(campaign|calibration)")
+NOT_RUN = re.compile(
+    r"chamberd (run|status|sync|serve) |postgresql://|demo --(campaign|calibration)"
+)
 EXPECTED_STATUS = {"fit": 3}
 
 

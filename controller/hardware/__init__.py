@@ -69,7 +69,7 @@ def make_analyser(
             cfg.port,
             baudrate=cfg.baudrate or BAUDRATE,
             eol=b"\r",
-            name=f"GMP343 {cfg.id}",
+            name=f"analyser {cfg.id}",
             clock=clock,
         )
         return GMP343Analyser(link, clock=clock)
@@ -80,7 +80,7 @@ def make_analyser(
         cfg.port,
         baudrate=cfg.baudrate or LI_BAUDRATE,
         eol=b"\n",
-        name=f"{cfg.protocol.upper()} {cfg.id}",
+        name=f"analyser {cfg.id}",
         clock=clock,
         stamped=True,  # streaming: stamp each line on arrival, in a reader thread
     )

@@ -23,7 +23,7 @@ import math
 import re
 
 from chamberd.controller.clock import Clock
-from chamberd.controller.errors import HardwareTimeoutError, ProtocolError
+from chamberd.controller.errors import HardwareTimeoutError, ProtocolError, operator_message
 
 from .ports import AnalyserInfo, AnalyserReading
 from .serial_link import SerialLink
@@ -101,7 +101,7 @@ class GMP343Analyser:
                 lines.append(line)
             log.info("%s: no prompt after %r (attempt %d)", self.link.name, command, attempt + 1)
         raise HardwareTimeoutError(
-            f"{self.link.name} on {self.link.url}: no '>' prompt after {command!r} "
+            f"{self.link.where}: no '>' prompt after {command!r} "
             f"({attempts} attempts); last frames: {self.link.last_frames()}"
         )
 
@@ -128,9 +128,7 @@ class GMP343Analyser:
             reply = self._command(command.format(interval=interval))
             for line in reply:
                 if "error" in line.lower() or "unknown" in line.lower():
-                    raise ProtocolError(
-                        f"{self.link.name} on {self.link.url}: refused {command!r}: {line!r}"
-                    )
+                    raise ProtocolError(f"{self.link.where}: refused {command!r}: {line!r}")
 
     # --- settings (the GMP343Settings port) -----------------------------------------------
 
@@ -207,14 +205,14 @@ class GMP343Analyser:
             remaining = deadline - self.clock.monotonic()
             if remaining <= 0:
                 raise HardwareTimeoutError(
-                    f"{self.link.name} on {self.link.url}: no data within {timeout_s:g} s; "
+                    f"{self.link.where}: {self.link.state()}no data within {timeout_s:g} s; "
                     f"last frames: {self.link.last_frames()}"
                 )
             try:
                 line = self.link.read_line(remaining)
             except HardwareTimeoutError as exc:
                 raise HardwareTimeoutError(
-                    f"{self.link.name} on {self.link.url}: no data within {timeout_s:g} s; "
+                    f"{self.link.where}: {self.link.state()}no data within {timeout_s:g} s; "
                     f"last frames: {self.link.last_frames()}"
                 ) from exc
             if line.startswith(">") and not line[1:].strip():
@@ -223,11 +221,14 @@ class GMP343Analyser:
                 co2 = parse_data_line(line)
             except ProtocolError as exc:
                 self.garbled += 1
-                log.warning("%s: skipped a garbled line (%s)", self.link.name, exc)
+                log.warning(
+                    "%s: skipped a garbled line (%s)", self.link.name, operator_message(exc, 120)
+                )
+                log.debug("%s: the garbled line: %s", self.link.name, exc)
                 if self.garbled >= self.max_garbled:
                     self.garbled = 0
                     raise ProtocolError(
-                        f"{self.link.name} on {self.link.url}: {self.max_garbled} garbled lines "
+                        f"{self.link.where}: {self.max_garbled} garbled lines "
                         f"in a row; last frames: {self.link.last_frames()}"
                     ) from exc
                 continue

@@ -31,7 +31,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 
 from chamberd.controller.clock import Clock
-from chamberd.controller.errors import HardwareTimeoutError, ProtocolError
+from chamberd.controller.errors import HardwareTimeoutError, ProtocolError, operator_message
 
 from .ports import AnalyserInfo, AnalyserReading
 from .serial_link import SerialLink
@@ -228,7 +228,7 @@ class LI8x0Analyser:
                 remaining = deadline - self.clock.monotonic()
                 if remaining <= 0:
                     last_error = HardwareTimeoutError(
-                        f"{self.link.name} on {self.link.url}: no ACK to {command!r} within "
+                        f"{self.link.where}: no ACK to {command!r} within "
                         f"{timeout_s:g} s; last frames: {self.link.last_frames()}"
                     )
                     break
@@ -245,11 +245,11 @@ class LI8x0Analyser:
                     return message
                 if message.ack is False:
                     raise ProtocolError(
-                        f"{self.link.name} on {self.link.url}: refused {command!r} (ACK FALSE); "
+                        f"{self.link.where}: refused {command!r} (ACK FALSE); "
                         f"last frames: {self.link.last_frames()}"
                     )
         raise HardwareTimeoutError(
-            f"{self.link.name} on {self.link.url}: no ACK to {command!r} after {attempts} "
+            f"{self.link.where}: no ACK to {command!r} after {attempts} "
             f"attempts of {timeout_s:g} s; last frames: {self.link.last_frames()}"
         ) from last_error
 
@@ -378,25 +378,28 @@ class LI8x0Analyser:
             remaining = deadline - self.clock.monotonic()
             if remaining <= 0:
                 raise HardwareTimeoutError(
-                    f"{self.link.name} on {self.link.url}: no data within {timeout_s:g} s; "
+                    f"{self.link.where}: {self.link.state()}no data within {timeout_s:g} s; "
                     f"last frames: {self.link.last_frames()}"
                 )
             try:
                 line, arrived, arrived_mono = self.link.read_stamped(remaining)
             except HardwareTimeoutError as exc:
                 raise HardwareTimeoutError(
-                    f"{self.link.name} on {self.link.url}: no data within {timeout_s:g} s; "
+                    f"{self.link.where}: {self.link.state()}no data within {timeout_s:g} s; "
                     f"last frames: {self.link.last_frames()}"
                 ) from exc
             try:
                 message = parse_message(line)
             except ProtocolError as exc:
                 self.garbled += 1
-                log.warning("%s: skipped a garbled line (%s)", self.link.name, exc)
+                log.warning(
+                    "%s: skipped a garbled line (%s)", self.link.name, operator_message(exc, 120)
+                )
+                log.debug("%s: the garbled line: %s", self.link.name, exc)
                 if self.garbled >= self.max_garbled:
                     self.garbled = 0
                     raise ProtocolError(
-                        f"{self.link.name} on {self.link.url}: {self.max_garbled} garbled lines "
+                        f"{self.link.where}: {self.max_garbled} garbled lines "
                         f"in a row; last frames: {self.link.last_frames()}"
                     ) from exc
                 continue

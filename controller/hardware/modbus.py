@@ -119,7 +119,7 @@ class ModbusLink:
         self._lock = threading.Lock()
         trace = self._trace
         if cfg.framing == "tcp":
-            self.where = f"Modbus TCP {cfg.host}:{cfg.tcp_port}"
+            self.where = f"modbus line {cfg.id} (TCP {cfg.host}:{cfg.tcp_port})"
             self.client: Any = ModbusTcpClient(
                 cfg.host or "127.0.0.1",
                 port=cfg.tcp_port,
@@ -132,7 +132,7 @@ class ModbusLink:
         else:
             url = cfg.port if cfg.framing == "rtu" else f"socket://{cfg.host}:{cfg.tcp_port}"
             assert url is not None
-            self.where = f"Modbus RTU {url}"
+            self.where = f"modbus line {cfg.id} (RTU {url})"
             self.client = ModbusSerialClient(
                 url,
                 framer=FramerType.RTU,

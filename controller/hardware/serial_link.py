@@ -31,7 +31,7 @@ import threading
 import serial
 
 from chamberd.controller.clock import Clock, SystemClock
-from chamberd.controller.errors import HardwareError, HardwareTimeoutError
+from chamberd.controller.errors import HardwareError, HardwareTimeoutError, operator_message
 
 __all__ = ["SerialLink"]
 
@@ -50,7 +50,7 @@ class SerialLink:
     eol : bytes
         Line terminator written after commands (LI-COR wants LF; Vaisala CR).
     name : str
-        Used in messages ("LI-850 on socket://127.0.0.1:40001").
+        Used in messages ("analyser irga1 (socket://127.0.0.1:40001): not connected").
     clock : Clock
         For deadlines and backoff.
     """
@@ -101,7 +101,17 @@ class SerialLink:
     # --- connection -----------------------------------------------------------------------
 
     def _where(self) -> str:
-        return f"{self.name} on {self.url}"
+        return f"{self.name} ({self.url})"
+
+    @property
+    def where(self) -> str:
+        """The device and its port, for messages: ``analyser irga1 (socket://h:4001)``."""
+        return self._where()
+
+    def state(self) -> str:
+        """``"not connected, "`` while the port is closed (it cannot be reopened), else
+        empty: the start of a message about a read that got nothing."""
+        return "" if self._port is not None else "not connected, "
 
     def last_frames(self) -> str:
         return " | ".join(self.frames) if self.frames else "(nothing exchanged)"
@@ -154,7 +164,7 @@ class SerialLink:
         return self._port is not None
 
     def _drop(self, exc: BaseException) -> None:
-        log.warning("%s: link lost (%s); will reopen", self._where(), exc)
+        log.warning("%s: link lost (%s); will reopen", self._where(), operator_message(exc, 120))
         self.reopens += 1
         self._close_port()
         self._failures += 1
@@ -188,7 +198,7 @@ class SerialLink:
         with self._lock:
             for attempt in range(2):
                 if not self._ensure_open(self.clock.monotonic() + 2.0, now_first=True):
-                    raise self._fail("port not available for writing")
+                    raise self._fail("not connected")
                 assert self._port is not None
                 try:
                     self._port.write(data)
@@ -234,7 +244,7 @@ class SerialLink:
             while not self._lines:
                 remaining = deadline - self.clock.monotonic()
                 if remaining <= 0:
-                    state = "" if self._port is not None else " (port not open)"
+                    state = "" if self._port is not None else " (not connected)"
                     raise HardwareTimeoutError(
                         f"{self._where()}: no line within {timeout_s:g} s{state}; "
                         f"last frames: {self.last_frames()}"
@@ -335,7 +345,7 @@ class SerialLink:
                     return line
                 if not self._ensure_open(deadline):
                     raise HardwareTimeoutError(
-                        f"{self._where()}: no line within {timeout_s:g} s (port not open); "
+                        f"{self._where()}: no line within {timeout_s:g} s (not connected); "
                         f"last frames: {self.last_frames()}"
                     )
                 assert self._port is not None

@@ -263,7 +263,8 @@ def test_health_comes_from_each_devices_own_readings(rig, capsys):
     status = rig.status(capsys)
     assert status["analyser:irga1"]["ok"] is False
     assert status["analyser:irga1"]["last_good_at"] == last_good
-    assert status["modbus:relays1"]["ok"] is True  # it answered
+    assert status["modbus:relays1"]["ok"] is False  # it answered, refusing: a FAULT
+    assert "exception response" in status["modbus:relays1"]["last_error"]
     c1 = [o for o in rig.observations() if o["chamber"] == "C1"]
     assert c1[-1]["round_id"] == 1  # no observation since: nothing read from the analyser
 

@@ -1,0 +1,215 @@
+"""``chamberd serve`` over HTTP (waitress on 127.0.0.1, an ephemeral port): the site page,
+an observation's page and plot, the status JSON, the central database's page; a token for
+any bind but 127.0.0.1; no password ever shown. The site is the in-memory hardware on a
+virtual clock (its store is what the page reads)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+import urllib.error
+import urllib.request
+
+import pytest
+
+from chamberd.controller.app import build_site
+from chamberd.controller.cli import main
+from chamberd.controller.clock import FakeClock
+from chamberd.controller.config import to_toml
+from chamberd.controller.sim.site import SimulatedSite
+from chamberd.controller.store import SiteStore
+from chamberd.controller.web import SiteView, WebServer, make_app, needs_token, parse_bind
+
+START = dt.datetime(2026, 7, 1, 3, 59, tzinfo=dt.UTC)
+PASSWORD = "s3cret-Pw-9"
+TOKEN = "a-token-of-at-least-16-characters"
+
+
+def get(url, *, headers=None):
+    request = urllib.request.Request(url, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, dict(error.headers), error.read()
+
+
+@pytest.fixture(scope="module")
+def measured(tmp_path_factory, make_site_cfg):
+    """A site after two rounds, with one live snapshot of the page taken during C1's
+    opening (its trace written), and an event naming a database URL with a password."""
+    folder = tmp_path_factory.mktemp("web")
+    target = f"postgresql://site:{PASSWORD}@127.0.0.1:9/campaign"
+    cfg = make_site_cfg(4, 2, protocol="memory", db=folder / "site.db", sync={"target": target})
+    clock = FakeClock(start=START)
+    site = build_site(cfg, clock=clock, site=SimulatedSite(cfg, clock), memory=True)
+    view = SiteView(cfg, clock)
+    live: dict[str, str] = {}
+    progress = site.daemon._progress
+
+    def snapshot(analyser_id, chamber, phase, uuid):
+        progress(analyser_id, chamber, phase, uuid)
+        if chamber == "C1" and phase == "opening" and "page" not in live:
+            live["page"] = view.site_page()
+
+    site.daemon._progress = snapshot
+    site.daemon.startup()
+    for minutes in (1, 31):
+        site.daemon.run_round(START + dt.timedelta(minutes=minutes))
+    site.daemon.alarm("warning", "sync_failed", f"upload to {target} failed: refused")
+    config = folder / "site.toml"
+    config.write_text(to_toml(cfg), encoding="utf-8")
+    yield {"cfg": cfg, "clock": clock, "site": site, "view": view, "live": live, "config": config}
+    site.daemon.shutdown("end of test")
+    site.close()
+
+
+@pytest.fixture
+def server(measured):
+    with WebServer(make_app(measured["view"]), "127.0.0.1", 0) as s:
+        yield s
+
+
+def test_the_site_page_shows_the_site_now(measured, server):
+    status, headers, body = get(server.url)
+    assert status == 200 and headers["Content-Type"].startswith("text/html")
+    page = body.decode()
+    assert "<title>sim-grassland: running</title>" in page
+    assert "id=alive>daemon running (pid" in page
+    assert "waiting for the next round" in page
+    assert "next round: 2026-07-01 12:30:00 CST (04:30:00 UTC)" in page
+    assert '<meta http-equiv="refresh" content="10">' in page
+    rows = re.findall(r"<tr class=chamber>(.*?)</tr>", page)
+    assert len(rows) == 4
+    for row in rows:
+        assert re.search(r"<td class=flux>-?\d+\.\d{3}</td>", row)
+        assert "<svg class=spark" in row  # the fluxes of the last days
+        assert re.search(r'href="/obs/[0-9a-f-]{36}"', row)
+    assert "modbus:relays1" in page and "analyser:irga1" in page
+    assert "sync_failed" in page
+    assert PASSWORD not in page and "postgresql://site:***@127.0.0.1:9/campaign" in page
+    assert "<script" not in page  # no JavaScript needed
+
+
+def test_the_live_trace_of_the_closure_in_progress(measured):
+    page = measured["live"]["page"]
+    assert "<title>sim-grassland: running</title>" in page
+    assert "round of 2026-07-01 12:00:00 CST (04:00:00 UTC)" in page
+    assert "<b>C1</b> <span class=phase>opening</span> on analyser irga1" in page
+    trace = re.search(r"<svg class=trace .*?</svg>", page)
+    assert trace and "<polyline" in trace[0]
+    points = re.search(r'points="([^"]+)"', trace[0])[1].split()
+    assert len(points) >= 100  # closing, dead band and the observation, written
+
+
+def test_an_observation_page_and_its_plot(measured, server):
+    page = get(server.url)[2].decode()
+    link = re.search(r'href="(/obs/[0-9a-f-]{36})"', page)[1]
+    status, _, body = get(server.url.rstrip("/") + link)
+    assert status == 200
+    obs = body.decode()
+    assert "status <b id=obs-status>done</b>" in obs
+    assert "QC flags: <span id=flags>" in obs
+    assert re.search(r"<td>exponential</td><td>(yes)?</td><td>-?\d+\.\d{3}</td>", obs)
+    assert "dead band 20.0 s" in obs or "dead band 20 s" in obs
+    status, headers, png = get(server.url.rstrip("/") + link + ".png")
+    assert status == 200 and headers["Content-Type"] == "image/png"
+    assert png.startswith(b"\x89PNG") and len(png) > 10_000
+    assert get(server.url + "obs/not-an-observation")[0] == 404
+    assert get(server.url + "obs/not-an-observation.png")[0] == 404
+    assert get(server.url + "central")[0] == 404  # no --central
+
+
+def test_status_json_has_no_password(measured, server):
+    status, headers, body = get(server.url + "status.json")
+    assert status == 200 and headers["Content-Type"].startswith("application/json")
+    data = json.loads(body)
+    assert data["daemon"]["running"] and len(data["chambers"]) == 4
+    assert PASSWORD not in body.decode()
+
+
+def test_a_token_is_required_on_any_address_but_127_0_0_1(measured):
+    assert not needs_token("127.0.0.1") and not needs_token("::1")
+    assert needs_token("127.0.0.2") and needs_token("0.0.0.0") and needs_token("192.0.2.7")
+    with WebServer(make_app(measured["view"], token=TOKEN), "127.0.0.2", 0) as s:
+        assert s.url.startswith("http://127.0.0.2:")
+        status, _, body = get(s.url)
+        assert status == 403 and b"token" in body
+        assert get(s.url + "status.json")[0] == 403
+        assert get(s.url + "?token=wrong-token-of-16-chars")[0] == 403
+        status, headers, _ = get(s.url + f"?token={TOKEN}")
+        assert status == 200
+        cookie = headers["Set-Cookie"].split(";")[0]
+        assert "HttpOnly" in headers["Set-Cookie"]
+        assert get(s.url + "status.json", headers={"Cookie": cookie})[0] == 200  # links work
+        assert get(s.url, headers={"Authorization": f"Bearer {TOKEN}"})[0] == 200
+        page = get(s.url, headers={"Authorization": f"Bearer {TOKEN}"})[2].decode()
+        assert TOKEN not in page
+
+
+def test_serve_refuses_a_bind_elsewhere_without_a_token(measured, capsys):
+    config = str(measured["config"])
+    assert main(["serve", config, "--bind", "127.0.0.2:0"]) == 2
+    err = capsys.readouterr().err
+    assert "not 127.0.0.1, so the page needs a token" in err and "web.token" in err
+    assert main(["serve", config, "--bind", "nonsense"]) == 2
+    assert parse_bind("[::1]:8580") == ("::1", 8580)
+
+
+def test_check_config_never_prints_the_token(tmp_path, make_site_cfg, capsys):
+    token_file = tmp_path / "web.token"
+    token_file.write_text(TOKEN + "\n", encoding="utf-8")
+    cfg = make_site_cfg(2, 1, protocol="memory", db=tmp_path / "site.db", web={"token": TOKEN})
+    config = tmp_path / "site.toml"
+    config.write_text(to_toml(cfg), encoding="utf-8")
+    assert main(["check-config", "--no-path-checks", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert TOKEN not in out and "# web.token is set (not shown)" in out
+
+
+def test_the_central_database_page(measured, tmp_path, salt_81x):
+    url = f"sqlite:///{tmp_path / 'central.db'}"
+    assert main(["central", "init", url]) == 0
+    argv = ["import", "--target", url, "--site", "SALT", "--system", "li8100a"]
+    assert main([*argv, "--format", "li8100a", "--time-zone", "UTC", str(salt_81x)]) == 0
+    reports = tmp_path / "reports"
+    reports.mkdir()
+    (reports / "campaign-report.html").write_text("<html>a report</html>", encoding="utf-8")
+    from chamberd.network_sync.queries import campaign_overview
+
+    view = SiteView(
+        measured["cfg"],
+        measured["clock"],
+        central_url=url,
+        central=campaign_overview,
+        reports_dir=reports,
+    )
+    with WebServer(make_app(view), "127.0.0.1", 0) as s:
+        assert 'href="/central"' in get(s.url)[2].decode()
+        status, _, body = get(s.url + "central")
+        page = body.decode()
+        assert status == 200
+        assert "<td>SALT</td><td>li8100a</td>" in page
+        assert re.search(r"<td>SALT</td><td>[^<]+</td><td>import", page), page
+        assert 'href="/reports/campaign-report.html"' in page
+        assert get(s.url + "reports/campaign-report.html")[2] == b"<html>a report</html>"
+        assert get(s.url + "reports/..%2Fsite.toml")[0] == 404
+
+
+def test_the_page_of_a_site_without_a_database(tmp_path, make_site_cfg):
+    cfg = make_site_cfg(2, 1, protocol="memory", db=tmp_path / "none" / "site.db")
+    with WebServer(make_app(SiteView(cfg, FakeClock(start=START))), "127.0.0.1", 0) as s:
+        status, _, body = get(s.url)
+    assert status == 200 and b"No site database yet" in body
+
+
+def test_the_page_reads_without_writing(measured, server):
+    store = SiteStore.open_readonly(measured["cfg"].storage.path)
+    try:
+        before = store.query("SELECT count(*) AS n FROM events")[0]["n"]
+        for _ in range(3):
+            assert get(server.url)[0] == 200
+        assert store.query("SELECT count(*) AS n FROM events")[0]["n"] == before
+    finally:
+        store.close()
