@@ -315,17 +315,77 @@ class CycleSection(_Model):
     retry_after_min: _number(float, gt=0, le=43200) = 120.0  # at most 30 days
 
 
-Protocol = Literal["li820", "li830", "li840a", "li850", "gmp343", "memory"]
+Protocol = Literal[
+    "li820",
+    "li830",
+    "li840a",
+    "li850",
+    "gmp343",
+    "li7810",
+    "li7820",
+    "lgr-gga",
+    "lgr-ugga",
+    "lgr-n2oco",
+    "picarro",
+    "memory",
+]
+#: Protocols whose port is an MQTT broker (``mqtt://host:port``), not a serial port.
+MQTT_PROTOCOLS = ("li7810", "li7820")
+#: Laser trace-gas analysers (CH4 and/or N2O).
+TRACE_GAS_PROTOCOLS = ("li7810", "li7820", "lgr-gga", "lgr-ugga", "lgr-n2oco", "picarro")
+#: Picarro species labels chamberd understands (as the instrument's command interface names
+#: them) and what each is.
+PICARRO_SPECIES = (
+    "CO2",
+    "CO2_dry",
+    "CH4",
+    "CH4_dry",
+    "N2O",
+    "N2O_dry",
+    "H2O",
+    "NH3",
+    "CO",
+)
+
+
+def _mqtt_topic_root(text: str) -> str:
+    _printable(text)
+    if not text or text.startswith("/") or text.endswith("/") or any(c in text for c in "#+"):
+        raise PydanticCustomError(
+            "topic_root",
+            "must be an MQTT topic without wildcards (# +) and without a leading or trailing "
+            "'/', e.g. licor/niobrara",
+        )
+    return text
+
+
+TopicRoot = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_mqtt_topic_root)]
+PicarroSpecies = Literal["CO2", "CO2_dry", "CH4", "CH4_dry", "N2O", "N2O_dry", "H2O", "NH3", "CO"]
 
 
 class AnalyserConfig(_Model):
+    """One gas analyser.
+
+    ``port`` is a serial port or pyserial URL (``socket://host:port`` for serial servers and
+    for a Picarro's TCP command port), or for the LI-7810/7820 the instrument's MQTT broker
+    ``mqtt://host:port`` (``topic_root`` its topics' prefix). ``species``: the Picarro's
+    reported columns, in the order its command interface is set up to report them.
+    """
+
     id: Identifier
     protocol: Protocol
     port: SerialPort
     baudrate: Baudrate | None = None
     timeout_s: WireTimeoutSeconds = 3.0
     precision_co2_umol_mol: _number(float, gt=0, le=1000) = 1.0
+    precision_ch4_nmol_mol: _number(float, gt=0, le=10_000) = 1.0
+    precision_n2o_nmol_mol: _number(float, gt=0, le=10_000) = 1.0
     output_interval_s: OutputSeconds = 1.0
+    lag_s: _number(float, ge=0, le=600) = 0.0  # transit lag from the chamber to the cell
+    power_w: _number(float, ge=0, le=5000) | None = None  # power draw (tgloop's budget)
+    warmup_s: _number(float, ge=0, le=86400) = 0.0  # after power on, before readings count
+    topic_root: TopicRoot = "licor/niobrara"  # MQTT protocols only
+    species: list[PicarroSpecies] = Field(default_factory=list, max_length=16)  # picarro
 
 
 class ModbusConfig(_Model):
@@ -369,12 +429,24 @@ class GeometryVersion(_Model):
 
 
 class ChamberSim(_Model):
-    """Soil and chamber behaviour of this chamber in the simulated site."""
+    """Soil and chamber behaviour of this chamber in the simulated site.
+
+    CH4 and N2O fluxes are given at 10 degC and scale with their own Q10 (negative: uptake,
+    as in a well-drained upland grassland; positive: emission, as in a flooded paddy).
+    Ebullition: bubbles arrive at random (seeded) times at ``ebullition_per_h`` on average
+    while the lid is shut, each raising the headspace CH4 by about ``ebullition_nmol_mol``.
+    """
 
     r10_umol_m2_s: _number(float, gt=0, le=100) = 2.0
     q10: _number(float, gt=0, le=10) = 2.0
     saturation_per_s: _number(float, ge=0, le=1) = 0.004  # curvature of the headspace rise
     h2o_flux_mmol_m2_s: _number(float, ge=0, le=100) = 0.02
+    ch4_nmol_m2_s: _number(float, ge=-1000, le=100_000) = -1.0  # at 10 degC
+    ch4_q10: _number(float, gt=0, le=10) = 1.5
+    n2o_nmol_m2_s: _number(float, ge=-100, le=10_000) = 0.2  # at 10 degC
+    n2o_q10: _number(float, gt=0, le=10) = 2.5
+    ebullition_per_h: _number(float, ge=0, le=3600) = 0.0
+    ebullition_nmol_mol: _number(float, ge=0, le=1_000_000) = 50.0
 
 
 class ChamberConfig(_Model):
@@ -547,6 +619,14 @@ class SimSection(_Model):
     )
     manifold_delay_s: _number(float, ge=0, le=600) = 4.0  # valve to analyser transport
     manifold_purge_s: _number(float, gt=0, le=3600) = 6.0  # e-folding time of the purge
+    # trace gases: ambient air, the broker the simulated LI-7810/7820 publish to, and each
+    # analyser's true transit lag (default: its configured lag_s)
+    ambient_ch4_nmol_mol: _number(float, ge=0, le=1_000_000) = 1950.0
+    ambient_n2o_nmol_mol: _number(float, ge=0, le=100_000) = 335.0
+    mqtt_broker: Annotated[str, Field(min_length=1, max_length=300)] = "mqtt://127.0.0.1:1883"
+    lag_s: dict[Identifier, _number(float, ge=0, le=600)] = Field(
+        default_factory=dict, max_length=100
+    )
 
 
 class SiteConfig(_Model):
@@ -611,6 +691,7 @@ def _cross_checks(cfg: SiteConfig, *, check_paths: bool = False) -> list[str]:
     _check_time_zone(cfg, errors)
     _check_ids_and_references(cfg, errors)
     _check_lines(cfg, errors)
+    _check_analysers(cfg, errors)
     _check_ports(cfg, errors, resolve=check_paths)
     _check_addresses(cfg, errors, resolve=check_paths)
     _check_chambers(cfg, errors)
@@ -668,6 +749,64 @@ def _check_ids_and_references(cfg: SiteConfig, errors: list[str]) -> None:
                 f"calibration.manifold[{i}].coil.device: no modbus device with id "
                 f"{slot.coil.device!r}"
             )
+
+
+def mqtt_endpoint(port: str) -> tuple[str, int] | None:
+    """(host, port) of ``mqtt://host[:port]`` (port 1883 by default); None if not one."""
+    scheme, sep, rest = port.partition("://")
+    if not sep or scheme.lower() != "mqtt":
+        return None
+    rest = rest.rstrip("/")
+    try:
+        parts = urlsplit("//" + rest)
+        number = parts.port or 1883
+    except ValueError:
+        return None
+    host = parts.hostname
+    if not host or not _valid_host(host) or parts.path or parts.query:
+        return None
+    return host.lower(), number
+
+
+def _check_analysers(cfg: SiteConfig, errors: list[str]) -> None:
+    """Each protocol's own fields: an MQTT broker for the LI-7810/7820, species for a
+    Picarro, no MQTT URL for a serial protocol."""
+    for i, a in enumerate(cfg.analysers):
+        where = f"analysers[{i}]"
+        is_mqtt = a.port.lower().startswith("mqtt://")
+        if a.protocol in MQTT_PROTOCOLS:
+            if mqtt_endpoint(a.port) is None:
+                errors.append(
+                    f"{where}.port: protocol {a.protocol!r} reads the analyser's MQTT broker: "
+                    "give mqtt://host:port (e.g. mqtt://192.168.10.1:1883)"
+                )
+            if a.baudrate is not None:
+                errors.append(f"{where}.baudrate: not used with protocol {a.protocol!r} (MQTT)")
+        elif is_mqtt and a.protocol != "memory":
+            errors.append(
+                f"{where}.port: protocol {a.protocol!r} talks over a serial port or socket://, "
+                "not an MQTT broker (mqtt:// is for li7810 and li7820)"
+            )
+        if a.topic_root != "licor/niobrara" and a.protocol not in MQTT_PROTOCOLS:
+            errors.append(f"{where}.topic_root: only used with protocols li7810 and li7820")
+        if a.protocol == "picarro":
+            if not a.species:
+                errors.append(
+                    f"{where}.species: required for protocol 'picarro': the columns its "
+                    'command interface reports, in order (e.g. ["N2O_dry", "CO2_dry", '
+                    '"CH4_dry", "H2O"])'
+                )
+            elif len(set(a.species)) != len(a.species):
+                errors.append(f"{where}.species: a species is listed twice")
+            elif not {"CO2", "CO2_dry", "CH4", "CH4_dry", "N2O", "N2O_dry"} & set(a.species):
+                errors.append(f"{where}.species: lists no CO2, CH4 or N2O species")
+        elif a.species:
+            errors.append(f"{where}.species: only used with protocol 'picarro'")
+    for name in cfg.sim.lag_s:
+        if name not in {a.id for a in cfg.analysers}:
+            errors.append(f"sim.lag_s.{name}: no analyser with id {name!r}")
+    if mqtt_endpoint(cfg.sim.mqtt_broker) is None:
+        errors.append("sim.mqtt_broker: give mqtt://host:port (e.g. mqtt://127.0.0.1:1883)")
 
 
 def _refs(chamber: ChamberConfig) -> list[tuple[str, CoilRef | InputRef]]:
@@ -741,6 +880,18 @@ def _check_ports(cfg: SiteConfig, errors: list[str], *, resolve: bool) -> None:
     Modbus TCP gateway serves many lines, as long as they address different devices."""
     users: dict[tuple[Any, ...], list[tuple[str, str, int | None]]] = {}
     for i, a in enumerate(cfg.analysers):
+        if a.protocol in MQTT_PROTOCOLS:
+            broker = mqtt_endpoint(a.port)
+            ep = None if broker is None else ("mqtt", *broker, a.topic_root)
+            if ep is not None and ep in users:
+                other = users[ep][0][0]
+                errors.append(
+                    f"analysers[{i}].topic_root: {a.topic_root!r} on {a.port!r} is already "
+                    f"the stream of {other}: two analysers would read one instrument's data"
+                )
+            if ep is not None:
+                users.setdefault(ep, []).append((f"analysers[{i}] ({a.id!r})", "mqtt", None))
+            continue
         ep = None if a.protocol == "memory" else _serial_endpoint(a.port, resolve)
         if ep is None:  # an in-memory analyser opens no port
             continue

@@ -1,7 +1,9 @@
 """The hardware boundary: ports, drivers, and the registry that picks them.
 
 Backends are chosen by a string (python-can's ``BACKENDS`` idea): an analyser's
-``protocol`` (``li820``, ``li830``, ``li840a``, ``li850``, ``gmp343``, or ``memory``), and for
+``protocol`` (``li820``, ``li830``, ``li840a``, ``li850``, ``gmp343``, the laser trace-gas
+analysers ``li7810``, ``li7820`` (MQTT), ``lgr-gga``, ``lgr-ugga``, ``lgr-n2oco`` (serial
+stream) and ``picarro`` (command interface, serial or TCP), or ``memory``), and for
 lids, valves, pump and aux sensors ``modbus`` (the configured Modbus lines) or ``memory``.
 The ``memory`` backends need a :class:`~chamberd.controller.sim.site.SimulatedSite`; the
 wire-level simulator is reached by the real drivers themselves (see
@@ -47,7 +49,20 @@ __all__ = [
     "make_aux_sensors",
 ]
 
-ANALYSER_BACKENDS = ("li820", "li830", "li840a", "li850", "gmp343", "memory")
+ANALYSER_BACKENDS = (
+    "li820",
+    "li830",
+    "li840a",
+    "li850",
+    "gmp343",
+    "li7810",
+    "li7820",
+    "lgr-gga",
+    "lgr-ugga",
+    "lgr-n2oco",
+    "picarro",
+    "memory",
+)
 
 
 def make_analyser(
@@ -60,7 +75,53 @@ def make_analyser(
         from .memory import MemoryAnalyser
 
         return MemoryAnalyser(site, cfg.id, clock=clock)
+    if cfg.protocol in ("li7810", "li7820"):
+        from .li78x0 import MODELS as LI78_MODELS
+        from .li78x0 import LI78x0Analyser
+        from .mqtt_link import MqttLink
+
+        mqtt_link = MqttLink(
+            cfg.port,
+            topics=LI78x0Analyser.topics_for(cfg.topic_root),
+            name=f"{LI78_MODELS[cfg.protocol][0]} {cfg.id}",
+            clock=clock,
+        )
+        return LI78x0Analyser(
+            mqtt_link,
+            model=cfg.protocol,
+            clock=clock,
+            topic_root=cfg.topic_root,
+            connect_timeout_s=max(cfg.timeout_s, 5.0),
+        )
     from .serial_link import SerialLink
+
+    if cfg.protocol in ("lgr-gga", "lgr-ugga", "lgr-n2oco"):
+        from .lgr import BAUDRATE as LGR_BAUDRATE
+        from .lgr import LAYOUTS, LGRAnalyser
+
+        link = SerialLink(
+            cfg.port,
+            baudrate=cfg.baudrate or LGR_BAUDRATE,
+            eol=b"\r\n",
+            name=f"{LAYOUTS[cfg.protocol].model} {cfg.id}",
+            clock=clock,
+            stamped=True,  # streaming: stamp each line on arrival
+        )
+        return LGRAnalyser(link, model=cfg.protocol, clock=clock)
+    if cfg.protocol == "picarro":
+        from .picarro import BAUDRATE as PICARRO_BAUDRATE
+        from .picarro import PicarroAnalyser
+
+        link = SerialLink(
+            cfg.port,
+            baudrate=cfg.baudrate or PICARRO_BAUDRATE,
+            eol=b"\r",
+            name=f"Picarro {cfg.id}",
+            clock=clock,
+        )
+        return PicarroAnalyser(
+            link, species=tuple(cfg.species), clock=clock, reply_timeout_s=cfg.timeout_s
+        )
 
     if cfg.protocol == "gmp343":
         from .gmp343 import BAUDRATE, GMP343Analyser

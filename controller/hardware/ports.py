@@ -30,8 +30,11 @@ __all__ = [
 class AnalyserReading:
     """One record of a gas analyser, stamped by the injected clock when it arrived.
 
-    Fields the instrument does not report are None. CO2 and H2O are mole fractions in
-    moist air, as the analysers report them.
+    Fields the instrument does not report are None. CO2, CH4 and N2O are mole fractions in
+    moist air, as the NDIR analysers report them, unless ``dry`` is True: then they are dry
+    mole fractions (the laser analysers correct for water dilution themselves: LI-7810/7820,
+    the LGR/ABB ``[..]d_ppm`` columns, Picarro ``_dry`` species). H2O is always the moist
+    mole fraction. Units: CO2 umol/mol, CH4 and N2O nmol/mol, H2O mmol/mol.
     """
 
     time: dt.datetime  # UTC
@@ -43,6 +46,7 @@ class AnalyserReading:
     ch4_nmol_mol: float | None = None
     n2o_nmol_mol: float | None = None
     flow_l_min: float | None = None  # sample flow, when the instrument measures it
+    dry: bool = False  # CO2/CH4/N2O are dry mole fractions (corrected by the instrument)
 
 
 @dataclass(frozen=True)

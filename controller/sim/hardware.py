@@ -1,7 +1,9 @@
 """The simulated site's hardware on real wire protocols: analysers and Modbus servers.
 
 :func:`start_hardware` builds, from a site configuration, one analyser server per analyser
-(LI-8x0 XML or GMP343 over a pty or TCP) and one Modbus server per Modbus line (Modbus TCP,
+(LI-8x0 XML, GMP343, an LGR/ABB stream or a Picarro command interface, over a pty or
+TCP; an LI-7810/7820 publishing to the ``[sim] mqtt_broker`` under a topic root of its own)
+and one Modbus server per Modbus line (Modbus TCP,
 or RTU frames over TCP for lines configured as RTU), all on 127.0.0.1 with ephemeral ports,
 wired to a :class:`~chamberd.controller.sim.site.SimulatedSite`. The register layout of
 every device follows the configuration, so a daemon given the same configuration (with the
@@ -27,6 +29,7 @@ from chamberd.controller.hardware.modbus import (
 
 from .analyser import AnalyserServer, GMP343Device, LI8x0Device
 from .site import SimulatedSite
+from .trace_gas import LGRDevice, LI78x0Publisher, PicarroDevice
 
 __all__ = ["SimHardware", "start_hardware"]
 
@@ -48,16 +51,27 @@ class SimHardware:
     analysers: dict[str, AnalyserServer]
     modbus: dict[str, ModbusSimServer]
     modbus_device_ids: dict[str, list[int]]
+    publishers: dict[str, LI78x0Publisher] = field(default_factory=dict)  # LI-7810/7820
 
     @property
     def analyser_urls(self) -> dict[str, str]:
-        return {k: v.url for k, v in self.analysers.items()}
+        urls = {k: v.url for k, v in self.analysers.items()}
+        return urls | {k: v.url for k, v in self.publishers.items()}
 
     def endpoints(self) -> dict[str, Any]:
         """What ``chamberd sim --json`` prints."""
         analysers = [
             {"id": k, "protocol": self.site.cfg.analyser(k).protocol, "url": v.url}
             for k, v in self.analysers.items()
+        ]
+        analysers += [
+            {
+                "id": k,
+                "protocol": self.site.cfg.analyser(k).protocol,
+                "url": v.url,
+                "topic_root": v.topic_root,
+            }
+            for k, v in self.publishers.items()
         ]
         modbus = []
         for line, server in self.modbus.items():
@@ -79,6 +93,10 @@ class SimHardware:
         for analyser in data["analysers"]:
             if analyser["id"] in self.analysers:
                 analyser["port"] = self.analysers[analyser["id"]].url
+            elif analyser["id"] in self.publishers:
+                publisher = self.publishers[analyser["id"]]
+                analyser["port"] = publisher.url
+                analyser["topic_root"] = publisher.topic_root
         for line in data["modbus"]:
             server = self.modbus[line["id"]]
             line["host"] = server.host
@@ -100,6 +118,8 @@ class SimHardware:
             server.start()
 
     def stop(self) -> None:
+        for publisher in self.publishers.values():
+            publisher.stop()
         for server in self.analysers.values():
             server.stop()
         for server in self.modbus.values():
@@ -216,13 +236,25 @@ def start_hardware(
     analysers: dict[str, AnalyserServer] = {}
     servers: dict[str, ModbusSimServer] = {}
     device_ids: dict[str, list[int]] = {}
-    hardware = SimHardware(site, analysers, servers, device_ids)
+    publishers: dict[str, LI78x0Publisher] = {}
+    hardware = SimHardware(site, analysers, servers, device_ids, publishers)
     try:
         for analyser in cfg.analysers:
+            if analyser.protocol in ("li7810", "li7820"):
+                publisher = LI78x0Publisher(
+                    site, analyser.id, clock=clock, broker=cfg.sim.mqtt_broker
+                )
+                publisher.start()
+                publishers[analyser.id] = publisher
+                continue
             if analyser.protocol in MODELS:
                 device: Any = LI8x0Device(site, analyser.id, MODELS[analyser.protocol])
             elif analyser.protocol == "gmp343":
                 device = GMP343Device(site, analyser.id)
+            elif analyser.protocol.startswith("lgr-"):
+                device = LGRDevice(site, analyser.id, analyser.protocol)
+            elif analyser.protocol == "picarro":
+                device = PicarroDevice(site, analyser.id, tuple(analyser.species))
             else:
                 continue
             server = AnalyserServer(

@@ -70,7 +70,11 @@ class Faults:
     RTU replies carry a wrong CRC. ``plate``: chambers closed on an impermeable plate (no
     soil flux; a ``leak`` still acts); ``slow_lid``: chamber -> extra seconds of lid travel;
     ``low_flow``: analyser ids whose sample flow reads low; ``probe_errors``: analyser id ->
-    error lines a GMP343 reports to ``ERRS``.
+    error lines a GMP343 reports to ``ERRS``. ``stale``: trace-gas analyser ids whose
+    records keep their last timestamp; ``fit_invalid``: LGR ids whose records carry an
+    invalid Fit_Flag; ``analyser_err``: Picarro id -> the code of its ``ERR:`` replies.
+    A broker that is down: stop the publisher's broker, or point the driver at a closed
+    port (tests start a private Mosquitto for that).
     """
 
     lid_stuck: dict[str, str] = field(default_factory=dict)
@@ -87,6 +91,12 @@ class Faults:
     slow_lid: dict[str, float] = field(default_factory=dict)
     low_flow: set[str] = field(default_factory=set)
     probe_errors: dict[str, list[str]] = field(default_factory=dict)
+    # trace-gas analysers: timestamps that stop advancing (the instrument's measurement
+    # froze, its broker or interface keeps answering), an LGR fit flagged invalid, a
+    # Picarro answering ERR:<code> to every measurement command
+    stale: set[str] = field(default_factory=set)
+    fit_invalid: set[str] = field(default_factory=set)
+    analyser_err: dict[str, str] = field(default_factory=dict)
 
     def clear(self) -> None:
         for value in vars(self).values():
@@ -103,6 +113,18 @@ class ClosureTruth:
     c0_umol_mol: float
     opened_at: dt.datetime | None = None
     plate: bool = False  # closed on an impermeable plate: no soil flux
+    ch4_flux_nmol_m2_s: float = 0.0
+    n2o_flux_nmol_m2_s: float = 0.0
+    ch4_c0_nmol_mol: float = 0.0
+    n2o_c0_nmol_mol: float = 0.0
+    # ebullition steps drawn for this closure: (time, CH4 step [nmol/mol, dry]); only those
+    # before ``opened_at`` reached the headspace
+    ebullition: list[tuple[dt.datetime, float]] = field(default_factory=list)
+
+    def bubbles(self) -> list[tuple[dt.datetime, float]]:
+        """The ebullition steps that happened while the lid was shut."""
+        end = self.opened_at
+        return [(t, v) for t, v in self.ebullition if end is None or t < end]
 
 
 @dataclass
@@ -163,6 +185,11 @@ class _Seal:
     h2o_slope: float
     unsealed_at: float = math.inf
     leak: str | None = None
+    ch4_c0: float = 0.0  # dry nmol/mol
+    n2o_c0: float = 0.0
+    ch4_slope: float = 0.0  # dry nmol/mol per s at sealing
+    n2o_slope: float = 0.0
+    bubbles: tuple[tuple[float, float], ...] = ()  # (s after sealing, CH4 step nmol/mol)
 
 
 class SimulatedSite:
@@ -337,6 +364,10 @@ class SimulatedSite:
             flux = 0.0 if plate else self.true_flux(chamber, when)
             c0 = self._concentration(chamber, sealed_by)[0]
             w0 = self.ambient_h2o_mmol_mol(when)
+            ch4_c0, n2o_c0 = self._trace_concentration(chamber, sealed_by)
+            ch4_flux = 0.0 if plate else self.true_ch4_flux(chamber, when)
+            n2o_flux = 0.0 if plate else self.true_n2o_flux(chamber, when)
+            bubbles = () if plate else self._draw_bubbles(chamber, sealed_by)
             seal = _Seal(
                 sealed_at=sealed_by,
                 c0=c0,
@@ -344,10 +375,28 @@ class SimulatedSite:
                 slope=flux / air,
                 h2o_slope=0.0 if plate else cfg.sim.h2o_flux_mmol_m2_s / air,
                 leak=self.faults.leak.get(chamber),
+                ch4_c0=ch4_c0,
+                n2o_c0=n2o_c0,
+                ch4_slope=ch4_flux / air,
+                n2o_slope=n2o_flux / air,
+                bubbles=bubbles,
             )
             seals.append(seal)
             del seals[:-4]  # only the latest seals shape the headspace now
-            self._truth.append(ClosureTruth(chamber, when, flux, c0, plate=plate))
+            self._truth.append(
+                ClosureTruth(
+                    chamber,
+                    when,
+                    flux,
+                    c0,
+                    plate=plate,
+                    ch4_flux_nmol_m2_s=ch4_flux,
+                    n2o_flux_nmol_m2_s=n2o_flux,
+                    ch4_c0_nmol_mol=ch4_c0,
+                    n2o_c0_nmol_mol=n2o_c0,
+                    ebullition=[(when + dt.timedelta(seconds=at), step) for at, step in bubbles],
+                )
+            )
         elif open_seal is not None and self._position(chamber, mono) < 1.0:
             # the lid started to open since: find when it left the closed position
             lid = self._lids[chamber]
@@ -394,8 +443,109 @@ class SimulatedSite:
             w = ambient_w + (w - ambient_w) * decay
         return c, w
 
+    # --- CH4 and N2O ----------------------------------------------------------------------
+
+    def true_ch4_flux(self, chamber: str, when: dt.datetime) -> float:
+        """Soil CH4 flux of ``chamber`` at ``when`` [nmol m-2 s-1] (negative: uptake)."""
+        sim = self.cfg.chamber(chamber).sim
+        temperature = self.soil_temperature_degc(when, chamber)
+        return sim.ch4_nmol_m2_s * sim.ch4_q10 ** ((temperature - 10.0) / 10.0)
+
+    def true_n2o_flux(self, chamber: str, when: dt.datetime) -> float:
+        """Soil N2O flux of ``chamber`` at ``when`` [nmol m-2 s-1]."""
+        sim = self.cfg.chamber(chamber).sim
+        temperature = self.soil_temperature_degc(when, chamber)
+        return sim.n2o_nmol_m2_s * sim.n2o_q10 ** ((temperature - 10.0) / 10.0)
+
+    def _draw_bubbles(self, chamber: str, sealed_at: float) -> tuple[tuple[float, float], ...]:
+        """Ebullition steps of one closure (seeded by the chamber and the sealing time):
+        Poisson arrivals at ``ebullition_per_h`` over the next hour, exponential sizes."""
+        sim = self.cfg.chamber(chamber).sim
+        if sim.ebullition_per_h <= 0:
+            return ()
+        rng = np.random.default_rng(
+            [self.seed, self._hash_int("bubbles", chamber), round(sealed_at * 1000)]
+        )
+        n = int(rng.poisson(sim.ebullition_per_h))
+        times = np.sort(rng.uniform(0.0, 3600.0, n))
+        sizes = rng.exponential(sim.ebullition_nmol_mol, n)
+        return tuple((float(t), float(v)) for t, v in zip(times, sizes, strict=True))
+
+    def _trace_concentration(self, chamber: str, mono: float) -> tuple[float, float]:
+        """Dry CH4 and N2O [nmol/mol] in the headspace of ``chamber`` at ``mono``."""
+        ambient = (self.cfg.sim.ambient_ch4_nmol_mol, self.cfg.sim.ambient_n2o_nmol_mol)
+        seal = None
+        for candidate in reversed(self._seals[chamber]):
+            if candidate.sealed_at <= mono:
+                seal = candidate
+                break
+        if seal is None:
+            return ambient
+        k = self.cfg.chamber(chamber).sim.saturation_per_s
+        closed_for = min(mono, seal.unsealed_at) - seal.sealed_at
+
+        def rise(slope: float) -> float:
+            if k <= 0:
+                return slope * closed_for
+            return slope / k * -math.expm1(-k * closed_for)
+
+        if seal.leak is not None:  # a leaking chamber: the headspace stays near ambient
+            ch4, n2o = seal.ch4_c0 + rise(seal.ch4_slope) * 0.1, seal.n2o_c0
+        else:
+            ch4 = seal.ch4_c0 + rise(seal.ch4_slope)
+            n2o = seal.n2o_c0 + rise(seal.n2o_slope)
+            ch4 += sum(step for at, step in seal.bubbles if at <= closed_for)
+        if mono > seal.unsealed_at:
+            decay = math.exp(-(mono - seal.unsealed_at) / _FLUSH_S * 3.0)
+            ch4 = ambient[0] + (ch4 - ambient[0]) * decay
+            n2o = ambient[1] + (n2o - ambient[1]) * decay
+        return max(ch4, 0.0), max(n2o, 0.0)
+
+    def analyser_lag_s(self, analyser: str) -> float:
+        """The true transit lag of ``analyser`` beyond the loop's own transport [s]."""
+        lag = self.cfg.sim.lag_s.get(analyser)
+        return self.cfg.analyser(analyser).lag_s if lag is None else lag
+
+    def trace_gas_values(self, analyser: str) -> dict[str, float]:
+        """Noise-free gas in the cell of a trace-gas analyser now: dry CO2 [umol/mol], dry
+        CH4 and N2O [nmol/mol], H2O [mmol/mol] (transport, mixing and the analyser's own
+        lag), and the cell's pressure [kPa]. Noise is the analyser simulator's business."""
+        with self._lock:
+            mono = self._mono()
+            for chamber in self._lids:
+                self._update_seal(chamber, mono)
+            chamber = self._routed_chamber(analyser, mono)
+            tau = max(self.cfg.sim.mixing_s, 1e-3)
+            lag = self.analyser_lag_s(analyser)
+            co2 = w = ch4 = n2o = 0.0
+            for node, weight in zip(_NODES, _WEIGHTS, strict=True):
+                at = mono - _TRANSPORT_S - lag - node * tau
+                if chamber is None:
+                    when = self._wall(at)
+                    ci, wi = self.ambient_co2_umol_mol(when), self.ambient_h2o_mmol_mol(when)
+                    mi, ni = self.cfg.sim.ambient_ch4_nmol_mol, self.cfg.sim.ambient_n2o_nmol_mol
+                else:
+                    ci, wi = self._concentration(chamber, at)
+                    mi, ni = self._trace_concentration(chamber, at)
+                co2 += weight * ci
+                w += weight * wi
+                ch4 += weight * mi
+                n2o += weight * ni
+            return {
+                "co2_umol_mol": co2,
+                "h2o_mmol_mol": w,
+                "ch4_nmol_mol": ch4,
+                "n2o_nmol_mol": n2o,
+                "pressure_kpa": self.cfg.sim.pressure_kpa,
+            }
+
     def _routed_chamber(self, analyser: str, mono: float) -> str | None:
-        group = [c for c in self.cfg.chambers if c.analyser == analyser]
+        # a loop may hold several analysers in series (``analysers``, when configured)
+        group = [
+            c
+            for c in self.cfg.chambers
+            if analyser in (getattr(c, "analysers", None) or [c.analyser])
+        ]
         valved = [c.id for c in group if c.valve is not None and self._valves[c.id]]
         if valved:
             return valved[0]

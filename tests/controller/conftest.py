@@ -134,3 +134,9 @@ def make_site_cfg():
         return parse_config(site_dict(*args, **kwargs), source="test site")
 
     return make
+
+
+@pytest.fixture(scope="session")
+def make_site_dict():
+    """:func:`site_dict` itself, for tests that change the data before parsing it."""
+    return site_dict
