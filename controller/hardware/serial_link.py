@@ -38,6 +38,17 @@ __all__ = ["SerialLink"]
 log = logging.getLogger(__name__)
 
 
+def _close_serial(port: serial.SerialBase) -> None:
+    """Close ``port``, and its socket for ``socket://`` ports: pyserial 3.5 forgets the
+    socket without closing it when ``shutdown`` fails (the peer already reset it)."""
+    sock = getattr(port, "_socket", None)
+    with contextlib.suppress(serial.SerialException, OSError):  # closing a dead port
+        port.close()
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.close()
+
+
 class SerialLink:
     """A serial port that reads and writes whole lines.
 
@@ -124,11 +135,20 @@ class SerialLink:
         with self._lock:
             if self._port is not None:
                 return
+            port = None
             try:
-                self._port = serial.serial_for_url(
-                    self.url, baudrate=self.baudrate, timeout=0.05, write_timeout=2.0
+                port = serial.serial_for_url(
+                    self.url,
+                    baudrate=self.baudrate,
+                    timeout=0.05,
+                    write_timeout=2.0,
+                    do_not_open=True,
                 )
+                port.open()
+                self._port = port
             except (serial.SerialException, OSError, ValueError) as exc:
+                if port is not None:  # a socket:// connected, then failed: close it now
+                    _close_serial(port)
                 self._failures += 1
                 delay = min(self.backoff_s[0] * 2 ** (self._failures - 1), self.backoff_s[1])
                 self._next_attempt = self.clock.monotonic() + delay
@@ -156,8 +176,7 @@ class SerialLink:
             self._buffer.clear()
             self._last_arrival = None  # the next gap counts from the reopening
         if port is not None:
-            with contextlib.suppress(serial.SerialException, OSError):  # closing a dead port
-                port.close()
+            _close_serial(port)
 
     @property
     def is_open(self) -> bool:
