@@ -945,6 +945,18 @@ class Daemon:
                     CycleOutcome(chamber.id, "skipped", f"analyser {analyser_id} not available")
                 )
             return
+        # the other analysers in series in this group's loop
+        loop_ids = chambers[0].loop if chambers else [analyser_id]
+        for other in loop_ids[1:]:
+            if other not in self.analyser_info and not self._setup_analyser(
+                other, self.analysers[other]
+            ):
+                for chamber in chambers:
+                    result.outcomes.append(
+                        CycleOutcome(chamber.id, "skipped", f"analyser {other} not available")
+                    )
+                return
+        loop = {a: self.analysers[a] for a in loop_ids}
         runner = CycleRunner(
             self.cfg,
             clock=self.clock,
@@ -961,6 +973,7 @@ class Daemon:
             board=self.board,
             storage_down=self.storage_down,
             progress=lambda chamber, phase, uuid: self._progress(analyser_id, chamber, phase, uuid),
+            loop=loop,
         )
         group_fault: str | None = None
         told = False  # one calibration_in_progress event per round per group
@@ -1034,7 +1047,8 @@ class Daemon:
                     )
             if outcome.group_fault:
                 group_fault = f"analyser {analyser_id} failed: {outcome.reason}"
-                self.analyser_info.pop(analyser_id, None)  # identify it again next round
+                for name in loop_ids:
+                    self.analyser_info.pop(name, None)  # identify them again next round
             elif outcome.line_fault is None and not (outcome.reason or "").startswith("storage:"):
                 self._account(outcome)  # the chamber's own result (its write may wait)
             self._persist_health()
