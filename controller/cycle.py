@@ -23,7 +23,6 @@ reason that interrupted it.
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import functools
 import json
@@ -697,7 +696,7 @@ class CycleRunner:
                 ("linear", fit.linear, fit.lin_flux, fit.lin_flux_se),
                 ("exponential", fit.exponential, fit.exp_flux, fit.exp_flux_se),
             ]
-            selected, flux, mdf = fit.model, fit.flux, fit.mdf
+            selected, flux, mdf, lin_flux = fit.model, fit.flux, fit.mdf, fit.lin_flux
             reason = fit.model_reason
             n_points, window = fit.n_points, (fit.dead_band_s, fit.end_s)
             if gas == "ch4":
@@ -720,7 +719,7 @@ class CycleRunner:
                                 values,
                                 dead_band_s=segment.start_s,
                                 end_s=segment.end_s,
-                                settings=dataclasses.replace(self.fit_settings, selection="linear"),
+                                settings=self.fit_settings,
                                 **common,
                             )
                         except ValueError:
@@ -729,22 +728,23 @@ class CycleRunner:
                         flags.append("diffusive_segment")
                         quality["diffusive_window_s"] = [segment.start_s, segment.end_s]
                         quality["total_flux"] = _finite(fit.flux)
-                        fits.append(
-                            (
-                                "diffusive",
-                                diffusive.linear,
-                                diffusive.lin_flux,
-                                diffusive.lin_flux_se,
-                            )
+                        best = (
+                            diffusive.exponential
+                            if diffusive.model == "exponential"
+                            else diffusive.linear
                         )
-                        selected, flux, mdf = "diffusive", diffusive.lin_flux, diffusive.mdf
-                        reason = "ebullition: linear fit of the longest step-free part"
+                        fits.append(("diffusive", best, diffusive.flux, diffusive.flux_se))
+                        selected, flux, mdf = "diffusive", diffusive.flux, diffusive.mdf
+                        lin_flux = diffusive.lin_flux
+                        reason = f"ebullition: {diffusive.model} fit of the longest step-free part"
                         n_points = diffusive.n_points
                         window = (segment.start_s, segment.end_s)
                     else:
                         flags.append("no_diffusive_part")
-            if gas != "co2" and math.isfinite(mdf) and math.isfinite(flux) and abs(flux) < mdf:
-                flags.append("below_detection")  # reported as "< MDF", the MDF beside it
+            # near zero the linear slope is the estimator noise moves least (a curvature
+            # has no meaning without a signal): below the MDF, reported as "< MDF"
+            if gas != "co2" and math.isfinite(mdf) and abs(lin_flux) < mdf:
+                flags.append("below_detection")
             for model, result, value, se in fits:
                 rows.append(
                     {

@@ -10,13 +10,16 @@ far faster than diffusion does. On the first differences ``d`` of the window's t
 ``m`` their median (the diffusive rise per sample) and ``s`` their robust spread
 (1.4826 x MAD, at least ``precision_mf``), a step starts where ``d - m`` exceeds
 ``threshold_sigma x s`` and continues while ``d - m`` exceeds ``2 s``; its size is the sum
-of ``d - m`` over the run, its time the elapsed time where it starts. Only steps larger
+of ``d - m`` over the run, its time the elapsed time where it starts; runs less than
+``merge_s`` apart are one step (a bubble mixes in over several samples). Only steps larger
 than ``min_step_mf`` count.
 
 The diffusive flux is fitted on the longest step-free segment of the window (each step's
 run plus ``guard_s`` after it excluded, the mixing tail) when that segment spans at least
 ``min_fraction`` of the window and holds at least ``min_points`` samples; otherwise no
-diffusive flux is reported (the total flux, bubbles included, still is, flagged).
+diffusive flux is reported (the total flux, bubbles included, still is, flagged). The
+segment is fitted like any window (exponential with C'0 fixed at the closure's start, or
+linear, by the usual selection rule), so the headspace's curvature is still accounted for.
 """
 
 from __future__ import annotations
@@ -76,6 +79,7 @@ def detect_ebullition(
     precision_mf: float,
     threshold_sigma: float = 6.0,
     min_step_mf: float | None = None,
+    merge_s: float = 8.0,
 ) -> tuple[EbullitionStep, ...]:
     """Sudden positive steps (bubbles) in a closure's trace, by the rule of the module.
 
@@ -91,6 +95,9 @@ def detect_ebullition(
         Where a step starts, in robust spreads of the first differences.
     min_step_mf : float or None
         Smallest step reported [mf]; default 10 x ``precision_mf``.
+    merge_s : float
+        Runs starting at most this long after the previous run's last sample are one step
+        (a bubble mixes into the loop over several samples) [s].
 
     Returns
     -------
@@ -113,18 +120,28 @@ def detect_ebullition(
     smallest = 10.0 * abs(precision_mf) if min_step_mf is None else min_step_mf
     excess = d - m
     steps: list[EbullitionStep] = []
+    runs: list[tuple[int, int]] = []
     i = 0
     while i < excess.size:
         if excess[i] > threshold_sigma * s:
             j = i
             while j + 1 < excess.size and excess[j + 1] > 2.0 * s:
                 j += 1
-            size = float(np.sum(excess[i : j + 1]))
-            if size >= smallest:
-                steps.append(EbullitionStep(float(t[i + 1]), size, j - i + 1))
+            runs.append((i, j))
             i = j + 1
         else:
             i += 1
+    # one bubble mixes in over several samples: runs less than merge_s apart are one step
+    merged: list[list[int]] = []
+    for i, j in runs:
+        if merged and t[i + 1] - t[merged[-1][1] + 1] <= merge_s:
+            merged[-1][1] = j
+        else:
+            merged.append([i, j])
+    for i, j in merged:
+        size = float(np.sum(excess[i : j + 1]))
+        if size >= smallest:
+            steps.append(EbullitionStep(float(t[i + 1]), size, j - i + 1))
     return tuple(steps)
 
 

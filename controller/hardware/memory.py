@@ -111,7 +111,7 @@ class MemoryAnalyser:
             time=self.clock.now(),
             monotonic_s=mono,
             co2_umol_mol=pick("CO2", "co2_umol_mol", cfg.precision_co2_umol_mol),
-            h2o_mmol_mol=pick("H2O", "h2o_mmol_mol", 0.05),
+            h2o_mmol_mol=pick("H2O", "h2o_mmol_mol", 0.01),
             cell_temperature_degc=55.0,
             cell_pressure_kpa=None,
             ch4_nmol_mol=pick("CH4", "ch4_nmol_mol", cfg.precision_ch4_nmol_mol),

@@ -20,7 +20,7 @@ CHAMBER_SIM = [
     {
         "ch4_nmol_m2_s": 40.0,
         "n2o_nmol_m2_s": 0.3,
-        "ebullition_per_h": 3.0,
+        "ebullition_per_h": 10.0,
         "ebullition_nmol_mol": 60.0,
     },
     {"ch4_nmol_m2_s": 25.0, "n2o_nmol_m2_s": 0.0},
