@@ -1188,9 +1188,16 @@ def _check_rounds(cfg: SiteConfig, errors: list[str]) -> None:
         )
     for a in cfg.analysers:
         group = [c for c in cfg.chambers if c.enabled and c.analyser == a.id]
-        least = most = 0.0
+        # an analyser on a power relay warms up before the group's first chamber
+        loop = group[0].loop if group else []
+        least = most = max(
+            (x.warmup_s for x in cfg.analysers if x.id in loop and x.power is not None),
+            default=0.0,
+        )
         for c in group:
-            phases = cycle.prepurge_s + cfg.observation_s(c) + cycle.postpurge_s
+            window = max(cfg.observation_s(c, g) for g in ("co2", "ch4", "n2o"))
+            lag = max((x.lag_s for x in cfg.analysers if x.id in c.loop), default=0.0)
+            phases = cycle.prepurge_s + window + lag + cycle.postpurge_s
             least += phases + (cycle.closing_timeout_s if c.closed_switch is None else 0.0)
             most += phases + cycle.closing_timeout_s
             most += cycle.opening_timeout_s if c.open_switch is not None else 0.0

@@ -347,6 +347,8 @@ class Daemon:
         self._calibration_skipped: set[str] = set()
         self._calibration_check_at = -1e18
         self._active_groups: set[str] = set()  # groups measuring in the current round
+        self._powered: set[str] = set()  # analysers whose power relay is on (issue 13)
+        self._pump_on = False  # switched on for its warm-up by _power_on
         self._calibration_lock = threading.RLock()
         # what the daemon is doing, for the heartbeat: per analyser group its chamber and
         # phase; the round in progress; the next round
@@ -730,6 +732,8 @@ class Daemon:
         except StorageError:
             lent = set()
         for analyser_id, analyser in self.analysers.items():
+            if self.cfg.analyser(analyser_id).power is not None:
+                continue  # powered and set up around its group's observations
             if f"analyser:{analyser_id}" not in lent:
                 self._setup_analyser(analyser_id, analyser)
         if not self._startup_pending:
@@ -925,15 +929,89 @@ class Daemon:
         finally:
             with self._calibration_lock:
                 self._active_groups.discard(analyser_id)
+            self._power_off(analyser_id)
             # a calibration that took this analyser after its last chamber gets the port
             # now, not only when the whole round has ended
             self._lend_idle_analysers(self.calibration_locks())
+
+    # --- power (issue 13): relays around a group's observations ----------------------------
+
+    def _switched(self, analyser_id: str) -> list[str]:
+        """The analysers of the group's loop that have a power relay."""
+        loop = next((c.loop for c in self.cfg.chambers if c.analyser == analyser_id), [analyser_id])
+        return [a for a in loop if self.cfg.analyser(a).power is not None]
+
+    def _power_on(self, analyser_id: str) -> None:
+        """Switch on the group's relayed analysers (and the pump, when it has a warm-up)
+        and wait the longest warm-up of those that were off; they are set up afterwards."""
+        set_power = getattr(self.actuators, "set_analyser_power", None)
+        warmup = 0.0
+        for name in self._switched(analyser_id):
+            if set_power is None:
+                break
+            if name not in self._powered:
+                try:
+                    set_power(name, True)
+                except (HardwareError, ProtocolError) as exc:
+                    self.alarm(
+                        "error",
+                        "power_failed",
+                        f"analyser {name}: its power relay did not switch on ({brief(exc)})",
+                    )
+                    continue
+                self._powered.add(name)
+                self.analyser_info.pop(name, None)  # a fresh start: identify it again
+                warmup = max(warmup, self.cfg.analyser(name).warmup_s)
+        pump = self.cfg.pump
+        if pump.mode == "measuring" and pump.warmup_s > 0 and not self._pump_on:
+            try:
+                self.actuators.set_pump(True)
+                self._pump_on = True
+                warmup = max(warmup, pump.warmup_s)
+            except (HardwareError, ProtocolError) as exc:
+                log.info("pump: cannot switch on for its warm-up: %s", brief(exc))
+        if warmup > 0:
+            log.info("group %s: warming up for %g s", analyser_id, warmup)
+            end = self.clock.monotonic() + warmup
+            while not self.stop_event.is_set():
+                remaining = end - self.clock.monotonic()
+                if remaining <= 0:
+                    break
+                self.clock.sleep(min(remaining, 1.0))
+
+    def _power_off(self, analyser_id: str) -> None:
+        """Switch the group's relayed analysers off once its chambers are done (and the
+        pump when no other group measures)."""
+        set_power = getattr(self.actuators, "set_analyser_power", None)
+        for name in self._switched(analyser_id):
+            if set_power is None or name not in self._powered:
+                continue
+            try:
+                set_power(name, False)
+            except (HardwareError, ProtocolError) as exc:
+                self.alarm(
+                    "warning",
+                    "power_failed",
+                    f"analyser {name}: its power relay did not switch off ({brief(exc)})",
+                )
+                continue
+            self._powered.discard(name)
+            self.analyser_info.pop(name, None)
+        with self._calibration_lock:
+            others = bool(self._active_groups)
+        if self._pump_on and not others:
+            try:
+                self.actuators.set_pump(False)
+                self._pump_on = False
+            except (HardwareError, ProtocolError) as exc:
+                log.info("pump: cannot switch off: %s", brief(exc))
 
     def _group_chambers(
         self, analyser_id: str, round_id: int | None, result: RoundResult, began: float
     ) -> None:
         analyser = self.analysers[analyser_id]
         chambers = [c for c in self.cfg.chambers if c.analyser == analyser_id and c.enabled]
+        self._power_on(analyser_id)
         held = f"analyser:{analyser_id}" in self.calibration_locks()  # its port is lent
         if (
             not held

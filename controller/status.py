@@ -114,6 +114,27 @@ def site_status(cfg: SiteConfig, store: SiteStore, now: dt.datetime) -> dict[str
         "pending_events": live.get("pending_events", 0) if live else 0,
         "recent_pending_events": live.get("recent_pending_events", []) if live else [],
         "calibrations_in_progress": calibrations,
+        "power": _power(cfg),
+    }
+
+
+def _power(cfg: SiteConfig) -> dict[str, Any]:
+    """The estimated energy per day of the devices with a configured power draw."""
+    from .power import energy_per_day
+
+    devices = energy_per_day(cfg)
+    return {
+        "devices": [
+            {
+                "device": d.device,
+                "power_w": d.power_w,
+                "hours_per_day": round(d.hours_per_day, 2),
+                "switched": d.switched,
+                "wh_per_day": round(d.wh_per_day, 1),
+            }
+            for d in devices
+        ],
+        "wh_per_day": round(sum(d.wh_per_day for d in devices), 1),
     }
 
 
@@ -339,6 +360,14 @@ def format_status(status: dict[str, Any]) -> str:
             f"{cal.get('operator') or '?'}, since {cal['started_at']}, record "
             f"{cal['calibration_id'][:8]}): not measured by the daemon{alive}"
         )
+    power = status.get("power") or {}
+    if power.get("devices"):
+        parts = ", ".join(
+            f"{d['device']} {d['power_w']:g} W x {d['hours_per_day']:g} h"
+            + (" (switched)" if d["switched"] else "")
+            for d in power["devices"]
+        )
+        lines.append(f"energy: about {power['wh_per_day']:g} Wh/day estimated ({parts})")
     if status.get("pending_events"):
         lines.append(
             f"{status['pending_events']} event(s) waiting in the daemon's memory to be recorded:"

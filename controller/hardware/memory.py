@@ -172,6 +172,15 @@ class MemoryActuators:
     def __init__(self, site: SimulatedSite) -> None:
         self.site = site
         self.chambers = {c.id: c for c in site.cfg.chambers}
+        # analyser power relays: the state and each switching (monotonic s, analyser, on)
+        self.power: dict[str, bool] = {}
+        self.power_log: list[tuple[float, str, bool]] = []
+
+    def set_analyser_power(self, analyser: str, on: bool) -> None:
+        if self.site.cfg.analyser(analyser).power is None:
+            return
+        self.power[analyser] = on
+        self.power_log.append((self.site.clock.monotonic(), analyser, on))
 
     def set_lid(self, chamber: str, closed: bool) -> None:
         self.site.command_lid(chamber, closed)

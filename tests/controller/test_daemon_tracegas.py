@@ -241,3 +241,62 @@ def test_config_loops_must_agree(tmp_path):
     assert "chambers[1].analysers: analyser 'irga1' is in the loop" in text
     assert "no analyser with id 'nosuch'" in text
     assert "is not the first of analysers" in text
+
+
+def test_power_relay_around_the_group_with_warmup_and_energy_per_day(tmp_path):
+    from chamberd.controller.power import energy_per_day, group_busy_s
+    from chamberd.controller.status import format_status, site_status
+
+    base = tracegas_site(tmp_path / "site.db")
+    data = base.model_dump(mode="python")
+    for a in data["analysers"]:
+        if a["id"] == "tg1":
+            a.update(power={"device": "relays1", "coil": 7}, power_w=30.0, warmup_s=120.0)
+        if a["id"] == "irga1":
+            a["power_w"] = 1.5  # no relay: on all day
+    data["pump"].update(power_w=6.0)
+    cfg = parse_config(data, source="power test")
+    clock = FakeClock(start=START)
+    sim = SimulatedSite(cfg, clock)
+    site = build_site(cfg, clock=clock, site=sim, memory=True)
+    try:
+        site.daemon.run(until=START + dt.timedelta(minutes=50))
+        relays = site.daemon.actuators.inner  # the memory relays behind the health tracking
+        log = list(relays.power_log)
+        assert relays.power == {"tg1": False}  # off between rounds
+    finally:
+        site.daemon.shutdown("end of the test")
+        site.close()
+    con = sqlite3.connect(tmp_path / "site.db")
+    con.row_factory = sqlite3.Row
+    try:
+        observations = con.execute(
+            "SELECT chamber, status, prepurge_at FROM observations ORDER BY prepurge_at"
+        ).fetchall()
+    finally:
+        con.close()
+    assert {o["status"] for o in observations} == {"done"} and len(observations) == 8
+    ons = [t for t, name, on in log if name == "tg1" and on]
+    offs = [t for t, name, on in log if name == "tg1" and not on]
+    assert len(ons) == len(offs) == 2  # one switching per round
+    first = [
+        (dt.datetime.fromisoformat(o["prepurge_at"]) - START).total_seconds()
+        for o in observations
+        if o["chamber"] == "C1"
+    ]
+    for on, prepurge in zip(ons, first, strict=True):
+        assert prepurge - on >= 120.0 - 1  # warmed up before its group's first prepurge
+    # the estimate: tg1 powered for the warm-up and its group's observations each round
+    devices = {d.device: d for d in energy_per_day(cfg)}
+    busy = 120.0 + group_busy_s(cfg, "irga1")
+    assert devices["analyser:tg1"].hours_per_day == pytest.approx(48 * busy / 3600)
+    assert devices["analyser:irga1"].hours_per_day == 24.0
+    assert devices["pump"].switched
+    store = SiteStore(tmp_path / "site.db", site_id=cfg.site.id)
+    try:
+        status = site_status(cfg, store, START + dt.timedelta(hours=1))
+    finally:
+        store.close()
+    total = sum(d.wh_per_day for d in devices.values())
+    assert status["power"]["wh_per_day"] == pytest.approx(total, abs=0.1)
+    assert "Wh/day" in format_status(status)
