@@ -547,15 +547,37 @@ class CycleRunner:
                 data={"step_s": round(step, 3)},
             )
 
-    @staticmethod
-    def _rows(state: dict[str, Any]) -> list[dict[str, Any]]:
-        """Buffered samples as rows (closing samples get their elapsed time once known)."""
+    def _rows(self, state: dict[str, Any]) -> list[dict[str, Any]]:
+        """Buffered samples as rows (closing samples get their elapsed time once known).
+
+        With several analysers in the loop each row keeps its analyser and its arrival
+        time (``time``); ``elapsed_s`` is aligned by the analyser's ``lag_s`` (the time
+        the gas left the chamber), so a later refit from the rows fits every gas on its
+        own time axis. A gas an earlier analyser of the loop also reports is left out of
+        the later analyser's rows (one trace per gas: the one the site fitted), and dry
+        mole fractions are stored wet-equivalent beside their own H2O, as the central
+        refit expects of every sample.
+        """
         closed = state["closed_mono"]
+        loop = [self.analyser_id, *self.others]
+        reporters: dict[str, set[str]] = state.setdefault("reporters", {})
         rows = []
         for sample in state["samples"]:
             row = {k: v for k, v in sample.items() if k not in ("mono", "dry")}
-            if row["elapsed_s"] is None and closed is not None:
-                row["elapsed_s"] = sample["mono"] - closed
+            analyser = sample.get("analyser", self.analyser_id)
+            if closed is not None:
+                row["elapsed_s"] = sample["mono"] - closed - self.cfg.analyser(analyser).lag_s
+            if self.others:
+                h2o = sample["h2o_mmol_mol"]
+                for _gas, name, *_ in GASES:
+                    if sample[name] is None:
+                        continue
+                    reporters.setdefault(name, set()).add(analyser)
+                    earlier = loop[: loop.index(analyser)] if analyser in loop else []
+                    if any(a in reporters[name] for a in earlier):
+                        row[name] = None
+                    elif sample.get("dry") and h2o is not None:
+                        row[name] = sample[name] * (1.0 - h2o / 1000.0)
             rows.append(row)
         return rows
 

@@ -89,6 +89,32 @@ def test_every_observation_done_with_samples_of_both_analysers(day):
     assert not any(g == "ch4" for c, g, *_ in gases if c in ("C3", "C4"))
 
 
+def test_sample_rows_one_trace_per_gas_aligned_and_wet_equivalent(day):
+    _, _, con, _ = day
+    count = dict(
+        con.execute(
+            "SELECT analyser, count(co2_umol_mol) FROM samples GROUP BY analyser"
+        ).fetchall()
+    )
+    assert count["irga1"] > 0 and count["tg1"] == 0  # tg1's CO2 left out: irga1 measures it
+    assert {
+        r[0]
+        for r in con.execute("SELECT DISTINCT analyser FROM samples WHERE ch4_nmol_mol IS NOT NULL")
+    } == {"tg1"}
+    # elapsed_s aligned by lag_s: tg1's first sample after the closure is 6 s "earlier"
+    first = con.execute(
+        "SELECT analyser, min(elapsed_s) FROM samples WHERE phase = 'deadband' GROUP BY analyser"
+    ).fetchall()
+    by = dict(first)
+    assert by["tg1"] == pytest.approx(by["irga1"] - LAGS_S["tg1"], abs=1.0)
+    # the LI-7810's dry CH4 stored wet-equivalent beside its own H2O (about 2 ppm dry here)
+    ch4, h2o = con.execute(
+        "SELECT ch4_nmol_mol, h2o_mmol_mol FROM samples WHERE analyser = 'tg1' "
+        "AND phase = 'closing' LIMIT 1"
+    ).fetchone()
+    assert ch4 / (1 - h2o / 1000) == pytest.approx(1950.0, rel=0.01)
+
+
 def test_fluxes_recover_the_truth_per_gas(day):
     _, sim, con, _ = day
     errors: dict[str, list[float]] = {"co2": [], "ch4": [], "n2o": [], "diffusive": []}
