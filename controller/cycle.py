@@ -556,7 +556,8 @@ class CycleRunner:
         own time axis. A gas an earlier analyser of the loop also reports is left out of
         the later analyser's rows (one trace per gas: the one the site fitted), and dry
         mole fractions are stored wet-equivalent beside their own H2O, as the central
-        refit expects of every sample.
+        refit expects of every sample. A laser analyser's cavity pressure is not stored as
+        ``cell_pressure_kpa`` (readers take that for the chamber's pressure).
         """
         closed = state["closed_mono"]
         loop = [self.analyser_id, *self.others]
@@ -567,6 +568,10 @@ class CycleRunner:
             analyser = sample.get("analyser", self.analyser_id)
             if closed is not None:
                 row["elapsed_s"] = sample["mono"] - closed - self.cfg.analyser(analyser).lag_s
+            if self.cfg.analyser(analyser).protocol in TRACE_GAS_PROTOCOLS:
+                # a laser's cavity pressure is not the chamber's, which readers of the
+                # column (the central refit) take it for
+                row["cell_pressure_kpa"] = None
             if self.others:
                 h2o = sample["h2o_mmol_mol"]
                 for _gas, name, *_ in GASES:

@@ -23,7 +23,9 @@ from chamberd.controller.clock import FakeClock
 from chamberd.controller.config import parse_config
 from chamberd.controller.sim.site import SimulatedSite
 from chamberd.controller.store import SiteStore
+from chamberd.network_sync import queries
 from chamberd.network_sync.central import Central
+from chamberd.network_sync.central_refit import refit
 from chamberd.network_sync.sync import upload_site
 
 from .conftest import site_dict
@@ -201,6 +203,20 @@ def test_sync_and_query_carry_the_new_gases(day, tmp_path):
                     "GROUP BY gas, flux_unit"
                 )
             }
+            frame = queries.fluxes(central, gas=["ch4", "n2o"])
+            assert set(frame["flux_unit"]) == {"nmol m-2 s-1"}
+            assert frame["flags"].str.contains("below_detection").sum() == HOURS * 2
+            # the central refit of CH4 from the synced samples (aligned, wet-equivalent)
+            report = refit(central, method="exponential", gas="ch4")
+            assert report.fitted == HOURS * 2 * 2  # the CH4 of the two loop-1 chambers
+            central_ch4 = {
+                r["observation_uuid"]: r["flux"]
+                for r in central.query(
+                    "SELECT observation_uuid, flux FROM fluxes WHERE gas = 'ch4' "
+                    "AND processing_version = ?",
+                    (report.processing_version,),
+                )
+            }
             row = central.query(
                 "SELECT count(ch4_nmol_mol) AS a, count(n2o_nmol_mol) AS b, "
                 "count(co2_umol_mol) AS c FROM samples"
@@ -218,6 +234,16 @@ def test_sync_and_query_carry_the_new_gases(day, tmp_path):
         "SELECT count(ch4_nmol_mol), count(n2o_nmol_mol), count(co2_umol_mol) FROM samples"
     ).fetchone()
     assert tuple(samples) == tuple(here)
+    site_ch4 = dict(
+        con.execute(
+            "SELECT f.observation_uuid, f.flux FROM fluxes f JOIN observations o "
+            "ON o.uuid = f.observation_uuid WHERE f.gas = 'ch4' AND f.model = 'exponential' "
+            "AND o.chamber != 'C1'"
+        ).fetchall()
+    )
+    assert site_ch4
+    for uuid, flux in site_ch4.items():  # C2: no bubbles; the dead band 20 s, not 30 s
+        assert central_ch4[uuid] == pytest.approx(flux, rel=0.02)
 
 
 def test_a_silent_second_analyser_aborts_with_lids_open(tmp_path):
