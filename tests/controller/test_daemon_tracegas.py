@@ -351,4 +351,12 @@ def test_power_relay_around_the_group_with_warmup_and_energy_per_day(tmp_path):
         store.close()
     total = sum(d.wh_per_day for d in devices.values())
     assert status["power"]["wh_per_day"] == pytest.approx(total, abs=0.1)
-    assert "Wh/day" in format_status(status)
+    text = format_status(status)
+    assert "Wh/day" in text
+    c1 = next(c for c in status["chambers"] if c["chamber"] == "C1")
+    assert c1["last_flux"]["gas"] == "co2"
+    assert [g["gas"] for g in c1["last_fluxes"]] == ["co2", "ch4"]
+    assert "CH4 " in text and "nmol m-2 s-1" in text
+    c4 = next(c for c in status["chambers"] if c["chamber"] == "C4")
+    assert "below_detection" in next(g for g in c4["last_fluxes"] if g["gas"] == "n2o")["flags"]
+    assert "N2O < " in text
