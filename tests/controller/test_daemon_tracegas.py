@@ -188,12 +188,15 @@ def test_lags_recovered_from_the_closing_step(day):
         assert statistics.median(values) == pytest.approx(LAGS_S[analyser], abs=1.0)
 
 
-def test_sync_and_query_carry_the_new_gases(day, tmp_path):
+def test_sync_and_query_carry_the_new_gases(day, central_url, tmp_path):
     cfg, _, con, db = day
-    store = SiteStore(db, site_id=cfg.site.id)
+    copy = tmp_path / "site.db"  # a sync empties the outbox: each backend gets its own copy
+    with sqlite3.connect(db) as source, sqlite3.connect(copy) as target:
+        source.backup(target)
+    store = SiteStore(copy, site_id=cfg.site.id)
     clock = FakeClock(start=START + dt.timedelta(hours=HOURS + 1))
     try:
-        with Central.connect(f"sqlite:///{tmp_path / 'central.db'}") as central:
+        with Central.connect(central_url) as central:
             central.migrate()
             upload_site(store, central, cfg, clock=clock)
             got = {
