@@ -38,7 +38,9 @@ import datetime as dt
 import json
 import logging
 import math
+import os
 import tomllib
+import uuid as uuidlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -511,13 +513,11 @@ class CalibrationRunner:
             store.close()
 
     def _execute(self, handler: _Handler, operator: str, supervisor: str) -> dict[str, Any]:
-        import uuid as uuidlib
-
         store, records, console = self.store, self.records, self.console
         assert store is not None
         rid = str(uuidlib.uuid4())
         scopes = self.scopes
-        held = store.take_calibration_locks(scopes, rid, _pid(), self.clock.now())
+        held = store.take_calibration_locks(scopes, rid, os.getpid(), self.clock.now())
         if held:
             who = "; ".join(
                 f"{h['scope']} by calibration {h['calibration_id'][:8]} (pid {h['pid']}, since "
@@ -952,12 +952,6 @@ class CalibrationRunner:
             precision_mf=self.cfg.analyser(self.analyser_id).precision_co2_umol_mol,
             dry=not has_h2o,
         )
-
-
-def _pid() -> int:
-    import os
-
-    return os.getpid()
 
 
 def _daemon_alive(store_path: str, *, unknown: bool = True) -> bool:
@@ -1734,7 +1728,7 @@ class _DeadBand(_Handler):
                 f"  closure {k + 1}: dead band [s] -> flux [umol m-2 s-1] ({choice.model})"
             )
             for d, f in zip(choice.candidates_s, fluxes, strict=True):
-                if d % 5 == 0:
+                if d % 5 == 0 or d == choice.dead_band_s:  # every 5 s, and the choice
                     mark = "  <- chosen" if d == choice.dead_band_s else ""
                     self.console.say(f"    {d:5.0f}  {'-' if f is None else f'{f:8.4f}'}{mark}")
             self.console.say(f"  {choice.reason}")

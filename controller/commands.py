@@ -67,13 +67,15 @@ def sim_command(
 
     Example: chamberd sim --config site.toml --json
     """
+    import contextlib
     import json
     import signal
     import threading
 
     from chamberd.controller.clock import ScaledClock
-    from chamberd.controller.config import load_config
+    from chamberd.controller.config import MQTT_PROTOCOLS, load_config
     from chamberd.controller.sim import SimulatedSite, start_hardware
+    from chamberd.controller.sim.broker import ensure_broker
 
     with resources.as_file(_example("sim-site.toml")) as default:
         cfg = load_config(config_path or default)
@@ -86,12 +88,24 @@ def sim_command(
         except ValueError as exc:
             raise click.BadParameter(f"{start_text!r}: {exc}", param_hint="--start") from exc
     clock = ScaledClock(speed=speed or cfg.sim.speed, start=start)
+    exits = contextlib.ExitStack()
+    if any(a.protocol in MQTT_PROTOCOLS for a in cfg.analysers):
+        # the simulated LI-7810/7820 publish to [sim] mqtt_broker, or to a private
+        # Mosquitto started here when none answers there
+        broker = exits.enter_context(ensure_broker(cfg.sim.mqtt_broker, clock))
+        if broker != cfg.sim.mqtt_broker:
+            click.echo(f"no MQTT broker at {cfg.sim.mqtt_broker}: started one at {broker}")
+            cfg = cfg.model_copy(update={"sim": cfg.sim.model_copy(update={"mqtt_broker": broker})})
     site = SimulatedSite(cfg, clock, seed=seed)
     stop = threading.Event()
     previous = {
         sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)
     }
-    hardware = start_hardware(cfg, clock, site=site, transport=transport)
+    try:
+        hardware = start_hardware(cfg, clock, site=site, transport=transport)
+    except BaseException:
+        exits.close()
+        raise
     try:
         endpoints = {**hardware.endpoints(), "speed": clock.speed, "timeline": clock.timeline}
         if daemon_config:
@@ -111,7 +125,8 @@ def sim_command(
                 f"simulated site {cfg.site.id!r} at {clock.speed:g}x speed, seed {site.seed}"
             )
             for a in endpoints["analysers"]:
-                click.echo(f"  analyser {a['id']:<10} {a['protocol']:<7} {a['url']}")
+                topic = f" topic_root {a['topic_root']}" if "topic_root" in a else ""
+                click.echo(f"  analyser {a['id']:<10} {a['protocol']:<7} {a['url']}{topic}")
             for m in endpoints["modbus"]:
                 click.echo(
                     f"  modbus   {m['id']:<10} {m['framing']:<7} {m['host']}:{m['port']} "
@@ -126,6 +141,7 @@ def sim_command(
             pass
     finally:
         hardware.stop()
+        exits.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
 

@@ -66,6 +66,10 @@ class FitSettings:
         Curvature search range [s-1].
     selection : str
         Model-selection rule, see :func:`chamberd.fitting.quality.select_model`.
+    curvature_alpha : float or None
+        Level of the curvature-significance test of the selection rule (None: no test;
+        ``chamberd fit`` sets 0.05 for CH4 and N2O under ``licor``, as the Smart Chamber
+        firmware does).
     min_points, r2_min, nrmse_max, g_factor_max : float
         Flag thresholds (flags never change the flux).
     """
@@ -76,6 +80,7 @@ class FitSettings:
     exp_t0_s: float = 0.0
     a_bounds_per_s: tuple[float, float] = DEFAULT_A_BOUNDS_PER_S
     selection: str = "licor"
+    curvature_alpha: float | None = None
     min_points: int = 10
     r2_min: float = 0.9
     nrmse_max: float = 0.2
@@ -86,6 +91,8 @@ class FitSettings:
             raise ValueError(f"exp_form must be 'fixed_c0' or 'free_c0', got {self.exp_form!r}")
         if self.selection not in SELECTION_RULES:
             raise ValueError(f"selection must be one of {SELECTION_RULES}, got {self.selection!r}")
+        if self.curvature_alpha is not None and not 0.0 < self.curvature_alpha < 1.0:
+            raise ValueError(f"curvature_alpha must be in (0, 1), got {self.curvature_alpha!r}")
 
 
 @dataclass(frozen=True)
@@ -304,7 +311,11 @@ def assemble(
     )
     kmax = kappa_max_per_s(lin_flux=lin_flux, mdf=mdf, closure_s=closure) if mdf > 0 else math.inf
     choice_model: ModelChoice = select_model(
-        linear, exponential, rule=settings.selection, kappa_max=kmax
+        linear,
+        exponential,
+        rule=settings.selection,
+        kappa_max=kmax,
+        curvature_alpha=settings.curvature_alpha,
     )
     if choice_model.model == "exponential":
         flux, flux_se, fit_r2, fit_nrmse = (

@@ -15,6 +15,7 @@ from .linear import LinearFit
 __all__ = [
     "SELECTION_RULES",
     "ModelChoice",
+    "curvature_f_test",
     "g_factor",
     "kappa_max_per_s",
     "minimal_detectable_flux",
@@ -99,12 +100,36 @@ class ModelChoice:
     reason: str
 
 
+def curvature_f_test(
+    lin_r2: float, exp_r2: float, n_points: int, alpha: float
+) -> tuple[float, float]:
+    """(F, critical F) of the nested test of an exponential against a line on one window.
+
+    F = (R2_exp - R2_lin) / (1 - R2_exp) x (n - 3): the reduction of the residual sum of
+    squares by the exponential's extra parameter (the curvature), relative to its residual
+    variance; the critical value is the (1 - ``alpha``) quantile of F(1, n - 3). NaN F
+    where undefined (fewer than 4 points, a perfect fit, R2 not finite).
+
+    >>> f, crit = curvature_f_test(0.7326, 0.7357, 54, 0.05)
+    >>> round(f, 2), round(crit, 2)
+    (0.6, 4.03)
+    """
+    from scipy.stats import f as f_dist
+
+    dof = n_points - 3
+    if dof < 1 or not (math.isfinite(lin_r2) and math.isfinite(exp_r2)) or exp_r2 >= 1.0:
+        return math.nan, math.nan
+    f_stat = (exp_r2 - lin_r2) / (1.0 - exp_r2) * dof
+    return f_stat, float(f_dist.ppf(1.0 - alpha, 1, dof))
+
+
 def select_model(
     linear: LinearFit,
     exponential: ExponentialFit,
     *,
     rule: str = "licor",
     kappa_max: float = math.inf,
+    curvature_alpha: float | None = None,
 ) -> ModelChoice:
     """Choose the reported model by an explicit rule.
 
@@ -115,6 +140,12 @@ def select_model(
         inside its bounds and a defined t0) and its slope at t0 has the sign of the linear
         slope; otherwise the linear. This reproduces ``CrvFitStatus`` of LI-COR firmware,
         which reports the linear flux when its exponential degenerates.
+        With ``curvature_alpha`` (what the Smart Chamber firmware does for its trace
+        gases, CH4 and N2O: see docs/fitting.md), the exponential must also reduce the
+        residual sum of squares significantly: the nested F-test of the exponential (three
+        free parameters, C'0 fixed) against the line (two),
+        F = (R2_exp - R2_lin) / (1 - R2_exp) x (n - 3), must exceed the
+        (1 - curvature_alpha) quantile of F(1, n - 3).
     ``kappa_max``
         As ``licor``, and additionally the linear when the curvature exceeds kappa_max
         (Hüppi et al. 2018; the rule of the gasfluxes package for static chambers).
@@ -129,6 +160,9 @@ def select_model(
         One of :data:`SELECTION_RULES`.
     kappa_max : float
         Upper limit of the curvature for the ``kappa_max`` rule [s-1].
+    curvature_alpha : float or None
+        Level of the curvature-significance test of ``licor`` and ``kappa_max`` (None:
+        no test).
 
     Returns
     -------
@@ -147,6 +181,16 @@ def select_model(
             "exponential not used: its slope at t0 opposes the linear trend "
             "(a step-like curve fitted to noise)",
         )
+    if curvature_alpha is not None:
+        f_stat, f_crit = curvature_f_test(
+            linear.r_squared, exponential.r_squared, exponential.n_points, curvature_alpha
+        )
+        if not f_stat > f_crit:
+            return ModelChoice(
+                "linear",
+                f"exponential not used: its curvature is not significant (F {f_stat:.3g} <= "
+                f"{f_crit:.3g}, the {1 - curvature_alpha:.0%} quantile of F(1, n - 3))",
+            )
     if rule == "kappa_max" and exponential.a_per_s > kappa_max:
         return ModelChoice(
             "linear",

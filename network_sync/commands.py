@@ -84,10 +84,24 @@ def _report_writer(
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(["auto", "li8100a", "li8200", "li8250"]),
+    type=click.Choice(["auto", "li8100a", "li8200", "li8250", "li78x0", "lgr", "picarro"]),
     default="auto",
     show_default=True,
     help="File format; auto sniffs each file.",
+)
+@click.option(
+    "--sheet",
+    type=click.Path(dir_okay=False),
+    help="Field sheet CSV of the closures in analyser streams (LI-7810/7820 .data, LGR "
+    ".txt, Picarro .dat); template in docs/import.md.",
+)
+@click.option(
+    "--step-search",
+    "step_search_s",
+    type=click.FloatRange(0, 600),
+    default=None,
+    help="Search this many seconds around each stated start for the closure step "
+    "(default 30; 0: use the sheet's times as they are).",
 )
 @click.option(
     "--dead-band",
@@ -108,6 +122,8 @@ def _report_writer(
 def fit_command(
     files: tuple[str, ...],
     fmt: str,
+    sheet: str | None,
+    step_search_s: float | None,
     dead_band: str,
     selection: str,
     output: str | None,
@@ -121,6 +137,9 @@ def fit_command(
     ref_* columns. --report adds an HTML page per observation (trace, window, both fits,
     the instrument's values, flags) after a summary of where we disagree most. Exit
     status 3 when an observation or file was refused (the others are still written).
+
+    Analyser streams need --sheet: their closures are cut by the field sheet, each
+    window moved to the closure step found near its stated start (reported as a warning).
 
     Example: chamberd fit data/*.81x -o fluxes.csv --report fits.html
     """
@@ -158,7 +177,14 @@ def fit_command(
             )
 
     report = refit_paths(
-        files, fmt=fmt, dead_band=chosen, settings=settings, progress=progress, observe=observe
+        files,
+        fmt=fmt,
+        dead_band=chosen,
+        settings=settings,
+        progress=progress,
+        observe=observe,
+        sheet=sheet,
+        search_s=step_search_s,
     )
     write_csv(report.rows, COLUMNS, output)
     if html is not None:
@@ -277,8 +303,32 @@ def central_add_site_command(url: str, site: str, password_file: str | None) -> 
     "--format",
     "fmt",
     required=True,
-    type=click.Choice(["li8100a", "li8200", "li8250", "cosore", "manual-csv", "calibration-csv"]),
+    type=click.Choice(
+        [
+            "li8100a",
+            "li8200",
+            "li8250",
+            "li78x0",
+            "lgr",
+            "picarro",
+            "cosore",
+            "manual-csv",
+            "calibration-csv",
+        ]
+    ),
     help="The files' format.",
+)
+@click.option(
+    "--sheet",
+    type=click.Path(exists=True, dir_okay=False),
+    help="Field sheet CSV of the closures (required for li78x0, lgr and picarro streams).",
+)
+@click.option(
+    "--step-search",
+    "step_search_s",
+    type=click.FloatRange(0, 600),
+    default=None,
+    help="Seconds searched around each stated start for the closure step (default 30).",
 )
 @click.option("--time-zone", help="IANA zone of instrument clocks (default: the site's).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
@@ -288,6 +338,8 @@ def import_command(
     site_id: str,
     system_id: str,
     fmt: str,
+    sheet: str | None,
+    step_search_s: float | None,
     time_zone: str | None,
     as_json: bool,
     paths: tuple[str, ...],
@@ -343,6 +395,8 @@ def import_command(
             fmt=fmt,
             time_zone=time_zone,
             progress=progress,
+            sheet=sheet,
+            search_s=step_search_s,
         )
     if as_json:
         click.echo(report_json(report))

@@ -71,7 +71,19 @@ from .sync import (
 
 __all__ = ["COSORE_MAX_BYTES", "FORMATS", "FileOutcome", "ImportReport", "import_paths"]
 
-FORMATS = ("li8100a", "li8200", "li8250", "cosore", "manual-csv", "calibration-csv")
+FORMATS = (
+    "li8100a",
+    "li8200",
+    "li8250",
+    "li78x0",
+    "lgr",
+    "picarro",
+    "cosore",
+    "manual-csv",
+    "calibration-csv",
+)
+#: continuous analyser streams, imported with a field sheet
+STREAM_FORMATS = ("li78x0", "lgr", "picarro")
 _NAMESPACE = uuidlib.UUID("5b0c7f6e-2f7a-4d8e-9a51-6c1d3e2b9f40")
 
 #: the most a COSORE ``data.csv.gz`` may decompress to (about 1.2 million rows); beyond it
@@ -157,10 +169,26 @@ def import_paths(
     instrument: str = "",
     progress: Callable[[FileOutcome], None] | None = None,
     clock: Clock | None = None,
+    sheet: str | Path | None = None,
+    search_s: float | None = None,
 ) -> ImportReport:
-    """Import every file (folders: their files, or a COSORE data set) into ``central``."""
+    """Import every file (folders: their files, or a COSORE data set) into ``central``.
+
+    Analyser streams (``li78x0``, ``lgr``, ``picarro``) need the field ``sheet`` of their
+    closures; the sheet is read (and refused whole, with its line) before any file.
+    """
     if fmt not in FORMATS:
         raise DataFileError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
+    if fmt in STREAM_FORMATS and sheet is None:
+        raise DataFileError(
+            f"--format {fmt} is a continuous analyser stream: give its field sheet (--sheet)"
+        )
+    if sheet is not None and fmt not in STREAM_FORMATS:
+        raise DataFileError(f"--sheet is for analyser streams ({', '.join(STREAM_FORMATS)})")
+    if sheet is not None:
+        from .formats import read_field_sheet
+
+        read_field_sheet(sheet)  # a bad sheet is refused before anything is read
     central.require_writer(site_id)  # a role that may not write this site: refused first
     if fmt == "cosore":  # the data set's description goes to systems.metadata
         central.require_schema(METADATA_VERSION)
@@ -179,6 +207,8 @@ def import_paths(
                 time_zone=time_zone,
                 instrument=instrument,
                 now=clock.now(),
+                sheet=sheet,
+                search_s=search_s,
             )
         except DataFileError as exc:  # a value the central database cannot hold: not written
             outcome = FileOutcome(str(path), "rejected", reasons=[f"{path}: {exc}"])
@@ -211,6 +241,8 @@ def _import_one(
     time_zone: str | None,
     instrument: str,
     now: dt.datetime,
+    sheet: str | Path | None = None,
+    search_s: float | None = None,
 ) -> FileOutcome:
     if fmt == "calibration-csv":
         return _import_calibrations(
@@ -226,7 +258,9 @@ def _import_one(
             read = _read_manual(path)
             read.zone = time_zone or site_zone or "UTC"
         else:
-            read = _read_licor(path, fmt, time_zone or site_zone, outcome.skipped)
+            read = _read_licor(
+                path, fmt, time_zone or site_zone, outcome.skipped, sheet=sheet, search_s=search_s
+            )
         withheld = _screen(path, read.observations, plausibility.Limits.at(now))
     except DataFileError as exc:
         outcome.reasons = [_bounded(str(exc), 4000)]
@@ -593,10 +627,24 @@ def _float(value: Any) -> float | None:
 # --- LI-COR files ---------------------------------------------------------------------------
 
 
-def _read_licor(path: Path, fmt: str, zone: str | None, skipped: list[str]) -> _Read:
+def _read_licor(
+    path: Path,
+    fmt: str,
+    zone: str | None,
+    skipped: list[str],
+    *,
+    sheet: str | Path | None = None,
+    search_s: float | None = None,
+) -> _Read:
     from .formats import read_file
 
-    result = read_file(path, fmt)
+    options: dict[str, Any] = {}
+    if sheet is not None:
+        options["sheet"] = sheet
+    if search_s is not None:
+        options["search_s"] = search_s
+    result = read_file(path, fmt, **options)
+    stream = fmt in STREAM_FORMATS
     broken = [e for e in result.rejected if not isinstance(e, TruncatedObservationError)]
     if broken:
         shown = "; ".join(_bounded(str(e), 300) for e in broken[:_MAX_REASONS])
@@ -649,7 +697,7 @@ def _read_licor(path: Path, fmt: str, zone: str | None, skipped: list[str]) -> _
                         selected=int(ref.model == "exponential"),
                     )
                 )
-        columns = o.columns
+        columns = _samples_as_stored(o, stream=stream)
         samples = []
         for i, elapsed in enumerate(o.elapsed_s):
             samples.append(
@@ -660,8 +708,8 @@ def _read_licor(path: Path, fmt: str, zone: str | None, skipped: list[str]) -> _
                     "phase": "observing",
                     "co2_umol_mol": _col(columns, ("co2_umol_mol", "co2_dry_umol_mol"), i),
                     "h2o_mmol_mol": _col(columns, ("h2o_mmol_mol",), i),
-                    "ch4_nmol_mol": _col(columns, ("ch4_dry_nmol_mol",), i),
-                    "n2o_nmol_mol": _col(columns, ("n2o_dry_nmol_mol",), i),
+                    "ch4_nmol_mol": _col(columns, ("ch4_nmol_mol", "ch4_dry_nmol_mol"), i),
+                    "n2o_nmol_mol": _col(columns, ("n2o_nmol_mol", "n2o_dry_nmol_mol"), i),
                     "cell_temperature_degc": _col(columns, ("temperature_degc",), i),
                     "cell_pressure_kpa": _col(columns, ("pressure_kpa",), i),
                 }
@@ -677,8 +725,40 @@ def _read_licor(path: Path, fmt: str, zone: str | None, skipped: list[str]) -> _
             analyser_model=o.instrument,
             n_samples=len(samples),
         )
-        out.append(_Obs(str(o.index), where, observation, fluxes, samples))
+        key = str(o.index)
+        if stream:  # the sheet's chamber values; the analyser's cavity P and T are not kept
+            observation["pressure_kpa"] = _float(o.initial.pressure_kpa)
+            observation["air_temperature_degc"] = _float(o.initial.temperature_degc)
+            # identity: the plot and its stated start, not the row's place in the sheet
+            key = f"sheet:{o.label}:{o.header.get('stated_start', o.index)}"
+        out.append(_Obs(key, where, observation, fluxes, samples))
     return _Read(out, zone=zone, notes=notes)
+
+
+def _samples_as_stored(o: Any, *, stream: bool) -> dict[str, Any]:
+    """Sample columns of an observation as the central store keeps traces: mole fractions
+    as in the cell (wet) beside their H2O, which the central refit makes dry again. A dry
+    column (LI-8200 and LI-8250 gases, LI-78x0, LGR/Picarro dry columns) with H2O is stored
+    as dry x (1 - H2O/1000), so dry -> stored -> refit gives back the instrument's dry value
+    exactly (stored as it was, the refit diluted it a second time: on the LI-8200 example
+    that turned the CH4 uptake of every rep into an emission). For a closure cut from an
+    analyser stream, pressure and temperature stay out of the samples (they are the
+    analyser's cavity's; the sheet's are the observation's)."""
+    columns = dict(o.columns)
+    h2o = columns.get("h2o_mmol_mol")
+    for gas in o.gases:
+        if gas.dry and gas.column.endswith(("_dry_umol_mol", "_dry_nmol_mol")):
+            values = columns.pop(gas.column)
+            if h2o is not None and gas.column != "h2o_mmol_mol":
+                values = values * (1.0 - h2o / 1000.0)
+            columns[gas.column.replace("_dry_", "_")] = values
+    if not stream:
+        return columns
+    if h2o is None or not bool((h2o != 0).any()):
+        columns.pop("h2o_mmol_mol", None)  # no water measured: the refit treats it as dry
+    columns.pop("pressure_kpa", None)
+    columns.pop("temperature_degc", None)
+    return columns
 
 
 def _col(columns: Any, names: Sequence[str], i: int) -> float | None:

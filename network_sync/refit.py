@@ -33,6 +33,7 @@ __all__ = [
     "BLAS_THREADS",
     "CHUNK_CLOSURES",
     "COLUMNS",
+    "TRACE_GAS_CURVATURE_ALPHA",
     "Agreement",
     "Observer",
     "RefitReport",
@@ -47,6 +48,14 @@ __all__ = [
 #: LI-COR analysers these files come from (LI-840A/LI-870 class for CO2, LI-7810 CH4,
 #: LI-7820 N2O). They only feed flags (below_mdf, kappa_above_max), never a flux.
 ANALYSER_PRECISION_MF = {"co2": 1.0, "ch4": 0.6, "n2o": 0.4}
+
+#: Level of the curvature-significance test that ``licor`` (and ``kappa_max``) selection
+#: applies to these gases: the LI-8200 Smart Chamber firmware reports the linear flux for
+#: CH4 unless the exponential's curvature is significant (nested F-test, see
+#: docs/fitting.md "CH4 and N2O: the curvature must be significant"). CO2 is left out: the
+#: LI-8100A firmware applies no such test (it would cut model agreement on its files from
+#: 161 to 138 of 178 observations).
+TRACE_GAS_CURVATURE_ALPHA = {"ch4": 0.05, "n2o": 0.05}
 
 #: Closures fitted together by :func:`refit_paths` (about 40 MB of working arrays for
 #: 1 Hz closures of a few minutes).
@@ -142,7 +151,7 @@ def observation_closures(
     on its dead band ("" or why it was chosen automatically)."""
     chosen = settings if settings is not None else _DEFAULT_SETTINGS
     return [
-        _closure(obs, gas, dead_band, _initial_rule(chosen, gas.initial_end_exclusive))
+        _closure(obs, gas, dead_band, _initial_rule(chosen, gas.initial_end_exclusive, gas.gas))
         for gas in obs.gases
     ]
 
@@ -151,10 +160,14 @@ _DEFAULT_SETTINGS = FitSettings()
 
 
 @functools.lru_cache(maxsize=64)
-def _initial_rule(settings: FitSettings, end_exclusive: bool) -> FitSettings:
-    """``settings`` with the instrument's rule for the initial-value window (one object per
-    rule, so that the closures of a run share their settings)."""
-    return replace(settings, initial_window_end_exclusive=end_exclusive)
+def _initial_rule(settings: FitSettings, end_exclusive: bool, gas: str = "co2") -> FitSettings:
+    """``settings`` with the instrument's rule for the initial-value window and, for CH4
+    and N2O under ``licor`` or ``kappa_max`` selection, the curvature-significance test
+    (one object per rule, so that the closures of a run share their settings)."""
+    alpha = settings.curvature_alpha
+    if alpha is None and settings.selection in ("licor", "kappa_max"):
+        alpha = TRACE_GAS_CURVATURE_ALPHA.get(gas)
+    return replace(settings, initial_window_end_exclusive=end_exclusive, curvature_alpha=alpha)
 
 
 def _closure(
@@ -296,6 +309,8 @@ def refit_paths(
     progress: Callable[[RefitReport, str], None] | None = None,
     chunk_closures: int = CHUNK_CLOSURES,
     observe: Observer | None = None,
+    sheet: str | os.PathLike[str] | None = None,
+    search_s: float | None = None,
 ) -> RefitReport:
     """Refit every observation of every file; a bad file or observation is refused whole.
 
@@ -304,14 +319,22 @@ def refit_paths(
     file order, as if each file were fitted when read. ``progress`` is called after each
     file with the report so far and the file name; ``observe`` with each row as it is
     added, its observation, closure and fit (what ``chamberd fit --report`` draws).
+    Analyser streams (LI-7810/7820, LGR, Picarro) are cut into closures by the field sheet
+    ``sheet``, searching ``search_s`` around each stated start for the closure step
+    (None: the default of :func:`~chamberd.network_sync.formats.read_file`).
     """
+    options: dict[str, Any] = {}
+    if sheet is not None:
+        options["sheet"] = sheet
+    if search_s is not None:
+        options["search_s"] = search_s
     report = RefitReport()
     pending: list[tuple[str, ReadResult | DataFileError]] = []
     waiting = 0
     with threadpool_limits(limits=BLAS_THREADS, user_api="blas"):
         for path in _iter_files(paths):
             try:
-                result: ReadResult | DataFileError = read_file(path, fmt)
+                result: ReadResult | DataFileError = read_file(path, fmt, **options)
             except DataFileError as exc:
                 result = exc
             pending.append((path, result))

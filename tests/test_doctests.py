@@ -10,9 +10,10 @@ import pytest
 
 import chamberd.fitting
 
-MODULES = sorted(
-    f"chamberd.fitting.{m.name}" for m in pkgutil.iter_modules(chamberd.fitting.__path__)
-)
+MODULES = [
+    *sorted(f"chamberd.fitting.{m.name}" for m in pkgutil.iter_modules(chamberd.fitting.__path__)),
+    "chamberd.calibration.stability",  # the stability rule's examples too
+]
 
 
 @pytest.mark.parametrize("name", MODULES)

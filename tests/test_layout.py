@@ -103,6 +103,15 @@ def test_pymodbus_and_pyserial_each_live_in_one_module():
     assert where["serial"] == {"controller/hardware/serial_link.py"}
 
 
+def test_paho_lives_in_one_module():
+    where = set()
+    for folder in ("controller", "fitting", "network_sync", "calibration"):
+        for path in (ROOT / folder).rglob("*.py"):
+            if any(name.split(".")[0] == "paho" for name in _imports(path)):
+                where.add(path.relative_to(ROOT).as_posix())
+    assert where == {"controller/hardware/mqtt_link.py"}
+
+
 def test_each_package_owns_its_commands():
     """The root only assembles: every command lives in its package's command module."""
     owners = {

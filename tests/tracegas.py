@@ -103,12 +103,15 @@ def trace_site(
     **kwargs,
 ) -> dict:
     """The bundled simulated site with one analyser group per protocol (irga1, irga2, ...
-    become the given laser analysers), chambers dealt in blocks."""
+    become the given laser analysers), chambers dealt in blocks; ``broker`` is where the
+    simulated LI-7810/7820 publish (``[sim] mqtt_broker``)."""
     data = site_dict_(n_chambers, len(protocols), **kwargs)
-    for analyser, protocol in zip(data["analysers"], protocols, strict=True):
+    for k, (analyser, protocol) in enumerate(zip(data["analysers"], protocols, strict=True)):
         analyser["protocol"] = protocol
         if protocol in ("li7810", "li7820"):
-            analyser["port"] = broker
+            # each instrument runs its own broker (as in the field); the simulator
+            # publishes to ``broker`` instead, under a topic root of its own
+            analyser["port"] = f"mqtt://192.168.10.{k + 1}:1883"
         if protocol == "picarro":
             analyser["species"] = ["N2O_dry", "CO2_dry", "CH4_dry", "H2O"]
     data.setdefault("sim", {})["mqtt_broker"] = broker

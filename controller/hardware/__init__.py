@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from chamberd.controller.clock import Clock
-from chamberd.controller.config import AnalyserConfig, SiteConfig
+from chamberd.controller.config import TRACE_GAS_PROTOCOLS, AnalyserConfig, SiteConfig
 from chamberd.controller.errors import ConfigError
 
 from .ports import (
@@ -66,10 +66,27 @@ ANALYSER_BACKENDS = (
 
 
 def make_analyser(
-    cfg: AnalyserConfig, *, clock: Clock, site: SimulatedSite | None = None
+    cfg: AnalyserConfig,
+    *,
+    clock: Clock,
+    site: SimulatedSite | None = None,
+    memory: bool = False,
 ) -> GasAnalyser:
-    """The driver for one configured analyser (not yet configured; call ``configure``)."""
-    if cfg.protocol == "memory":
+    """The driver for one configured analyser (not yet configured; call ``configure``).
+
+    ``memory``: the in-memory fake of the configured instrument instead (needs ``site``):
+    a trace-gas protocol gets :class:`~.memory.MemoryTraceGasAnalyser`, reporting that
+    instrument's gases; other protocols the plain ``memory`` analyser.
+    """
+    if memory and cfg.protocol in TRACE_GAS_PROTOCOLS:
+        if site is None:
+            raise ConfigError(f"analysers.{cfg.id}: a memory analyser needs a simulated site")
+        from .memory import MemoryTraceGasAnalyser
+
+        return MemoryTraceGasAnalyser(
+            site, cfg.id, protocol=cfg.protocol, clock=clock, species=tuple(cfg.species)
+        )
+    if cfg.protocol == "memory" or memory:
         if site is None:
             raise ConfigError(f"analysers.{cfg.id}: protocol 'memory' needs a simulated site")
         from .memory import MemoryAnalyser

@@ -7,7 +7,8 @@ cell pressure (Torr) and temperature (degC), ambient temperature, the ringdown t
 fit flag ``Fit_Flag`` and the MIU (multiport inlet unit) valve and its description. A
 record whose Fit_Flag is not 3 comes from an invalid spectral fit (the analyser's own
 judgement, e.g. during warm-up or at a pressure out of range): it is skipped, and
-``max_invalid`` such records in a row raise :class:`ProtocolError`.
+``max_invalid`` such records in a row, or only such records until the read's deadline,
+raise :class:`ProtocolError` (the analyser streams, but nothing it says is usable).
 
 Checked and assumed (docs/hardware.md): 115200 8N1, the UGGA column order and the valid
 Fit_Flag value 3 are those of a public UGGA acquisition program (verified as far as one
@@ -201,6 +202,7 @@ class LGRAnalyser:
         self.garbled = 0
         self.invalid = 0  # records with an invalid Fit_Flag in a row
         self.invalid_total = 0
+        self.last_fit_flag: int | None = None
 
     def _where(self) -> str:
         return f"{self.link.name} on {self.link.url}"
@@ -244,6 +246,7 @@ class LGRAnalyser:
             if record.fit_flag is not None and record.fit_flag != FIT_FLAG_VALID:
                 self.invalid += 1
                 self.invalid_total += 1
+                self.last_fit_flag = record.fit_flag
                 log.debug(
                     "%s: record %s has Fit_Flag %d: invalid, skipped",
                     self._where(),
@@ -272,10 +275,17 @@ class LGRAnalyser:
                 dry=record.dry,
             )
 
-    def _timeout(self, timeout_s: float) -> HardwareTimeoutError:
-        invalid = f" ({self.invalid} invalid Fit_Flag records)" if self.invalid else ""
+    def _timeout(self, timeout_s: float) -> HardwareTimeoutError | ProtocolError:
+        if self.invalid:
+            # the analyser streams, but its fit is invalid: unusable output, not silence
+            count, self.invalid = self.invalid, 0
+            return ProtocolError(
+                f"{self._where()}: no valid record within {timeout_s:g} s: {count} records "
+                f"with Fit_Flag {self.last_fit_flag} (valid: {FIT_FLAG_VALID}); last frames: "
+                f"{self.link.last_frames()}"
+            )
         return HardwareTimeoutError(
-            f"{self._where()}: no valid record within {timeout_s:g} s{invalid}; last frames: "
+            f"{self._where()}: no valid record within {timeout_s:g} s; last frames: "
             f"{self.link.last_frames()}"
         )
 

@@ -243,7 +243,7 @@ class LI78x0Analyser:
         return f"{topic_root}/{CONCENTRATION}", f"{topic_root}/{UNITS}"
 
     def _where(self) -> str:
-        return f"{self.link.name} on {self.link.url} ({self.concentration_topic})"
+        return f"{self.link.name} on {self.link.url}"
 
     def identify(self) -> AnalyserInfo:
         return AnalyserInfo(model=MODELS[self.model][0])
@@ -326,8 +326,8 @@ class LI78x0Analyser:
     def _timeout(self, timeout_s: float) -> HardwareTimeoutError:
         if self._stale_run:
             what = (
-                f"stale data: the instrument's timestamps stopped at SECONDS "
-                f"{self._last_time_s:.3f} ({self._stale_run} repeated records)"
+                f"stale data (timestamps stopped at SECONDS {self._last_time_s:.0f}, "
+                f"{self._stale_run} repeats)"
             )
         else:
             what = "no data"
@@ -335,8 +335,8 @@ class LI78x0Analyser:
             why = f": {self.link.last_error}" if self.link.last_error else ""
             what += f" (broker not connected{why})"
         return HardwareTimeoutError(
-            f"{self._where()}: {what} within {timeout_s:g} s; last frames: "
-            f"{self.link.last_frames()}"
+            f"{self._where()}: {what} within {timeout_s:g} s on {self.concentration_topic}; "
+            f"last frames: {self.link.last_frames()}"
         )
 
     def discard_pending(self) -> None:

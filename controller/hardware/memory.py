@@ -28,7 +28,17 @@ from .ports import AnalyserInfo, AnalyserReading, AuxReading, LidState
 if TYPE_CHECKING:
     from chamberd.controller.sim.site import SimulatedSite
 
-__all__ = ["MemoryActuators", "MemoryAnalyser", "MemoryAuxSensors"]
+__all__ = ["MemoryActuators", "MemoryAnalyser", "MemoryAuxSensors", "MemoryTraceGasAnalyser"]
+
+#: trace-gas protocol -> the reading fields it reports (Picarro: from its species)
+TRACE_GAS_FIELDS = {
+    "li7810": ("ch4_nmol_mol", "co2_umol_mol", "h2o_mmol_mol"),
+    "li7820": ("n2o_nmol_mol", "h2o_mmol_mol"),
+    "lgr-gga": ("ch4_nmol_mol", "co2_umol_mol", "h2o_mmol_mol"),
+    "lgr-ugga": ("ch4_nmol_mol", "co2_umol_mol", "h2o_mmol_mol"),
+    "lgr-n2oco": ("n2o_nmol_mol", "h2o_mmol_mol"),
+}
+_PICARRO_FIELDS = {"CO2": "co2_umol_mol", "CH4": "ch4_nmol_mol", "N2O": "n2o_nmol_mol"}
 
 
 class MemoryAnalyser:
@@ -246,3 +256,74 @@ class MemoryAuxSensors:
 
     def close(self) -> None:
         pass
+
+
+class MemoryTraceGasAnalyser:
+    """A laser trace-gas analyser computed from the site (virtual time, no wire): the gases
+    its ``protocol`` reports, dry mole fractions with the simulated instrument's noise and
+    lag. ``analyser_silent`` and ``stale`` faults end in :class:`HardwareTimeoutError`."""
+
+    def __init__(
+        self,
+        site: SimulatedSite,
+        analyser: str,
+        *,
+        protocol: str,
+        clock: Clock,
+        species: tuple[str, ...] = (),
+    ) -> None:
+        if protocol == "picarro":
+            fields = {
+                _PICARRO_FIELDS[s.removesuffix("_dry")]
+                for s in species
+                if s.removesuffix("_dry") in _PICARRO_FIELDS
+            }
+            if "H2O" in species:
+                fields.add("h2o_mmol_mol")
+            self.fields = tuple(sorted(fields))
+            self.dry = all(
+                s.endswith("_dry") for s in species if s.removesuffix("_dry") in _PICARRO_FIELDS
+            )
+        elif protocol in TRACE_GAS_FIELDS:
+            self.fields = TRACE_GAS_FIELDS[protocol]
+            self.dry = True
+        else:
+            raise ConfigError(f"analysers.{analyser}: {protocol!r} is not a trace-gas protocol")
+        self.protocol = protocol
+        self.ticks = MemoryAnalyser(site, analyser, clock=clock)
+        self.site = site
+        self.analyser = analyser
+        self.clock = clock
+
+    def identify(self) -> AnalyserInfo:
+        return AnalyserInfo(model=f"memory {self.protocol}", serial=f"MEM-{self.analyser}")
+
+    def configure(self, *, output_interval_s: float) -> None:
+        self.ticks.configure(output_interval_s=output_interval_s)
+
+    def read(self, timeout_s: float) -> AnalyserReading:
+        from chamberd.controller.sim.trace_gas import measured_values
+
+        if self.analyser in self.site.faults.stale:
+            self.clock.sleep(timeout_s)
+            raise HardwareTimeoutError(
+                f"memory analyser {self.analyser}: stale data within {timeout_s:g} s"
+            )
+        tick = self.ticks.read(timeout_s)  # honours silence, paces the output
+        values = measured_values(self.site, self.analyser, self.protocol, tick.monotonic_s)
+        return AnalyserReading(
+            time=tick.time,
+            monotonic_s=tick.monotonic_s,
+            co2_umol_mol=values["co2_umol_mol"] if "co2_umol_mol" in self.fields else None,
+            h2o_mmol_mol=values["h2o_mmol_mol"] if "h2o_mmol_mol" in self.fields else None,
+            ch4_nmol_mol=values["ch4_nmol_mol"] if "ch4_nmol_mol" in self.fields else None,
+            n2o_nmol_mol=values["n2o_nmol_mol"] if "n2o_nmol_mol" in self.fields else None,
+            cell_pressure_kpa=values["pressure_kpa"],
+            dry=self.dry,
+        )
+
+    def discard_pending(self) -> None:
+        self.ticks.discard_pending()
+
+    def close(self) -> None:
+        self.ticks.close()

@@ -285,6 +285,12 @@ class PicarroAnalyser:
                     raise
                 no_data = exc  # not measuring yet: ask again until the deadline
                 continue
+            except HardwareTimeoutError:
+                raise
+            except HardwareError as exc:  # the link is down: to the daemon, a silent analyser
+                raise HardwareTimeoutError(
+                    f"{self._where()}: no measurement (link down: {exc})"
+                ) from exc
             arrived, mono = self.clock.now(), self.clock.monotonic()
             measurement = parse_conc_ex(reply, self.species)
             if self._last is not None and measurement.time <= self._last:

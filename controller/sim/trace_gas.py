@@ -37,7 +37,7 @@ from chamberd.controller.hardware.mqtt_link import MqttLink
 
 from .site import SimulatedSite
 
-__all__ = ["NOISE", "LGRDevice", "LI78x0Publisher", "PicarroDevice"]
+__all__ = ["NOISE", "LGRDevice", "LI78x0Publisher", "PicarroDevice", "measured_values"]
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +60,12 @@ _LI_CAVITY_P_KPA = 39.6  # the LI-78x0 cavity runs below ambient pressure
 _LGR_GAS_P_TORR = 140.0
 
 
-def _noisy(site: SimulatedSite, analyser: str, protocol: str, mono: float) -> dict[str, float]:
-    """The cell's gas as ``analyser`` measures it now: dry CO2/CH4/N2O with noise, H2O."""
+def measured_values(
+    site: SimulatedSite, analyser: str, protocol: str, mono: float
+) -> dict[str, float]:
+    """The cell's gas as ``analyser`` (a ``protocol`` instrument) measures it now: dry
+    CO2 [umol/mol], dry CH4 and N2O [nmol/mol] with the instrument's noise, H2O
+    [mmol/mol]; seeded by the site, the analyser and the time."""
     values = site.trace_gas_values(analyser)
     rng = np.random.default_rng([site.seed, site._hash_int("trace", analyser), round(mono * 1e3)])
     for name, sigma in NOISE[protocol].items():
@@ -131,7 +135,7 @@ class LI78x0Publisher:
         """The next record as the instrument would publish it."""
         mono = self.clock.monotonic()
         now = self.clock.now()
-        v = _noisy(self.site, self.analyser, self.protocol, mono)
+        v = measured_values(self.site, self.analyser, self.protocol, mono)
         self.index += 1
         gases: dict[str, float] = {"H2O": v["h2o_mmol_mol"] * 1000.0}  # ppm
         if self.protocol == "li7810":
@@ -239,7 +243,7 @@ class LGRDevice:
             self.send_header = False
             return self.header()
         clock = self.site.clock
-        v = _noisy(self.site, self.analyser, self.model, clock.monotonic())
+        v = measured_values(self.site, self.analyser, self.model, clock.monotonic())
         w = v["h2o_mmol_mol"]
         sd = dict.fromkeys(("co2", "ch4", "n2o", "h2o"), 0.0)
         sd.update(
@@ -314,7 +318,7 @@ class PicarroDevice:
         self._next_scan = max(self._next_scan + self.scan_s, mono)
         if self.analyser in self.site.faults.stale and self._latest is not None:
             return  # the measurement system froze: the latest stays the latest
-        v = _noisy(self.site, self.analyser, "picarro", mono)
+        v = measured_values(self.site, self.analyser, "picarro", mono)
         w = v["h2o_mmol_mol"]
         dry = {
             "CO2": v["co2_umol_mol"],

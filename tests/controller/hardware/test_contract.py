@@ -12,6 +12,7 @@ import itertools
 import math
 
 import pytest
+from tracegas import needs_broker
 
 from chamberd.controller.clock import FakeClock, ScaledClock
 from chamberd.controller.config import SiteConfig
@@ -40,10 +41,15 @@ def _build(kind: str, cfg: SiteConfig):
             "aux": make_aux_sensors(mem_cfg, clock=clock, backend="memory", site=site),
         }
         return clock, site, parts, lambda: None
-    transport, protocol = kind.split("-")
+    transport, protocol = kind.split("-", 1)
     clock = ScaledClock(speed=20.0, start=START)
     data = cfg.model_dump(mode="python")
     data["analysers"][0]["protocol"] = protocol
+    if transport == "mqtt":  # the simulated LI-78x0 publishes to the machine's broker
+        data["analysers"][0]["port"] = "mqtt://192.168.10.1:1883"
+        transport = "tcp"
+    if protocol == "picarro":
+        data["analysers"][0]["species"] = ["CO2_dry", "CH4_dry", "H2O"]
     cfg = SiteConfig.model_validate(data)
     site = SimulatedSite(cfg, clock)
     hardware = start_hardware(cfg, clock, site=site, transport=transport)
@@ -62,7 +68,17 @@ def _build(kind: str, cfg: SiteConfig):
     return clock, site, parts, stop
 
 
-@pytest.fixture(params=["memory", "tcp-li850", "pty-li850", "tcp-gmp343"])
+@pytest.fixture(
+    params=[
+        "memory",
+        "tcp-li850",
+        "pty-li850",
+        "tcp-gmp343",
+        "tcp-lgr-ugga",
+        "pty-picarro",
+        pytest.param("mqtt-li7810", marks=needs_broker),
+    ]
+)
 def rig(request, sim_cfg, no_leaks):
     clock, site, parts, stop = _build(request.param, sim_cfg)
     yield request.param, clock, site, parts

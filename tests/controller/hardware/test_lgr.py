@@ -53,6 +53,9 @@ def test_invalid_fit_flag_records_are_skipped_then_refused(analyser, pty_device)
     pty_device.send(bad * 3)
     with pytest.raises(ProtocolError, match="3 records in a row with Fit_Flag 0 .valid: 3"):
         analyser.read(2.0)
+    pty_device.send(bad)  # fewer than max_invalid, then nothing: still the fit's fault
+    with pytest.raises(ProtocolError, match=r"no valid record within 0.5 s: 1 records with"):
+        analyser.read(0.5)
 
 
 def test_a_header_line_sets_the_columns_by_name(analyser, pty_device):

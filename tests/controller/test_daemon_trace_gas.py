@@ -1,0 +1,102 @@
+"""Trace-gas analyser faults in the daemon, over the real protocols: an LI-7810 on MQTT
+(the machine's Mosquitto) whose timestamps stop, and an LGR UGGA whose fit turns invalid,
+each end with that group's lids open and an event, while the other group measures."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+
+import pytest
+from tracegas import needs_broker, trace_site
+
+from chamberd.controller.app import build_site
+from chamberd.controller.clock import ScaledClock
+from chamberd.controller.config import parse_config
+from chamberd.controller.sim.hardware import start_hardware
+from chamberd.controller.sim.site import SimulatedSite
+
+CYCLE = {
+    "prepurge_s": 2,
+    "closing_timeout_s": 8,
+    "dead_band_s": 5,
+    "observation_s": 30,
+    "opening_timeout_s": 8,
+    "postpurge_s": 2,
+    "analyser_silent_s": 6,
+    "max_failures": 2,
+    "retry_after_min": 60,
+}
+SPEED = 40.0
+
+
+@pytest.fixture
+def rig(tmp_path, make_site_dict, fake_clock):
+    data = trace_site(
+        make_site_dict,
+        ("li7810", "lgr-ugga"),
+        n_chambers=4,
+        db=tmp_path / "site.db",
+        cycle=CYCLE,
+        modbus_timeout_s=0.3,
+        chamber_sim={"ch4_nmol_m2_s": 20.0},
+    )
+    cfg = parse_config(data)
+    clock = ScaledClock(speed=SPEED, start=fake_clock.now())
+    sim = SimulatedSite(cfg, clock)
+    hardware = start_hardware(cfg, clock, site=sim)
+    for publisher in hardware.publishers.values():
+        publisher.wait_connected()
+    site = build_site(hardware.daemon_config(), clock=clock)
+    site.daemon.startup()
+
+    def rows(sql, *args):
+        with sqlite3.connect(tmp_path / "site.db") as con:
+            con.row_factory = sqlite3.Row
+            return con.execute(sql, args).fetchall()
+
+    yield sim, site.daemon, clock, rows
+    site.daemon.shutdown("end of test")
+    site.close()
+    hardware.stop()
+
+
+def _status(rows):
+    return {
+        r["chamber"]: (r["status"], r["reason"])
+        for r in rows("SELECT chamber, status, reason FROM observations ORDER BY started_at")
+    }
+
+
+def _after(site_seconds, action):
+    timer = threading.Timer(site_seconds / SPEED, action)
+    timer.start()
+    return timer
+
+
+@needs_broker
+@pytest.mark.parametrize(
+    ("analyser", "fault", "kind", "says"),
+    [
+        ("irga1", lambda f: f.stale.add("irga1"), "analyser_silent", "stale data"),
+        ("irga2", lambda f: f.fit_invalid.add("irga2"), "analyser_garbled", "Fit_Flag 0"),
+    ],
+    ids=["li7810-stale", "ugga-fit-flag"],
+)
+def test_trace_gas_fault_opens_the_lids_with_an_event(rig, analyser, fault, kind, says):
+    sim, daemon, clock, rows = rig
+    timer = _after(10, lambda: fault(sim.faults))
+    try:
+        daemon.run_round(clock.now())
+    finally:
+        timer.cancel()
+    status = _status(rows)
+    faulted, other = ("C1", "C3") if analyser == "irga1" else ("C3", "C1")
+    assert status[faulted][0] == "aborted", status
+    assert status[other][0] == "done", status
+    events = rows("SELECT kind, message FROM events WHERE kind = ?", kind)
+    assert events, [tuple(r) for r in rows("SELECT kind, message FROM events")]
+    assert says in events[0]["message"], events[0]["message"]
+    assert sim.lids_commanded_open()
+    for chamber in ("C1", "C2", "C3", "C4"):
+        assert sim.lid_position(chamber) == 0.0
