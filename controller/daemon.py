@@ -1520,9 +1520,17 @@ def observation_line(outcome: CycleOutcome) -> str:
         r2 = extra.get("r2")
         r2_text = f", R2 {r2:.3f}" if isinstance(r2, float) and math.isfinite(r2) else ""
         lid = "; lid did not confirm open" if outcome.lid_fault else ""
+        others = ""
+        for gas, g in (extra.get("gases") or {}).items():
+            if gas == "co2" or g.get("flux") is None:
+                continue
+            below = "below_detection" in g.get("flags", ())
+            value = f"< {g['mdf']:.3g}" if below and g.get("mdf") else f"{g['flux']:.3f}"
+            bubbles = ", ebullition" if "ebullition" in g.get("flags", ()) else ""
+            others += f"; {gas.upper()} {value} {g['flux_unit']}{bubbles}"
         return (
             f"{outcome.chamber}: flux {flux:.3f} umol m-2 s-1 ({extra.get('model', '?')}"
-            f"{r2_text}), flags: {flags}{lid}"
+            f"{r2_text}), flags: {flags}{others}{lid}"
         )
     return f"{outcome.chamber}: {outcome.status}: {brief(outcome.reason or 'no reason', 120)}"
 

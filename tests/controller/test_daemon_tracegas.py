@@ -273,6 +273,41 @@ def test_a_silent_second_analyser_aborts_with_lids_open(tmp_path):
     assert any(k == "analyser_silent" and "tg1" in m for k, m in events), events
 
 
+def test_observation_line_names_every_gas():
+    from chamberd.controller.cycle import CycleOutcome
+    from chamberd.controller.daemon import observation_line
+
+    outcome = CycleOutcome(
+        "P1",
+        "done",
+        flux=2.5,
+        flags=(),
+        extra={
+            "model": "exponential",
+            "r2": 0.999,
+            "gases": {
+                "co2": {"flux": 2.5, "flux_unit": "umol m-2 s-1", "flags": [], "mdf": 0.06},
+                "ch4": {
+                    "flux": 41.2,
+                    "flux_unit": "nmol m-2 s-1",
+                    "flags": ["ebullition", "diffusive_segment"],
+                    "mdf": 0.04,
+                },
+                "n2o": {
+                    "flux": 0.004,
+                    "flux_unit": "nmol m-2 s-1",
+                    "flags": ["below_detection"],
+                    "mdf": 0.026,
+                },
+            },
+        },
+    )
+    assert observation_line(outcome) == (
+        "P1: flux 2.500 umol m-2 s-1 (exponential, R2 0.999), flags: none; "
+        "CH4 41.200 nmol m-2 s-1, ebullition; N2O < 0.026 nmol m-2 s-1"
+    )
+
+
 def test_config_analysers_list_and_single_analyser_both_accepted(tmp_path):
     old = parse_config(site_dict(2, 1, protocol="memory", db=tmp_path / "a.db"), source="t")
     assert old.chambers[0].loop == ["irga1"] and old.chambers[0].analysers is None
