@@ -1038,6 +1038,9 @@ def _check_addresses(cfg: SiteConfig, errors: list[str], *, resolve: bool) -> No
             claim(f"chambers[{i}].{name}", ref)
     for i, slot in enumerate(cfg.calibration.manifold):
         claim(f"calibration.manifold[{i}].coil", slot.coil)
+    for i, analyser in enumerate(cfg.analysers):
+        if analyser.power is not None:
+            claim(f"analysers[{i}].power", analyser.power)
     for i, a in enumerate(cfg.aux):
         width = REGISTER_WIDTH[a.datatype]
         if a.address + width > 65536:

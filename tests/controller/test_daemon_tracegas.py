@@ -329,6 +329,10 @@ def test_config_loops_must_agree(tmp_path):
         parse_config(data, source="t")
     text = str(err.value)
     assert "chambers[1].analysers: analyser 'irga1' is in the loop" in text
+    data = site_dict(2, 1, protocol="memory", db=tmp_path / "d.db")
+    data["analysers"][0]["power"] = dict(data["chambers"][0]["lid"])  # the lid's relay
+    with pytest.raises(ConfigError, match=r"analysers\[0\]\.power: coil 0 of device"):
+        parse_config(data, source="t")
     assert "no analyser with id 'nosuch'" in text
     assert "is not the first of analysers" in text
 
