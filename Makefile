@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench bench-fit bench-sync bench-serve clean
+.PHONY: demo test lint bench bench-fit bench-sync bench-serve bench-tracegas clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,9 @@ bench-sync: $(STAMP)
 
 bench-serve: $(STAMP)
 	$(BIN)/python benchmarks/bench_serve.py
+
+bench-tracegas: $(STAMP)
+	$(BIN)/python benchmarks/bench_tracegas.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -300,6 +300,14 @@ class ScheduleSection(_Model):
     enabled: bool = True
 
 
+class GasWindow(_Model):
+    """The fit window of one gas, overriding the chamber's dead band and observation
+    length for that gas (elapsed times aligned by each analyser's ``lag_s``)."""
+
+    dead_band_s: PhaseSeconds | None = None
+    observation_s: ObservationSeconds | None = None
+
+
 class CycleSection(_Model):
     """Phase durations and fault thresholds, defaults for every chamber."""
 
@@ -313,6 +321,8 @@ class CycleSection(_Model):
     analyser_silent_s: SilentSeconds = 10.0
     max_failures: _number(int, ge=1, le=100) = 3
     retry_after_min: _number(float, gt=0, le=43200) = 120.0  # at most 30 days
+    # per-gas fit window (``[cycle.gases.ch4] dead_band_s = 40``); unset: the chamber's
+    gases: dict[Literal["co2", "ch4", "n2o"], GasWindow] = Field(default_factory=dict)
 
 
 Protocol = Literal[
@@ -384,6 +394,7 @@ class AnalyserConfig(_Model):
     lag_s: _number(float, ge=0, le=600) = 0.0  # transit lag from the chamber to the cell
     power_w: _number(float, ge=0, le=5000) | None = None  # power draw (tgloop's budget)
     warmup_s: _number(float, ge=0, le=86400) = 0.0  # after power on, before readings count
+    power: CoilRef | None = None  # a relay powering the analyser around its observations
     topic_root: TopicRoot = "licor/niobrara"  # MQTT protocols only
     species: list[PicarroSpecies] = Field(default_factory=list, max_length=16)  # picarro
 
@@ -450,9 +461,13 @@ class ChamberSim(_Model):
 
 
 class ChamberConfig(_Model):
+    """One chamber. Its loop's analysers: ``analyser = "A1"`` or, several in series,
+    ``analysers = ["A1", "T1"]`` (then ``analyser`` is the first of them)."""
+
     id: Identifier
     label: Text = ""
     analyser: Identifier
+    analysers: list[Identifier] | None = Field(default=None, min_length=1, max_length=8)
     lid: CoilRef
     closed_switch: InputRef | None = None
     open_switch: InputRef | None = None
@@ -462,6 +477,20 @@ class ChamberConfig(_Model):
     observation_s: ObservationSeconds | None = None
     enabled: bool = True
     sim: ChamberSim = ChamberSim()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _first_analyser(cls, data: Any) -> Any:
+        if isinstance(data, Mapping) and "analyser" not in data:
+            listed = data.get("analysers")
+            if isinstance(listed, list) and listed:
+                data = {**data, "analyser": listed[0]}
+        return data
+
+    @property
+    def loop(self) -> list[str]:
+        """The analysers of this chamber's loop, the group's key (``analyser``) first."""
+        return list(self.analysers) if self.analysers else [self.analyser]
 
     def geometry_on(self, day: dt.date) -> GeometryVersion:
         """The geometry version valid on ``day`` (the earliest one before it starts)."""
@@ -497,6 +526,8 @@ class AuxConfig(_Model):
 class PumpSection(_Model):
     coil: CoilRef | None = None
     mode: Literal["always", "measuring", "off"] = "measuring"
+    power_w: _number(float, ge=0, le=5000) | None = None  # for the energy estimate
+    warmup_s: _number(float, ge=0, le=3600) = 0.0  # after switching on, before prepurge
 
 
 class AlarmSection(_Model):
@@ -673,10 +704,16 @@ class SiteConfig(_Model):
                 return device
         raise KeyError(device_id)
 
-    def dead_band_s(self, chamber: ChamberConfig) -> float:
+    def dead_band_s(self, chamber: ChamberConfig, gas: str | None = None) -> float:
+        window = self.cycle.gases.get(gas) if gas is not None else None  # type: ignore[call-overload]
+        if window is not None and window.dead_band_s is not None:
+            return window.dead_band_s
         return self.cycle.dead_band_s if chamber.dead_band_s is None else chamber.dead_band_s
 
-    def observation_s(self, chamber: ChamberConfig) -> float:
+    def observation_s(self, chamber: ChamberConfig, gas: str | None = None) -> float:
+        window = self.cycle.gases.get(gas) if gas is not None else None  # type: ignore[call-overload]
+        if window is not None and window.observation_s is not None:
+            return window.observation_s
         return self.cycle.observation_s if chamber.observation_s is None else chamber.observation_s
 
 
@@ -728,9 +765,31 @@ def _check_ids_and_references(cfg: SiteConfig, errors: list[str]) -> None:
     analysers = {a.id for a in cfg.analysers}
     devices = {m.id for m in cfg.modbus}
     chambers = {c.id for c in cfg.chambers}
+    loops: dict[str, tuple[int, list[str]]] = {}
     for i, c in enumerate(cfg.chambers):
         if c.analyser not in analysers:
             errors.append(f"chambers[{i}].analyser: no analyser with id {c.analyser!r}")
+        if c.analysers is not None:
+            if c.analysers[0] != c.analyser:
+                errors.append(
+                    f"chambers[{i}].analyser: {c.analyser!r} is not the first of analysers "
+                    f"{c.analysers!r} (give one of the two, or the same first analyser)"
+                )
+            if len(set(c.analysers)) != len(c.analysers):
+                errors.append(f"chambers[{i}].analysers: an analyser is listed twice")
+            for name in c.analysers[1:]:
+                if name not in analysers:
+                    errors.append(f"chambers[{i}].analysers: no analyser with id {name!r}")
+        # one loop per group: chambers sharing an analyser share all of its loop
+        for name in c.loop:
+            seen = loops.setdefault(name, (i, c.loop))
+            if seen[1] != c.loop:
+                errors.append(
+                    f"chambers[{i}].analysers: analyser {name!r} is in the loop "
+                    f"{seen[1]!r} of chambers[{seen[0]}]; chambers sharing an analyser "
+                    f"share its whole loop (got {c.loop!r})"
+                )
+                break
         for name, ref in _refs(c):
             if ref.device not in devices:
                 errors.append(
@@ -741,6 +800,11 @@ def _check_ids_and_references(cfg: SiteConfig, errors: list[str]) -> None:
             errors.append(f"aux[{i}].device: no modbus device with id {a.device!r}")
         if a.chamber is not None and a.chamber not in chambers:
             errors.append(f"aux[{i}].chamber: no chamber with id {a.chamber!r}")
+    for i, a in enumerate(cfg.analysers):
+        if a.power is not None and a.power.device not in devices:
+            errors.append(
+                f"analysers[{i}].power.device: no modbus device with id {a.power.device!r}"
+            )
     if cfg.pump.coil is not None and cfg.pump.coil.device not in devices:
         errors.append(f"pump.coil.device: no modbus device with id {cfg.pump.coil.device!r}")
     for i, slot in enumerate(cfg.calibration.manifold):
@@ -800,7 +864,7 @@ def _check_analysers(cfg: SiteConfig, errors: list[str]) -> None:
                 errors.append(f"{where}.species: a species is listed twice")
             elif not {"CO2", "CO2_dry", "CH4", "CH4_dry", "N2O", "N2O_dry"} & set(a.species):
                 errors.append(f"{where}.species: lists no CO2, CH4 or N2O species")
-        elif a.species:
+        elif a.species and a.protocol != "memory":  # memory: what the fake analyser reports
             errors.append(f"{where}.species: only used with protocol 'picarro'")
     for name in cfg.sim.lag_s:
         if name not in {a.id for a in cfg.analysers}:
@@ -974,6 +1038,9 @@ def _check_addresses(cfg: SiteConfig, errors: list[str], *, resolve: bool) -> No
             claim(f"chambers[{i}].{name}", ref)
     for i, slot in enumerate(cfg.calibration.manifold):
         claim(f"calibration.manifold[{i}].coil", slot.coil)
+    for i, analyser in enumerate(cfg.analysers):
+        if analyser.power is not None:
+            claim(f"analysers[{i}].power", analyser.power)
     for i, a in enumerate(cfg.aux):
         width = REGISTER_WIDTH[a.datatype]
         if a.address + width > 65536:
@@ -1124,9 +1191,16 @@ def _check_rounds(cfg: SiteConfig, errors: list[str]) -> None:
         )
     for a in cfg.analysers:
         group = [c for c in cfg.chambers if c.enabled and c.analyser == a.id]
-        least = most = 0.0
+        # an analyser on a power relay warms up before the group's first chamber
+        loop = group[0].loop if group else []
+        least = most = max(
+            (x.warmup_s for x in cfg.analysers if x.id in loop and x.power is not None),
+            default=0.0,
+        )
         for c in group:
-            phases = cycle.prepurge_s + cfg.observation_s(c) + cycle.postpurge_s
+            window = max(cfg.observation_s(c, g) for g in ("co2", "ch4", "n2o"))
+            lag = max((x.lag_s for x in cfg.analysers if x.id in c.loop), default=0.0)
+            phases = cycle.prepurge_s + window + lag + cycle.postpurge_s
             least += phases + (cycle.closing_timeout_s if c.closed_switch is None else 0.0)
             most += phases + cycle.closing_timeout_s
             most += cycle.opening_timeout_s if c.open_switch is not None else 0.0

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import json
 import logging
 import math
 import threading
@@ -34,10 +35,16 @@ from typing import Any
 
 import numpy as np
 
-from chamberd.fitting import FitSettings, fit_closure
+from chamberd.fitting import (
+    FitSettings,
+    closing_onset_s,
+    detect_ebullition,
+    diffusive_segment,
+    fit_closure,
+)
 
 from .clock import Clock
-from .config import ChamberConfig, SiteConfig
+from .config import TRACE_GAS_PROTOCOLS, ChamberConfig, SiteConfig
 from .errors import (
     ChamberError,
     HardwareError,
@@ -58,6 +65,13 @@ _FLUSH_EVERY = 30
 _LID_CHECK_S = 10.0
 _CLOCK_STEP_S = 2.0
 _ANALYSER_FAULTS = frozenset({"analyser_silent", "analyser_garbled"})
+_POLL_S = 0.05  # how long a poll of another analyser of the loop waits for a reading
+#: the gases fitted, their sample column, flux unit and precision field
+GASES = (
+    ("co2", "co2_umol_mol", "umol m-2 s-1", "precision_co2_umol_mol"),
+    ("ch4", "ch4_nmol_mol", "nmol m-2 s-1", "precision_ch4_nmol_mol"),
+    ("n2o", "n2o_nmol_mol", "nmol m-2 s-1", "precision_n2o_nmol_mol"),
+)
 
 
 class Stopped(ChamberError):
@@ -138,8 +152,11 @@ class CycleRunner:
         board: HealthBoard | None = None,
         storage_down: threading.Event | None = None,
         progress: Progress | None = None,
+        loop: dict[str, GasAnalyser] | None = None,
     ) -> None:
         self.cfg = cfg
+        # the loop's other analysers (in series after the first), polled between its readings
+        self.others = {k: v for k, v in (loop or {}).items() if k != analyser_id}
         self.progress = progress
         self.clock = clock
         self.store = store
@@ -246,6 +263,9 @@ class CycleRunner:
         dead_band = cfg.dead_band_s(chamber)
         observation = cfg.observation_s(chamber)
         interval = cycle.sample_interval_s
+        # every gas's window, in aligned time, must be covered by its analyser's arrivals
+        lags = [cfg.analyser(a).lag_s for a in [self.analyser_id, *self.others]]
+        sampled = max(observation, *(cfg.observation_s(chamber, g) for g, *_ in GASES)) + max(lags)
 
         # prepurge: lid open, flow routed through this chamber
         self._phase(state, "prepurge")
@@ -258,6 +278,9 @@ class CycleRunner:
 
         # closing: the observation exists from here on
         self.analyser.discard_pending()
+        for other in self.others.values():
+            other.discard_pending()
+        state["last_arrival"] = {a: self.clock.monotonic() for a in self.others}
         closing_at = self.clock.now()
         geometry = self._geometry(chamber, closing_at)
         state["uuid"] = self.store.start_observation(
@@ -326,7 +349,7 @@ class CycleRunner:
                         f"lid left the closed position during the observation ({lid.value})",
                         kind="lid_lost",
                     )
-            if elapsed >= observation:
+            if elapsed >= sampled:
                 break
         aux_end = self._aux()
         self._flush(state)
@@ -434,12 +457,22 @@ class CycleRunner:
         if self.progress is not None:
             self.progress(state["chamber"], state.get("phase", phase), state["uuid"])
         self._check_clock(state, reading)
+        self._keep(state, phase, self.analyser_id, reading)
+        self._poll_others(state, phase)
+        if state["closed_mono"] is not None and len(state["samples"]) >= _FLUSH_EVERY:
+            self._flush(state)
+        return reading
+
+    def _keep(self, state: dict[str, Any], phase: str, analyser_id: str, reading: Any) -> None:
+        """One reading as a sample row, stamped with its arrival and its analyser."""
         closed = state["closed_mono"]
         state["samples"].append(
             {
                 "seq": state["written"] + len(state["samples"]),
                 "time": iso(reading.time),
                 "mono": reading.monotonic_s,
+                "dry": bool(getattr(reading, "dry", False)),
+                "analyser": analyser_id,
                 "elapsed_s": None if closed is None else reading.monotonic_s - closed,
                 "phase": phase,
                 "co2_umol_mol": reading.co2_umol_mol,
@@ -451,9 +484,49 @@ class CycleRunner:
             }
         )
         state.setdefault("all", []).append(state["samples"][-1])
-        if closed is not None and len(state["samples"]) >= _FLUSH_EVERY:
-            self._flush(state)
-        return reading
+
+    def _poll_others(self, state: dict[str, Any], phase: str) -> None:
+        """Collect what the loop's other analysers sent since the last poll (each waits
+        at most ``_POLL_S``: a polling loop that never blocks for long). One that sent
+        nothing for ``analyser_silent_s`` or sends garbage aborts the observation, as the
+        first analyser does."""
+        timeout = self.cfg.cycle.analyser_silent_s
+        for analyser_id, analyser in self.others.items():
+            component = f"analyser:{analyser_id}"
+            for _ in range(100):  # a bounded drain
+                try:
+                    reading = analyser.read(_POLL_S)
+                except HardwareTimeoutError as exc:
+                    quiet = self.clock.monotonic() - state["last_arrival"][analyser_id]
+                    if quiet < timeout:
+                        break
+                    new = self.board.fault(component, exc)
+                    self.alarm(
+                        "error" if new else "info",
+                        "analyser_silent",
+                        f"analyser {analyser_id} silent for {timeout:g} s "
+                        f"({brief(exc, 120)}); its group's lids opened, its other chambers "
+                        "skipped this round",
+                        data={"detail": str(exc), "analyser": analyser_id},
+                    )
+                    raise _Abort(
+                        f"analyser {analyser_id} silent for {timeout:g} s", kind="analyser_silent"
+                    ) from exc
+                except ProtocolError as exc:
+                    new = self.board.fault(component, exc)
+                    self.alarm(
+                        "error" if new else "info",
+                        "analyser_garbled",
+                        f"analyser {analyser_id}: {brief(exc, 150)}; its group's lids opened",
+                        data={"detail": str(exc), "analyser": analyser_id},
+                    )
+                    raise _Abort(
+                        f"analyser {analyser_id} output unreadable: {brief(exc, 150)}",
+                        kind="analyser_garbled",
+                    ) from exc
+                state["last_arrival"][analyser_id] = self.clock.monotonic()
+                self.board.good(component)
+                self._keep(state, phase, analyser_id, reading)
 
     def _check_clock(self, state: dict[str, Any], reading: Any) -> None:
         """A step of the wall clock (NTP, an operator, a GPS fix) is reported once per
@@ -474,15 +547,42 @@ class CycleRunner:
                 data={"step_s": round(step, 3)},
             )
 
-    @staticmethod
-    def _rows(state: dict[str, Any]) -> list[dict[str, Any]]:
-        """Buffered samples as rows (closing samples get their elapsed time once known)."""
+    def _rows(self, state: dict[str, Any]) -> list[dict[str, Any]]:
+        """Buffered samples as rows (closing samples get their elapsed time once known).
+
+        With several analysers in the loop each row keeps its analyser and its arrival
+        time (``time``); ``elapsed_s`` is aligned by the analyser's ``lag_s`` (the time
+        the gas left the chamber), so a later refit from the rows fits every gas on its
+        own time axis. A gas an earlier analyser of the loop also reports is left out of
+        the later analyser's rows (one trace per gas: the one the site fitted), and dry
+        mole fractions are stored wet-equivalent beside their own H2O, as the central
+        refit expects of every sample. A laser analyser's cavity pressure is not stored as
+        ``cell_pressure_kpa`` (readers take that for the chamber's pressure).
+        """
         closed = state["closed_mono"]
+        loop = [self.analyser_id, *self.others]
+        reporters: dict[str, set[str]] = state.setdefault("reporters", {})
         rows = []
         for sample in state["samples"]:
-            row = {k: v for k, v in sample.items() if k != "mono"}
-            if row["elapsed_s"] is None and closed is not None:
-                row["elapsed_s"] = sample["mono"] - closed
+            row = {k: v for k, v in sample.items() if k not in ("mono", "dry")}
+            analyser = sample.get("analyser", self.analyser_id)
+            if closed is not None:
+                row["elapsed_s"] = sample["mono"] - closed - self.cfg.analyser(analyser).lag_s
+            if self.cfg.analyser(analyser).protocol in TRACE_GAS_PROTOCOLS:
+                # a laser's cavity pressure is not the chamber's, which readers of the
+                # column (the central refit) take it for
+                row["cell_pressure_kpa"] = None
+            if self.others:
+                h2o = sample["h2o_mmol_mol"]
+                for _gas, name, *_ in GASES:
+                    if sample[name] is None:
+                        continue
+                    reporters.setdefault(name, set()).add(analyser)
+                    earlier = loop[: loop.index(analyser)] if analyser in loop else []
+                    if any(a in reporters[name] for a in earlier):
+                        row[name] = None
+                    elif sample.get("dry") and h2o is not None:
+                        row[name] = sample[name] * (1.0 - h2o / 1000.0)
             rows.append(row)
         return rows
 
@@ -501,33 +601,54 @@ class CycleRunner:
         geometry: Any,
         aux: list[AuxReading],
     ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        """Every gas of the loop, each from the first analyser reporting it, on times
+        aligned by that analyser's configured lag; water from the first analyser
+        measuring H2O (none for dry mole fractions)."""
+        cfg = self.cfg
         samples = state.get("all", [])
         closed = state["closed_mono"]
-        elapsed = np.array([s["mono"] - closed for s in samples])
-        co2 = np.array(
-            [np.nan if s["co2_umol_mol"] is None else s["co2_umol_mol"] for s in samples]
-        )
-        h2o_values = [s["h2o_mmol_mol"] for s in samples]
-        has_h2o = all(v is not None for v in h2o_values)
-        h2o = np.array(h2o_values, dtype=float) if has_h2o else 0.0
+        loop = [self.analyser_id, *self.others]
+        by = {a: [s for s in samples if s.get("analyser", self.analyser_id) == a] for a in loop}
+
+        def aligned(a: str) -> np.ndarray:
+            lag = cfg.analyser(a).lag_s
+            return np.array([s["mono"] - closed - lag for s in by[a]], dtype=float)
+
+        def column(a: str, name: str) -> np.ndarray:
+            return np.array([np.nan if s[name] is None else s[name] for s in by[a]], dtype=float)
+
+        def complete(a: str, name: str) -> bool:
+            return bool(by[a]) and all(s[name] is not None for s in by[a])
+
+        def on_times(a: str, name: str, target: str) -> np.ndarray:
+            """``name`` of analyser ``a`` at the sample times of ``target``."""
+            if a == target:
+                return column(a, name)
+            return np.interp(aligned(target), aligned(a), column(a, name))
+
         ancillary = _means(aux, chamber.id)
-        pressures = [s["cell_pressure_kpa"] for s in samples]
-        if all(p is not None for p in pressures):
-            pressure: Any = np.array(pressures, dtype=float)
-        else:
-            pressure = ancillary.get("pressure_kpa")
-        temperature = ancillary.get("air_temperature_degc")
-        extra_flags: list[str] = []
-        if temperature is None:
-            temperature = ancillary.get("soil_temperature_degc")
-            extra_flags.append("no_air_temperature")
-        if not has_h2o:
-            extra_flags.append("no_h2o")
         summary: dict[str, Any] = {
             "ancillary": {k: v for k, v in ancillary.items() if v is not None}
         }
-        if temperature is None or pressure is None:
-            summary["flags"] = [*extra_flags, "no_flux_inputs"]
+        # the chamber's pressure: an NDIR cell at ambient pressure, not a laser's cavity
+        pressure_source = next(
+            (
+                a
+                for a in loop
+                if complete(a, "cell_pressure_kpa")
+                and cfg.analyser(a).protocol not in TRACE_GAS_PROTOCOLS
+            ),
+            None,
+        )
+        temperature = ancillary.get("air_temperature_degc")
+        base_flags: list[str] = []
+        if temperature is None:
+            temperature = ancillary.get("soil_temperature_degc")
+            base_flags.append("no_air_temperature")
+        if temperature is None or (
+            pressure_source is None and ancillary.get("pressure_kpa") is None
+        ):
+            summary["flags"] = [*base_flags, "no_flux_inputs"]
             self.alarm(
                 "warning",
                 "no_flux_inputs",
@@ -536,57 +657,204 @@ class CycleRunner:
                 observation_uuid=state["uuid"],
             )
             return [], summary
-        precision = self.cfg.analyser(self.analyser_id).precision_co2_umol_mol
-        fit = fit_closure(
-            elapsed,
-            co2,
-            h2o_mmol_mol=h2o,
-            pressure_kpa=pressure,
-            temperature_degc=temperature,
-            volume_cm3=geometry.volume_cm3,
-            area_cm2=geometry.area_cm2,
-            dead_band_s=self.cfg.dead_band_s(chamber),
-            end_s=self.cfg.observation_s(chamber),
-            precision_mf=precision,
-            dry=not has_h2o,
-            settings=self.fit_settings,
-        )
-        flags = [*fit.flags, *extra_flags]
-        rows = []
-        for model, result, value, se in (
-            ("linear", fit.linear, fit.lin_flux, fit.lin_flux_se),
-            ("exponential", fit.exponential, fit.exp_flux, fit.exp_flux_se),
-        ):
-            rows.append(
-                {
-                    "gas": "co2",
-                    "model": model,
-                    "flux": _finite(value),
-                    "flux_se": _finite(se),
-                    "flux_unit": "umol m-2 s-1",
-                    "r2": _finite(result.r_squared),
-                    "nrmse": _finite(result.nrmse),
-                    "n_points": fit.n_points,
-                    "dead_band_s": fit.dead_band_s,
-                    "end_s": fit.end_s,
-                    "a_per_s": _finite(getattr(result, "a_per_s", None)),
-                    "t0_s": _finite(getattr(result, "t0_s", None)),
-                    "c0": _finite(fit.c0_mf),
-                    "selected": int(model == fit.model),
-                    "model_reason": fit.model_reason if model == fit.model else None,
-                    "flags": ";".join(flags),
-                    "processing_version": PROCESSING_VERSION,
-                }
+        water_source = next((a for a in loop if complete(a, "h2o_mmol_mol")), None)
+        lags = self._lag_estimates(chamber, by, loop, closed)
+        summary["lags"] = lags
+        rows: list[dict[str, Any]] = []
+        gases: dict[str, dict[str, Any]] = {}
+        for gas, name, unit, precision_field in GASES:
+            source = next(
+                (
+                    a
+                    for a in loop
+                    if by[a] and sum(s[name] is not None for s in by[a]) * 2 >= len(by[a])
+                ),
+                None,
             )
-        summary.update(
-            flux=fit.flux,
-            lin_flux=fit.lin_flux,
-            exp_flux=fit.exp_flux,
-            r2=fit.r_squared,
-            model=fit.model,
-            flags=flags,
-        )
+            if source is None:
+                continue
+            flags = list(base_flags)
+            elapsed = aligned(source)
+            values = column(source, name)
+            dry = bool(by[source]) and all(s.get("dry") for s in by[source])
+            if water_source is not None:
+                h2o: Any = on_times(water_source, "h2o_mmol_mol", source)
+            else:
+                h2o = 0.0
+                if not dry:
+                    flags.append("no_h2o")
+                    dry = True  # no correction possible: fitted as measured
+            if pressure_source is not None:
+                pressure: Any = on_times(pressure_source, "cell_pressure_kpa", source)
+            else:
+                pressure = ancillary.get("pressure_kpa")
+            precision = getattr(cfg.analyser(source), precision_field)
+            dead_band = cfg.dead_band_s(chamber, gas)
+            end = cfg.observation_s(chamber, gas)
+            common: dict[str, Any] = {
+                "h2o_mmol_mol": h2o,
+                "pressure_kpa": pressure,
+                "temperature_degc": temperature,
+                "volume_cm3": geometry.volume_cm3,
+                "area_cm2": geometry.area_cm2,
+                "precision_mf": precision,
+                "dry": dry,
+            }
+            try:
+                fit = fit_closure(
+                    elapsed,
+                    values,
+                    dead_band_s=dead_band,
+                    end_s=end,
+                    settings=self.fit_settings,
+                    **common,
+                )
+            except ValueError as exc:  # e.g. no sample in the first seconds
+                log.info("%s: %s not fitted: %s", chamber.id, gas, exc)
+                continue
+            flags = [*fit.flags, *flags]
+            quality: dict[str, Any] = {
+                "analyser": source,
+                "lag_s": cfg.analyser(source).lag_s,
+                "lag_estimate_s": lags.get(source, {}).get("estimated_s"),
+                "water_from": None if dry else water_source,
+            }
+            fits: list[tuple[str, Any, float, float]] = [
+                ("linear", fit.linear, fit.lin_flux, fit.lin_flux_se),
+                ("exponential", fit.exponential, fit.exp_flux, fit.exp_flux_se),
+            ]
+            selected, flux, mdf, lin_flux = fit.model, fit.flux, fit.mdf, fit.lin_flux
+            reason = fit.model_reason
+            n_points, window = fit.n_points, (fit.dead_band_s, fit.end_s)
+            if gas == "ch4":
+                inside = (elapsed >= dead_band) & (elapsed <= end) & np.isfinite(values)
+                steps = detect_ebullition(elapsed[inside], values[inside], precision_mf=precision)
+                if steps:
+                    flags.append("ebullition")
+                    quality["ebullition"] = [
+                        {"time_s": round(st.time_s, 1), "size_nmol_mol": round(st.size_mf, 2)}
+                        for st in steps
+                    ]
+                    segment = diffusive_segment(
+                        elapsed[inside], steps, start_s=dead_band, end_s=end
+                    )
+                    diffusive = None
+                    if segment.found:
+                        try:
+                            diffusive = fit_closure(
+                                elapsed,
+                                values,
+                                dead_band_s=segment.start_s,
+                                end_s=segment.end_s,
+                                settings=self.fit_settings,
+                                **common,
+                            )
+                        except ValueError:
+                            diffusive = None
+                    if diffusive is not None:
+                        flags.append("diffusive_segment")
+                        quality["diffusive_window_s"] = [segment.start_s, segment.end_s]
+                        quality["total_flux"] = _finite(fit.flux)
+                        best = (
+                            diffusive.exponential
+                            if diffusive.model == "exponential"
+                            else diffusive.linear
+                        )
+                        fits.append(("diffusive", best, diffusive.flux, diffusive.flux_se))
+                        selected, flux, mdf = "diffusive", diffusive.flux, diffusive.mdf
+                        lin_flux = diffusive.lin_flux
+                        reason = f"ebullition: {diffusive.model} fit of the longest step-free part"
+                        n_points = diffusive.n_points
+                        window = (segment.start_s, segment.end_s)
+                    else:
+                        flags.append("no_diffusive_part")
+            # near zero the linear slope is the estimator noise moves least (a curvature
+            # has no meaning without a signal): below the MDF, reported as "< MDF"
+            if gas != "co2" and math.isfinite(mdf) and abs(lin_flux) < mdf:
+                flags.append("below_detection")
+            for model, result, value, se in fits:
+                rows.append(
+                    {
+                        "gas": gas,
+                        "model": model,
+                        "flux": _finite(value),
+                        "flux_se": _finite(se),
+                        "flux_unit": unit,
+                        "r2": _finite(result.r_squared),
+                        "nrmse": _finite(result.nrmse),
+                        "n_points": n_points if model == selected else fit.n_points,
+                        "dead_band_s": window[0] if model == selected else fit.dead_band_s,
+                        "end_s": window[1] if model == selected else fit.end_s,
+                        "a_per_s": _finite(getattr(result, "a_per_s", None)),
+                        "t0_s": _finite(getattr(result, "t0_s", None)),
+                        "c0": _finite(fit.c0_mf),
+                        "selected": int(model == selected),
+                        "model_reason": reason if model == selected else None,
+                        "flags": ";".join(flags),
+                        "processing_version": PROCESSING_VERSION,
+                        "analyser": source,
+                        "mdf": _finite(mdf),
+                        "quality": json.dumps(quality, sort_keys=True),
+                    }
+                )
+            gases[gas] = {
+                "flux": _finite(flux),
+                "flux_unit": unit,
+                "mdf": _finite(mdf),
+                "model": selected,
+                "flags": flags,
+                "analyser": source,
+                **{k: v for k, v in quality.items() if k in ("ebullition", "lag_estimate_s")},
+            }
+            if gas == "co2" or "flux" not in summary:
+                summary.update(
+                    flux=fit.flux,
+                    lin_flux=fit.lin_flux,
+                    exp_flux=fit.exp_flux,
+                    r2=fit.r_squared,
+                    model=fit.model,
+                    flags=flags,
+                )
+        summary["gases"] = gases
+        summary.setdefault("flags", base_flags)
         return rows, summary
+
+    def _lag_estimates(
+        self,
+        chamber: ChamberConfig,
+        by: dict[str, list[dict[str, Any]]],
+        loop: list[str],
+        closed: float,
+    ) -> dict[str, dict[str, Any]]:
+        """Each analyser's transit lag estimated from the closing step: the onset of a
+        quantity it shares with the loop's first analyser (CO2, else H2O, else CH4),
+        against that analyser's onset and configured lag. None where no clear step."""
+        cfg = self.cfg
+        first = loop[0]
+        # the whole closure: a slow quantity (H2O) needs its length to stand out of noise
+        horizon = math.inf
+        out: dict[str, dict[str, Any]] = {
+            first: {"configured_s": cfg.analyser(first).lag_s, "estimated_s": None}
+        }
+
+        def onset(a: str, name: str) -> float | None:
+            rows = [s for s in by[a] if s[name] is not None and s["mono"] - closed <= horizon]
+            if len(rows) < 8:
+                return None
+            t = np.array([s["mono"] - closed for s in rows])
+            c = np.array([s[name] for s in rows], dtype=float)
+            found = closing_onset_s(t, c)
+            return found.time_s if found.found else None
+
+        for other in loop[1:]:
+            estimate = None
+            for name in ("co2_umol_mol", "h2o_mmol_mol", "ch4_nmol_mol"):
+                mine, theirs = onset(other, name), onset(first, name)
+                if mine is not None and theirs is not None:
+                    estimate = round(cfg.analyser(first).lag_s + mine - theirs, 2)
+                    break
+            out[other] = {"configured_s": cfg.analyser(other).lag_s, "estimated_s": estimate}
+        return out
 
     def _safe(self, chamber: ChamberConfig) -> list[tuple[str, str, BaseException]]:
         """The group's safe state; a refusal (not a silent line: that is the line's one

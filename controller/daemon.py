@@ -347,6 +347,8 @@ class Daemon:
         self._calibration_skipped: set[str] = set()
         self._calibration_check_at = -1e18
         self._active_groups: set[str] = set()  # groups measuring in the current round
+        self._powered: set[str] = set()  # analysers whose power relay is on (issue 13)
+        self._pump_on = False  # switched on for its warm-up by _power_on
         self._calibration_lock = threading.RLock()
         # what the daemon is doing, for the heartbeat: per analyser group its chamber and
         # phase; the round in progress; the next round
@@ -730,6 +732,8 @@ class Daemon:
         except StorageError:
             lent = set()
         for analyser_id, analyser in self.analysers.items():
+            if self.cfg.analyser(analyser_id).power is not None:
+                continue  # powered and set up around its group's observations
             if f"analyser:{analyser_id}" not in lent:
                 self._setup_analyser(analyser_id, analyser)
         if not self._startup_pending:
@@ -925,15 +929,89 @@ class Daemon:
         finally:
             with self._calibration_lock:
                 self._active_groups.discard(analyser_id)
+            self._power_off(analyser_id)
             # a calibration that took this analyser after its last chamber gets the port
             # now, not only when the whole round has ended
             self._lend_idle_analysers(self.calibration_locks())
+
+    # --- power (issue 13): relays around a group's observations ----------------------------
+
+    def _switched(self, analyser_id: str) -> list[str]:
+        """The analysers of the group's loop that have a power relay."""
+        loop = next((c.loop for c in self.cfg.chambers if c.analyser == analyser_id), [analyser_id])
+        return [a for a in loop if self.cfg.analyser(a).power is not None]
+
+    def _power_on(self, analyser_id: str) -> None:
+        """Switch on the group's relayed analysers (and the pump, when it has a warm-up)
+        and wait the longest warm-up of those that were off; they are set up afterwards."""
+        set_power = getattr(self.actuators, "set_analyser_power", None)
+        warmup = 0.0
+        for name in self._switched(analyser_id):
+            if set_power is None:
+                break
+            if name not in self._powered:
+                try:
+                    set_power(name, True)
+                except (HardwareError, ProtocolError) as exc:
+                    self.alarm(
+                        "error",
+                        "power_failed",
+                        f"analyser {name}: its power relay did not switch on ({brief(exc)})",
+                    )
+                    continue
+                self._powered.add(name)
+                self.analyser_info.pop(name, None)  # a fresh start: identify it again
+                warmup = max(warmup, self.cfg.analyser(name).warmup_s)
+        pump = self.cfg.pump
+        if pump.mode == "measuring" and pump.warmup_s > 0 and not self._pump_on:
+            try:
+                self.actuators.set_pump(True)
+                self._pump_on = True
+                warmup = max(warmup, pump.warmup_s)
+            except (HardwareError, ProtocolError) as exc:
+                log.info("pump: cannot switch on for its warm-up: %s", brief(exc))
+        if warmup > 0:
+            log.info("group %s: warming up for %g s", analyser_id, warmup)
+            end = self.clock.monotonic() + warmup
+            while not self.stop_event.is_set():
+                remaining = end - self.clock.monotonic()
+                if remaining <= 0:
+                    break
+                self.clock.sleep(min(remaining, 1.0))
+
+    def _power_off(self, analyser_id: str) -> None:
+        """Switch the group's relayed analysers off once its chambers are done (and the
+        pump when no other group measures)."""
+        set_power = getattr(self.actuators, "set_analyser_power", None)
+        for name in self._switched(analyser_id):
+            if set_power is None or name not in self._powered:
+                continue
+            try:
+                set_power(name, False)
+            except (HardwareError, ProtocolError) as exc:
+                self.alarm(
+                    "warning",
+                    "power_failed",
+                    f"analyser {name}: its power relay did not switch off ({brief(exc)})",
+                )
+                continue
+            self._powered.discard(name)
+            self.analyser_info.pop(name, None)
+        with self._calibration_lock:
+            others = bool(self._active_groups)
+        if self._pump_on and not others:
+            try:
+                self.actuators.set_pump(False)
+                self._pump_on = False
+            except (HardwareError, ProtocolError) as exc:
+                log.info("pump: cannot switch off: %s", brief(exc))
 
     def _group_chambers(
         self, analyser_id: str, round_id: int | None, result: RoundResult, began: float
     ) -> None:
         analyser = self.analysers[analyser_id]
         chambers = [c for c in self.cfg.chambers if c.analyser == analyser_id and c.enabled]
+        self._power_on(analyser_id)
         held = f"analyser:{analyser_id}" in self.calibration_locks()  # its port is lent
         if (
             not held
@@ -945,6 +1023,18 @@ class Daemon:
                     CycleOutcome(chamber.id, "skipped", f"analyser {analyser_id} not available")
                 )
             return
+        # the other analysers in series in this group's loop
+        loop_ids = chambers[0].loop if chambers else [analyser_id]
+        for other in loop_ids[1:]:
+            if other not in self.analyser_info and not self._setup_analyser(
+                other, self.analysers[other]
+            ):
+                for chamber in chambers:
+                    result.outcomes.append(
+                        CycleOutcome(chamber.id, "skipped", f"analyser {other} not available")
+                    )
+                return
+        loop = {a: self.analysers[a] for a in loop_ids}
         runner = CycleRunner(
             self.cfg,
             clock=self.clock,
@@ -961,6 +1051,7 @@ class Daemon:
             board=self.board,
             storage_down=self.storage_down,
             progress=lambda chamber, phase, uuid: self._progress(analyser_id, chamber, phase, uuid),
+            loop=loop,
         )
         group_fault: str | None = None
         told = False  # one calibration_in_progress event per round per group
@@ -1034,7 +1125,8 @@ class Daemon:
                     )
             if outcome.group_fault:
                 group_fault = f"analyser {analyser_id} failed: {outcome.reason}"
-                self.analyser_info.pop(analyser_id, None)  # identify it again next round
+                for name in loop_ids:
+                    self.analyser_info.pop(name, None)  # identify them again next round
             elif outcome.line_fault is None and not (outcome.reason or "").startswith("storage:"):
                 self._account(outcome)  # the chamber's own result (its write may wait)
             self._persist_health()
@@ -1428,9 +1520,17 @@ def observation_line(outcome: CycleOutcome) -> str:
         r2 = extra.get("r2")
         r2_text = f", R2 {r2:.3f}" if isinstance(r2, float) and math.isfinite(r2) else ""
         lid = "; lid did not confirm open" if outcome.lid_fault else ""
+        others = ""
+        for gas, g in (extra.get("gases") or {}).items():
+            if gas == "co2" or g.get("flux") is None:
+                continue
+            below = "below_detection" in g.get("flags", ())
+            value = f"< {g['mdf']:.3g}" if below and g.get("mdf") else f"{g['flux']:.3f}"
+            bubbles = ", ebullition" if "ebullition" in g.get("flags", ()) else ""
+            others += f"; {gas.upper()} {value} {g['flux_unit']}{bubbles}"
         return (
             f"{outcome.chamber}: flux {flux:.3f} umol m-2 s-1 ({extra.get('model', '?')}"
-            f"{r2_text}), flags: {flags}{lid}"
+            f"{r2_text}), flags: {flags}{others}{lid}"
         )
     return f"{outcome.chamber}: {outcome.status}: {brief(outcome.reason or 'no reason', 120)}"
 

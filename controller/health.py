@@ -394,6 +394,11 @@ class TrackedActuators:
     def set_pump(self, on: bool) -> None:
         self._do(self._line(self.cfg.pump.coil), lambda: self.inner.set_pump(on))
 
+    def set_analyser_power(self, analyser: str, on: bool) -> None:
+        inner = getattr(self.inner, "set_analyser_power", None)
+        if inner is not None:
+            self._do(self._line(self.cfg.analyser(analyser).power), lambda: inner(analyser, on))
+
     def set_manifold(self, slot: str | None) -> None:
         lines = {f"modbus:{m.coil.device}" for m in self.cfg.calibration.manifold}
         self._do(lines, lambda: self.inner.set_manifold(slot))

@@ -48,11 +48,25 @@ def site_status(cfg: SiteConfig, store: SiteStore, now: dt.datetime) -> dict[str
             (chamber.id,),
         )
         flux = store.query(
-            "SELECT f.flux, f.model, f.r2, f.flags, o.started_at FROM fluxes f "
+            "SELECT f.flux, f.model, f.r2, f.flags, o.started_at, f.gas, f.flux_unit, f.mdf, "
+            "f.observation_uuid FROM fluxes f "
             "JOIN observations o ON o.uuid = f.observation_uuid "
-            "WHERE o.chamber = ? AND f.selected = 1 ORDER BY o.started_at DESC LIMIT 1",
+            "WHERE o.chamber = ? AND f.selected = 1 "
+            "ORDER BY o.started_at DESC, f.gas = 'co2' DESC, f.gas LIMIT 1",
             (chamber.id,),
         )
+        # every gas of that observation (a loop with CH4 and N2O analysers)
+        gases = (
+            store.query(
+                "SELECT gas, flux, flux_unit, mdf, flags FROM fluxes WHERE observation_uuid = ? "
+                "AND selected = 1 ORDER BY gas = 'co2' DESC, gas",
+                (flux[0]["observation_uuid"],),
+            )
+            if flux
+            else []
+        )
+        if flux:
+            flux[0].pop("observation_uuid", None)
         service = store.query(
             "SELECT out_of_service_until, out_of_service_reason FROM chambers WHERE id = ?",
             (chamber.id,),
@@ -69,6 +83,7 @@ def site_status(cfg: SiteConfig, store: SiteStore, now: dt.datetime) -> dict[str
                 "out_of_service_reason": service[0]["out_of_service_reason"] if service else None,
                 "last_observation": last[0] if last else None,
                 "last_flux": flux[0] if flux else None,
+                "last_fluxes": gases,
             }
         )
     health = _health(store, now)
@@ -114,6 +129,27 @@ def site_status(cfg: SiteConfig, store: SiteStore, now: dt.datetime) -> dict[str
         "pending_events": live.get("pending_events", 0) if live else 0,
         "recent_pending_events": live.get("recent_pending_events", []) if live else [],
         "calibrations_in_progress": calibrations,
+        "power": _power(cfg),
+    }
+
+
+def _power(cfg: SiteConfig) -> dict[str, Any]:
+    """The estimated energy per day of the devices with a configured power draw."""
+    from .power import energy_per_day
+
+    devices = energy_per_day(cfg)
+    return {
+        "devices": [
+            {
+                "device": d.device,
+                "power_w": d.power_w,
+                "hours_per_day": round(d.hours_per_day, 2),
+                "switched": d.switched,
+                "wh_per_day": round(d.wh_per_day, 1),
+            }
+            for d in devices
+        ],
+        "wh_per_day": round(sum(d.wh_per_day for d in devices), 1),
     }
 
 
@@ -316,6 +352,12 @@ def format_status(status: dict[str, Any]) -> str:
             f"{c['chamber']:<8} {service:<12} {obs.get('started_at', '-'):<28} "
             f"{obs.get('status', '-'):<8} {value:>8} {model:<6} {flags}"
         )
+        for g in c.get("last_fluxes") or []:
+            if g["gas"] == "co2" or g["flux"] is None:
+                continue
+            below = "below_detection" in (g.get("flags") or "").split(";")
+            shown = f"< {g['mdf']:.3g}" if below and g.get("mdf") else f"{g['flux']:.3f}"
+            lines.append(f"{'':<8} {g['gas'].upper()} {shown} {g['flux_unit']}  {g['flags']}")
         if obs.get("reason"):
             lines.append(f"{'':<8} last reason: {obs['reason']}")
     lines.append("")
@@ -339,6 +381,14 @@ def format_status(status: dict[str, Any]) -> str:
             f"{cal.get('operator') or '?'}, since {cal['started_at']}, record "
             f"{cal['calibration_id'][:8]}): not measured by the daemon{alive}"
         )
+    power = status.get("power") or {}
+    if power.get("devices"):
+        parts = ", ".join(
+            f"{d['device']} {d['power_w']:g} W x {d['hours_per_day']:g} h"
+            + (" (switched)" if d["switched"] else "")
+            for d in power["devices"]
+        )
+        lines.append(f"energy: about {power['wh_per_day']:g} Wh/day estimated ({parts})")
     if status.get("pending_events"):
         lines.append(
             f"{status['pending_events']} event(s) waiting in the daemon's memory to be recorded:"

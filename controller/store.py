@@ -359,6 +359,9 @@ class SiteStore:
                 ),
                 "calibrations": CALIBRATION_COLUMNS,
                 "chamber_geometry": GEOMETRY_COLUMNS,
+                # issue 13: several analysers per loop, per-gas quality
+                "samples": (("analyser", "TEXT"),),
+                "fluxes": (("analyser", "TEXT"), ("mdf", "REAL"), ("quality", "TEXT")),
             }
             missing: list[tuple[str, str, str]] = []
             for table, columns in wanted.items():

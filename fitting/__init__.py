@@ -25,6 +25,14 @@ from .quality import (
     minimal_detectable_flux,
     select_model,
 )
+from .tracegas import (
+    EbullitionStep,
+    Onset,
+    Segment,
+    closing_onset_s,
+    detect_ebullition,
+    diffusive_segment,
+)
 from .window import DeadBandChoice, choose_dead_band, window_mask
 
 __all__ = [
@@ -35,13 +43,19 @@ __all__ = [
     "Closure",
     "ClosureFit",
     "DeadBandChoice",
+    "EbullitionStep",
     "ExponentialFit",
     "FitSettings",
     "LinearFit",
     "ModelChoice",
+    "Onset",
     "QuadraticFit",
+    "Segment",
     "celsius_to_kelvin",
     "choose_dead_band",
+    "closing_onset_s",
+    "detect_ebullition",
+    "diffusive_segment",
     "dry_air_mol_m2",
     "fit_closure",
     "fit_closures",

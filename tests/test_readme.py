@@ -25,9 +25,10 @@ OUTPUT_OPTIONS = {"-o", "--output", "--daemon-config", "--password-file"}
 # lines that keep running (the daemon, the web page) or need the daemon's database or a PostgreSQL
 # server: parsed and checked, not run here (``sim`` runs in the background meanwhile);
 # ``demo --campaign`` takes a minute or two: tests/controller/test_campaign.py runs it;
-# ``demo --calibration`` about a minute: tests/calibration/test_demo_calibration.py runs it
+# ``demo --calibration`` about a minute: tests/calibration/test_demo_calibration.py runs it;
+# ``demo --gases`` needs the MQTT broker on 127.0.0.1:1883: tests/controller/test_cli_demo.py
 NOT_RUN = re.compile(
-    r"chamberd (run|status|sync|serve) |postgresql://|demo --(campaign|calibration)"
+    r"chamberd (run|status|sync|serve) |postgresql://|demo --(campaign|calibration|gases)"
 )
 EXPECTED_STATUS = {"fit": 3}
 

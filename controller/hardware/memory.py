@@ -12,6 +12,8 @@ import datetime as dt
 import math
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from chamberd.controller.clock import Clock
 from chamberd.controller.errors import (
     ConfigError,
@@ -77,6 +79,9 @@ class MemoryAnalyser:
         if wait > 0:
             self.clock.sleep(wait)
         self._next += self.interval_s
+        species = self._species()
+        if species:
+            return self._trace_reading(species)
         values = self.site.analyser_values(self.analyser)
         return AnalyserReading(
             time=self.clock.now(),
@@ -90,6 +95,39 @@ class MemoryAnalyser:
 
     def discard_pending(self) -> None:
         self._next = math.nan  # the next reading is the next tick from now
+
+    def _species(self) -> list[str]:
+        try:
+            return list(self.site.cfg.analyser(self.analyser).species)
+        except KeyError:
+            return []
+
+    def _trace_reading(self, species: list[str]) -> AnalyserReading:
+        """A laser analyser in memory: the species configured (``CH4_dry``, ``N2O_dry``,
+        ``CO2_dry``, ``H2O``), dry mole fractions from the site's trace-gas truth, with
+        the configured precisions as noise."""
+        cfg = self.site.cfg.analyser(self.analyser)
+        values = self.site.trace_gas_values(self.analyser)
+        mono = self.clock.monotonic()
+        rng = np.random.default_rng(
+            [self.site.seed, self.site._hash_int("memory-trace", self.analyser), round(mono * 1e3)]
+        )
+        names = {s.removesuffix("_dry") for s in species}
+
+        def pick(name: str, key: str, sigma: float) -> float | None:
+            return float(values[key] + rng.normal(0.0, sigma)) if name in names else None
+
+        return AnalyserReading(
+            time=self.clock.now(),
+            monotonic_s=mono,
+            co2_umol_mol=pick("CO2", "co2_umol_mol", cfg.precision_co2_umol_mol),
+            h2o_mmol_mol=pick("H2O", "h2o_mmol_mol", 0.01),
+            cell_temperature_degc=55.0,
+            cell_pressure_kpa=None,
+            ch4_nmol_mol=pick("CH4", "ch4_nmol_mol", cfg.precision_ch4_nmol_mol),
+            n2o_nmol_mol=pick("N2O", "n2o_nmol_mol", cfg.precision_n2o_nmol_mol),
+            dry=True,
+        )
 
     # --- the LI8x0Calibration port, acting on the site's instrument calibration ------------
 
@@ -144,6 +182,15 @@ class MemoryActuators:
     def __init__(self, site: SimulatedSite) -> None:
         self.site = site
         self.chambers = {c.id: c for c in site.cfg.chambers}
+        # analyser power relays: the state and each switching (monotonic s, analyser, on)
+        self.power: dict[str, bool] = {}
+        self.power_log: list[tuple[float, str, bool]] = []
+
+    def set_analyser_power(self, analyser: str, on: bool) -> None:
+        if self.site.cfg.analyser(analyser).power is None:
+            return
+        self.power[analyser] = on
+        self.power_log.append((self.site.clock.monotonic(), analyser, on))
 
     def set_lid(self, chamber: str, closed: bool) -> None:
         self.site.command_lid(chamber, closed)

@@ -305,6 +305,12 @@ class ModbusActuators:
         if coil is not None:
             self._switch(coil, on if coil.active_closes else not on)
 
+    def set_analyser_power(self, analyser: str, on: bool) -> None:
+        """Switch the relay powering ``analyser`` (its ``power`` coil; none: nothing)."""
+        coil = self.cfg.analyser(analyser).power
+        if coil is not None:
+            self._switch(coil, on if coil.active_closes else not on)
+
     def _set_slot(self, slot: str, open_: bool) -> None:
         coil = self._slots[slot].coil
         self._switch(coil, open_ if coil.active_closes else not open_)

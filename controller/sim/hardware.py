@@ -156,6 +156,11 @@ def _maps(cfg: SiteConfig) -> dict[str, dict[int, _DeviceMap]]:
         ref = slot.coil
         target = device(ref).registers_out if ref.style == "register" else device(ref).coils
         target[ref.coil] = ("manifold", slot.slot, ref)
+    for analyser in cfg.analysers:  # power relays of analysers (issue 13)
+        if analyser.power is not None:
+            ref = analyser.power
+            target = device(ref).registers_out if ref.style == "register" else device(ref).coils
+            target[ref.coil] = ("power", analyser.id, ref)
     for aux in cfg.aux:
         device(aux).aux.append(aux)
     return maps
@@ -170,6 +175,8 @@ def _spec(site: SimulatedSite, device_id: int, dmap: _DeviceMap) -> SimDeviceSpe
             site.command_valve(chamber, active)
         elif kind == "manifold":
             site.command_manifold(chamber, active)
+        elif kind == "power":
+            site.command_analyser_power(chamber, active)
         else:
             site.command_pump(active)
 

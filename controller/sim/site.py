@@ -322,6 +322,13 @@ class SimulatedSite:
             self.pump_on = on
             self.commands.append((self._mono(), "pump", "", on))
 
+    def command_analyser_power(self, analyser: str, on: bool) -> None:
+        """An analyser's power relay switched (recorded: ``analyser_power``, per analyser
+        the list of (monotonic s, on)); the simulated instrument itself keeps running."""
+        with self._lock:
+            log = self.__dict__.setdefault("analyser_power", {})
+            log.setdefault(analyser, []).append((self._mono(), on))
+
     def command_manifold(self, slot: str, open_: bool) -> None:
         """The coil of manifold slot ``slot`` switched (open: its cylinder's gas flows)."""
         with self._lock:

@@ -131,9 +131,15 @@ def test_example_configs_are_valid():
     # exist, so they are not checked; everything else is
     root = Path(__file__).resolve().parents[2]
     examples = sorted([*(root / "docs" / "examples").glob("*.toml"), SIM_SITE])
-    assert len(examples) == 3
+    assert len(examples) == 4
     for path in examples:
         load_config(path, environ={}, check_paths=False)
+    # the paddy site (issue 13): three analysers in one loop, per-gas windows, relays
+    paddy = load_config(root / "docs" / "examples" / "paddy-site.toml", check_paths=False)
+    assert {tuple(c.loop) for c in paddy.chambers} == {("irga", "ch4", "n2o")}
+    assert paddy.dead_band_s(paddy.chambers[0], "ch4") == 45
+    assert paddy.observation_s(paddy.chambers[0], "co2") == 180
+    assert paddy.analyser("ch4").power is not None and paddy.analyser("n2o").warmup_s == 600
     load_config(SIM_SITE, environ={})  # its database is beside it
 
 
