@@ -12,7 +12,9 @@ from chamberd.controller.cli import main
 
 def test_demo_json_reports_every_chamber_close_to_the_truth(tmp_path, capsys):
     db = tmp_path / "demo.db"
-    assert main(["demo", "--json", "--speed", "120", "--database", str(db)]) == 0
+    # at 120x a loaded 2-core machine delays readings past the analyser's timeout (10 s of
+    # site time is 83 ms of real time there): 60x holds under load
+    assert main(["demo", "--json", "--speed", "60", "--database", str(db)]) == 0
     out = capsys.readouterr().out.strip().splitlines()
     report = json.loads(out[-1])
     assert set(report) >= {"database", "wall_s", "chambers"}
@@ -47,7 +49,9 @@ def test_demo_gases_over_mqtt_recovers_each_gas(tmp_path, capsys):
     the MQTT broker on 127.0.0.1:1883) in the loop. Tolerance: each gas's mean flux within
     5 % of the truth (+ 0.05 of its unit); N2O where there is none reported below detection."""
     db = tmp_path / "demo.db"
-    args = ["demo", "--gases", "co2,ch4,n2o", "--json", "--speed", "60", "--database", str(db)]
+    # 20x: at 60x a loaded machine's MQTT latency (a few tens of ms, seconds of site time)
+    # moves the laser analysers' samples against their lags and the CH4/N2O fits off by 10 %
+    args = ["demo", "--gases", "co2,ch4,n2o", "--json", "--speed", "20", "--database", str(db)]
     assert main(args) == 0
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     rows = report["fluxes"]
