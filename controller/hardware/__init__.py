@@ -12,10 +12,15 @@ wire-level simulator is reached by the real drivers themselves (see
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, get_args
 
 from chamberd.controller.clock import Clock
-from chamberd.controller.config import TRACE_GAS_PROTOCOLS, AnalyserConfig, SiteConfig
+from chamberd.controller.config import (
+    TRACE_GAS_PROTOCOLS,
+    AnalyserConfig,
+    Protocol,
+    SiteConfig,
+)
 from chamberd.controller.errors import ConfigError
 
 from .ports import (
@@ -49,20 +54,8 @@ __all__ = [
     "make_aux_sensors",
 ]
 
-ANALYSER_BACKENDS = (
-    "li820",
-    "li830",
-    "li840a",
-    "li850",
-    "gmp343",
-    "li7810",
-    "li7820",
-    "lgr-gga",
-    "lgr-ugga",
-    "lgr-n2oco",
-    "picarro",
-    "memory",
-)
+#: every analyser protocol the configuration accepts (the one list: config.Protocol)
+ANALYSER_BACKENDS = get_args(Protocol)
 
 
 def make_analyser(
