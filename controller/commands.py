@@ -146,6 +146,23 @@ def sim_command(
             signal.signal(sig, handler)
 
 
+def _sim_clock_options(function: Any) -> Any:
+    """``--speed`` and ``--timeline``: a daemon on a simulator's clock is judged on that clock."""
+    function = click.option(
+        "--timeline",
+        default=None,
+        metavar="START@UNIX",
+        help="The daemon runs on a simulator's clock ('timeline' in chamberd sim --json): "
+        "judge its heartbeat on that clock.",
+    )(function)
+    return click.option(
+        "--speed",
+        type=float,
+        default=None,
+        help="With --timeline: the simulated site's clock speed (simulated sites only).",
+    )(function)
+
+
 def _load(path: str, overrides: Sequence[str]) -> Any:
     from chamberd.controller.config import load_config
 
@@ -283,18 +300,7 @@ def _clock(timeline: str | None, speed: float | None) -> Any:
     default=None,
     help="--watch: stop after this many refreshes (default: until Ctrl-C).",
 )
-@click.option(
-    "--speed",
-    type=float,
-    default=None,
-    help="With --timeline: the simulated site's clock speed (simulated sites only).",
-)
-@click.option(
-    "--timeline",
-    default=None,
-    metavar="START@UNIX",
-    help="The daemon runs on a simulator's clock: judge its heartbeat on that clock.",
-)
+@_sim_clock_options
 def status_command(
     config: str,
     as_json: bool,
@@ -364,18 +370,7 @@ def status_command(
     type=click.Path(file_okay=False),
     help="With --central: a folder of comparison reports (*.html) to link.",
 )
-@click.option(
-    "--speed",
-    type=float,
-    default=None,
-    help="With --timeline: the simulated site's clock speed (simulated sites only).",
-)
-@click.option(
-    "--timeline",
-    default=None,
-    metavar="START@UNIX",
-    help="Share the clock of a simulator ('timeline' in chamberd sim --json).",
-)
+@_sim_clock_options
 def serve_command(
     config: str,
     bind: str | None,
