@@ -448,7 +448,11 @@ _add(
                 "Blank closure",
                 "The runner closes the lid, records a full closure and opens the lid.",
                 reads="CO2 [umol/mol] during the closure",
-                rule="flux fitted like an observation (fitting.fit_closure)",
+                rule=(
+                    "linear flux over the observation's fit window (fitting.fit_closure): "
+                    "the detection limit is a linear one, and an exponential fitted to a "
+                    "flat, noisy trace has no stable initial slope"
+                ),
                 undo="lid opened",
             ),
             Step(
@@ -461,7 +465,7 @@ _add(
                 undo="lid opened",
             ),
         ),
-        criterion="|blank flux| < the minimal detectable flux of the closure",
+        criterion="|linear blank flux| < the minimal detectable flux of the closure",
         on_fail=(
             "Check the lid gasket and the plate's seal, the tubing connections at the "
             "chamber, then repeat. A breath test that fails points at the spot you "

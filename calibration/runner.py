@@ -1391,13 +1391,16 @@ class _Blank(_Handler):
         run.step("closure")
         trace = run.closure(chamber)
         fit = run.fit(chamber, trace, dead_band_s=run.cfg.dead_band_s(chamber))
-        flux, mdf = float(fit.flux), float(fit.mdf) * lim["mdf_factor"]
+        # judged on the linear flux: the MDF is the linear slope's detection limit, and the
+        # exponential of a flat, noisy trace may put any slope at t0 (a blip early on)
+        flux, mdf = float(fit.lin_flux), float(fit.mdf) * lim["mdf_factor"]
         rise = trace["co2_umol_mol"][-1] - trace["co2_umol_mol"][0] if trace["co2_umol_mol"] else 0
         self.data["blank"] = {
             "chamber": chamber.id,
             "flux_umol_m2_s": flux,
             "mdf_umol_m2_s": mdf,
-            "model": fit.model,
+            "model": "linear",
+            "exponential_flux_umol_m2_s": float(fit.exp_flux),
             "rise_umol_mol": rise,
             "geometry": run.geometry(chamber),
         }
