@@ -972,12 +972,19 @@ class Daemon:
                 log.info("pump: cannot switch on for its warm-up: %s", brief(exc))
         if warmup > 0:
             log.info("group %s: warming up for %g s", analyser_id, warmup)
+            # the heartbeat goes on while it waits (a warm-up of minutes must not read as a
+            # dead daemon), and says what the group is doing: the chamber it will measure
+            first = next(
+                (c.id for c in self.cfg.chambers if c.analyser == analyser_id and c.enabled), "-"
+            )
+            self._progress(analyser_id, first, "warming_up", None)
             end = self.clock.monotonic() + warmup
             while not self.stop_event.is_set():
                 remaining = end - self.clock.monotonic()
                 if remaining <= 0:
                     break
                 self.clock.sleep(min(remaining, 1.0))
+                self.heartbeat()
 
     def _power_off(self, analyser_id: str) -> None:
         """Switch the group's relayed analysers off once its chambers are done (and the

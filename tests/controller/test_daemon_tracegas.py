@@ -12,6 +12,7 @@ to 1 s (median of the closing-step estimates).
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import json
 import sqlite3
 import statistics
@@ -402,3 +403,38 @@ def test_power_relay_around_the_group_with_warmup_and_energy_per_day(tmp_path):
     c4 = next(c for c in status["chambers"] if c["chamber"] == "C4")
     assert "below_detection" in next(g for g in c4["last_fluxes"] if g["gas"] == "n2o")["flags"]
     assert "N2O < " in text
+
+
+def test_a_long_warm_up_keeps_the_heartbeat_fresh_and_says_so(tmp_path):
+    """A laser analyser warming up for 10 min before its group: the heartbeat goes on
+    (never older than status's STALE_S, so status never calls the daemon dead) and says
+    the group is warming up for its first chamber."""
+    from chamberd.controller.status import STALE_S
+
+    base = tracegas_site(tmp_path / "site.db")
+    data = base.model_dump(mode="python")
+    for a in data["analysers"]:
+        if a["id"] == "tg1":
+            a.update(power={"device": "relays1", "coil": 7}, power_w=30.0, warmup_s=600.0)
+    cfg = parse_config(data, source="warm-up test")
+    clock = FakeClock(start=START)
+    sim = SimulatedSite(cfg, clock)
+    site = build_site(cfg, clock=clock, site=sim, memory=True)
+    beats: list[tuple[dt.datetime, list]] = []
+    write = site.daemon.store.write_heartbeat
+
+    def recording(beat):
+        beats.append((clock.now(), [dict(a) for a in beat.get("activity") or []]))
+        write(beat)
+
+    site.daemon.store.write_heartbeat = recording
+    try:
+        site.daemon.run(until=START + dt.timedelta(minutes=40))
+    finally:
+        site.daemon.shutdown("end of the test")
+        site.close()
+    times = [t for t, _ in beats]
+    gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(times)]
+    assert gaps and max(gaps) < STALE_S
+    warming = [a for _, acts in beats for a in acts if a["phase"] == "warming_up"]
+    assert warming and warming[0]["analyser"] == "irga1" and warming[0]["chamber"] == "C1"
