@@ -172,16 +172,20 @@ class SiteView:
             (uuid,),
         )
 
-    def _history(self, store: SiteStore, since: dt.datetime) -> dict[str, list[dict]]:
+    def _history(self, store: SiteStore, since: dt.datetime) -> dict[str, dict[str, list[dict]]]:
+        """The selected fluxes since ``since``, per chamber and gas (each gas its own
+        series in its own unit: CO2 and CH4 never share a curve)."""
         rows = store.query(
-            "SELECT o.chamber, o.uuid, o.started_at, f.flux, f.flags FROM fluxes f "
-            "JOIN observations o ON o.uuid = f.observation_uuid "
+            "SELECT o.chamber, o.uuid, o.started_at, f.gas, f.flux, f.flux_unit, f.flags "
+            "FROM fluxes f JOIN observations o ON o.uuid = f.observation_uuid "
             "WHERE f.selected = 1 AND o.started_at >= ? ORDER BY o.started_at",
             (since.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),),
         )
-        out: dict[str, list[dict]] = collections.defaultdict(list)
+        out: dict[str, dict[str, list[dict]]] = collections.defaultdict(
+            lambda: collections.defaultdict(list)
+        )
         for row in rows:
-            out[row["chamber"]].append(row)
+            out[row["chamber"]][row["gas"]].append(row)
         return out
 
     def site_page(self) -> str:
@@ -241,7 +245,7 @@ class SiteView:
     def _chambers_html(self, status: dict[str, Any], history: dict[str, list]) -> str:
         out = [
             "<section id=chambers><h2>Chambers</h2><table><tr><th>chamber</th><th>service</th>"
-            "<th>last observation</th><th>status</th><th>flux [umol m-2 s-1]</th>"
+            "<th>last observation</th><th>status</th><th>CO2 flux [umol m-2 s-1]</th>"
             f"<th>model</th><th>flags</th><th>last {_HISTORY_DAYS} days</th></tr>"
         ]
         for c in status["chambers"]:
@@ -252,7 +256,7 @@ class SiteView:
                 if c["in_service"]
                 else ("disabled" if not c["enabled"] else f"OUT until {c['out_of_service_until']}")
             )
-            value = "-" if flux.get("flux") is None else f"{flux['flux']:.3f}"
+            value = _fluxes_html(flux, c.get("last_fluxes") or [])
             link = (
                 f'<a href="/obs/{quote(obs["uuid"])}">{_e(obs.get("started_at"))}</a>'
                 if obs.get("uuid")
@@ -264,7 +268,7 @@ class SiteView:
                 f"<td>{_e(service)}</td><td>{link}</td><td>{_e(obs.get('status'))}{reason}</td>"
                 f"<td class=flux>{value}</td><td>{_e(flux.get('model'))}</td>"
                 f"<td>{_e(flux.get('flags') or 'none') if flux else '-'}</td>"
-                f"<td>{_spark_svg(history.get(c['chamber'], []))}</td></tr>"
+                f"<td>{_sparks_html(history.get(c['chamber'], {}))}</td></tr>"
             )
         out.append("</table></section>")
         return "\n".join(out)
@@ -310,7 +314,7 @@ class SiteView:
                 return None
             obs = rows[0]
             fluxes = store.query(
-                "SELECT model, selected, flux, flux_se, flux_unit, r2, nrmse, n_points, "
+                "SELECT gas, model, selected, flux, flux_se, flux_unit, r2, nrmse, n_points, "
                 "dead_band_s, end_s, flags, model_reason FROM fluxes "
                 "WHERE observation_uuid = ? ORDER BY gas, model",
                 (uuid,),
@@ -336,12 +340,14 @@ class SiteView:
                 f'src="/obs/{quote(uuid)}.png">'
             )
         out.append(
-            "<table><tr><th>model</th><th>reported</th><th>flux</th><th>s.e.</th><th>unit</th>"
+            "<table><tr><th>gas</th><th>model</th><th>reported</th><th>flux</th><th>s.e.</th>"
+            "<th>unit</th>"
             "<th>R2</th><th>NRMSE</th><th>points</th><th>window [s]</th><th>flags</th></tr>"
         )
         for f in fluxes:
             out.append(
-                f"<tr><td>{_e(f['model'])}</td><td>{'yes' if f['selected'] else ''}</td>"
+                f"<tr><td>{_e(_gas_name(f['gas']))}</td><td>{_e(f['model'])}</td>"
+                f"<td>{'yes' if f['selected'] else ''}</td>"
                 f"<td>{_num(f['flux'])}</td><td>{_num(f['flux_se'])}</td>"
                 f"<td>{_e(f['flux_unit'])}</td><td>{_num(f['r2'])}</td><td>{_num(f['nrmse'])}</td>"
                 f"<td>{_e(f['n_points'])}</td><td>{_num(f['dead_band_s'], 1)} - "
@@ -463,8 +469,40 @@ def _trace_svg(samples: list[dict[str, Any]]) -> str:
     )
 
 
+def _gas_name(gas: str | None) -> str:
+    return "-" if gas is None else gas.upper()
+
+
+def _fluxes_html(flux: dict[str, Any], others: list[dict[str, Any]]) -> str:
+    """The last CO2 flux [umol m-2 s-1, the column's unit] and under it the chamber's
+    other gases, each labelled in its own unit; below detection shown as ``< MDF``, as
+    ``chamberd status`` does."""
+    co2 = flux.get("flux") if (flux.get("gas") or "co2") == "co2" else None
+    lines = ["-" if co2 is None else f"{co2:.3f}"]
+    for g in others:
+        if g["gas"] == "co2" or g["flux"] is None:
+            continue
+        below = "below_detection" in (g.get("flags") or "").split(";")
+        shown = f"&lt; {g['mdf']:.3g}" if below and g.get("mdf") else f"{g['flux']:.3f}"
+        lines.append(f"<small class=gas>{_gas_name(g['gas'])} {shown} {_e(g['flux_unit'])}</small>")
+    return "<br>".join(lines)
+
+
+def _sparks_html(series: dict[str, list[dict[str, Any]]]) -> str:
+    """One small curve per gas (CO2 first), each labelled with its gas."""
+    if not series:
+        return "<small>-</small>"
+    order = sorted(series, key=lambda gas: (gas != "co2", gas))
+    if order == ["co2"]:
+        return _spark_svg(series["co2"])
+    return "<br>".join(
+        f"<small>{_gas_name(gas)}</small> {_spark_svg(series[gas])}" for gas in order
+    )
+
+
 def _spark_svg(rows: list[dict[str, Any]]) -> str:
     values = [(r["started_at"], r["flux"]) for r in rows if r["flux"] is not None]
+    unit = next((r.get("flux_unit") for r in rows if r.get("flux_unit")), "umol m-2 s-1")
     if len(values) < 2:
         return "<small>-</small>"
     w, h = _SPARK_WIDTH, _SPARK_HEIGHT
@@ -475,7 +513,7 @@ def _spark_svg(rows: list[dict[str, Any]]) -> str:
     return (
         f'<svg class=spark width="{w}" height="{h}" viewBox="0 0 {w} {h}" role="img" '
         f'aria-label="fluxes from {lo:.2f} to {hi:.2f}"><title>{len(values)} fluxes, '
-        f"{lo:.2f} to {hi:.2f} umol m-2 s-1</title>"
+        f"{lo:.2f} to {hi:.2f} {_e(unit)}</title>"
         f'<polyline fill="none" stroke="#2da44e" stroke-width="1.5" points="{line}"/></svg>'
     )
 

@@ -213,3 +213,41 @@ def test_the_page_reads_without_writing(measured, server):
         assert store.query("SELECT count(*) AS n FROM events")[0]["n"] == before
     finally:
         store.close()
+
+
+def test_a_trace_gas_site_keeps_each_gas_in_its_own_unit(tmp_path):
+    """CO2 + CH4 + N2O in each loop: the CO2 column holds CO2 only, the other gases are
+    listed under it in nmol m-2 s-1 (N2O below detection as < MDF), each gas has its own
+    small curve, and an observation's page names the gas of every fit."""
+    from .tracegas_site import tracegas_site
+
+    cfg = tracegas_site(tmp_path / "site.db")
+    clock = FakeClock(start=START)
+    site = build_site(cfg, clock=clock, site=SimulatedSite(cfg, clock), memory=True)
+    try:
+        site.daemon.startup()
+        for minutes in (1, 31):
+            site.daemon.run_round(START + dt.timedelta(minutes=minutes))
+        view = SiteView(cfg, clock)
+        page = view.site_page()
+    finally:
+        site.daemon.shutdown("end of test")
+        site.close()
+    assert "<th>CO2 flux [umol m-2 s-1]</th>" in page
+    rows = dict(re.findall(r"<tr class=chamber><td>(C\d)<br>(.*?)</tr>", page))
+    assert set(rows) == {"C1", "C2", "C3", "C4"}
+    for chamber, row in rows.items():
+        cell = re.search(r"<td class=flux>(.*?)</td>", row).group(1)
+        co2 = float(cell.split("<br>")[0])
+        assert 0 < co2 < 20  # a soil CO2 efflux, never a CH4 value in nmol
+        gases = re.findall(r"<small class=gas>(\w+) (.*?) nmol m-2 s-1</small>", cell)
+        assert {g for g, _ in gases} == ({"CH4"} if chamber in ("C1", "C2") else {"N2O"})
+        sparks = re.findall(r"<small>(\w+)</small> <svg class=spark", row)
+        assert sparks == ["CO2", "CH4"] if chamber in ("C1", "C2") else ["CO2", "N2O"]
+        assert "nmol m-2 s-1</title>" in row  # the trace gas's curve in its unit
+    ch4 = re.search(r"<small class=gas>CH4 (-?[\d.]+) nmol", rows["C1"]).group(1)
+    assert float(ch4) > 5  # the paddy's emission (40 nmol m-2 s-1 at 10 degC)
+    uuid = re.search(r'href="/obs/([0-9a-f-]{36})"', rows["C1"]).group(1)
+    obs = view.observation_page(uuid)
+    assert "<th>gas</th>" in obs
+    assert {"<td>CO2</td>", "<td>CH4</td>"} <= set(re.findall(r"<td>(?:CO2|CH4)</td>", obs))
