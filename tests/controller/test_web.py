@@ -251,3 +251,53 @@ def test_a_trace_gas_site_keeps_each_gas_in_its_own_unit(tmp_path):
     obs = view.observation_page(uuid)
     assert "<th>gas</th>" in obs
     assert {"<td>CO2</td>", "<td>CH4</td>"} <= set(re.findall(r"<td>(?:CO2|CH4)</td>", obs))
+
+
+def test_serve_runs_shows_the_token_once_and_stops_on_sigterm(measured, tmp_path):
+    """The command itself: ``chamberd serve`` on 127.0.0.2 (a free port) prints where it
+    serves and the token once, answers with the token and refuses without it, and ends on
+    SIGTERM with status 0."""
+    import signal
+    import socket
+    import subprocess
+    import sys
+
+    cfg = measured["cfg"].model_copy(
+        update={"web": measured["cfg"].web.model_copy(update={"token": TOKEN})}
+    )
+    config = tmp_path / "site.toml"
+    config.write_text(to_toml(cfg), encoding="utf-8")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.2", 0))
+        port = probe.getsockname()[1]
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from chamberd.controller.cli import main; sys.exit(main())",
+            "serve",
+            str(config),
+            "--bind",
+            f"127.0.0.2:{port}",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        first = proc.stdout.readline()
+        assert first.startswith(f"serving {cfg.site.id} at http://127.0.0.2:{port}/"), first
+        second = proc.stdout.readline()
+        assert second.startswith(f"token: {TOKEN}")
+        url = f"http://127.0.0.2:{port}/"
+        assert get(url)[0] == 403
+        status, _, body = get(url, headers={"Authorization": f"Bearer {TOKEN}"})
+        assert status == 200 and TOKEN not in body.decode()
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+    assert TOKEN not in out  # shown once, at the start
