@@ -301,3 +301,44 @@ def test_serve_runs_shows_the_token_once_and_stops_on_sigterm(measured, tmp_path
             proc.wait()
     assert proc.returncode == 0, err
     assert TOKEN not in out  # shown once, at the start
+
+
+def test_the_central_page_shows_a_synced_site_and_its_clock_skew(
+    tmp_path, make_site_cfg, central_url
+):
+    """On both backends: a site synced by the daemon's own upload path appears with its
+    system and its last upload; on PostgreSQL (the server's clock) its clock skew (a
+    virtual site clock months behind) is shown and flagged, an SQLite file has none."""
+    from chamberd.network_sync.central import Central
+    from chamberd.network_sync.queries import campaign_overview
+    from chamberd.network_sync.sync import upload_site
+
+    cfg = make_site_cfg(2, 1, protocol="memory", db=tmp_path / "site.db")
+    clock = FakeClock(start=START)
+    site = build_site(cfg, clock=clock, site=SimulatedSite(cfg, clock), memory=True)
+    try:
+        site.daemon.startup()
+        site.daemon.run_round(START + dt.timedelta(minutes=1))
+    finally:
+        site.daemon.shutdown("end of test")
+        site.close()
+    assert main(["central", "init", central_url]) == 0
+    store = SiteStore(cfg.storage.path, site_id=cfg.site.id)
+    try:
+        with Central.connect(central_url) as central:
+            summary = upload_site(store, central, cfg, clock=clock)
+    finally:
+        store.close()
+    server_clock = central_url.startswith("postgresql")  # an SQLite file has no clock
+    assert summary.skew_flagged == int(server_clock)
+    view = SiteView(cfg, clock, central_url=central_url, central=campaign_overview)
+    with WebServer(make_app(view), "127.0.0.1", 0) as s:
+        status, _, body = get(s.url + "central")
+    page = body.decode()
+    assert status == 200
+    assert f"<td>{cfg.site.id}</td>" in page
+    if server_clock:
+        skew = re.search(r"<td>(-?\d+\.\d) \(beyond the limit\)</td>", page)
+        assert skew and float(skew.group(1)) < -86400 * 100  # July against December
+    else:
+        assert re.search(r"<td>-</td></tr>", page)  # no server clock: no skew, not 0
