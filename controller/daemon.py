@@ -117,6 +117,19 @@ def bounded(message: str, data: Mapping[str, Any] | None) -> tuple[str, dict[str
     return short, out
 
 
+def _short_list(names: list[str], *, at_most: int = 6) -> str:
+    """Names joined, a long list shortened to its first and last (one short log line).
+
+    >>> _short_list(["C1", "C2"])
+    'C1, C2'
+    >>> _short_list([f"C{i:02d}" for i in range(1, 17)])
+    'C01, ..., C16'
+    """
+    if len(names) <= at_most:
+        return ", ".join(names)
+    return f"{names[0]}, ..., {names[-1]}"
+
+
 class AlarmSink:
     """Records every alarm as an event; warnings and worse also go to ``alarms.command``.
 
@@ -752,7 +765,7 @@ class Daemon:
             "next round %s",
             self.cfg.site.id,
             len(chambers),
-            ", ".join(chambers) or "none enabled",
+            _short_list(chambers) or "none enabled",
             len(self.analysers),
             ", ".join(self.analysers),
             self.cfg.schedule.interval_min,

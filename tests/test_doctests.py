@@ -13,6 +13,7 @@ import chamberd.fitting
 MODULES = [
     *sorted(f"chamberd.fitting.{m.name}" for m in pkgutil.iter_modules(chamberd.fitting.__path__)),
     "chamberd.calibration.stability",  # the stability rule's examples too
+    "chamberd.controller.daemon",  # the start-up line's chamber list
 ]
 
 
