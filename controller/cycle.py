@@ -41,6 +41,7 @@ from chamberd.fitting import (
     detect_ebullition,
     diffusive_segment,
     fit_closure,
+    without_steps,
 )
 
 from .clock import Clock
@@ -727,8 +728,11 @@ class CycleRunner:
             reason = fit.model_reason
             n_points, window = fit.n_points, (fit.dead_band_s, fit.end_s)
             if gas == "ch4":
-                inside = (elapsed >= dead_band) & (elapsed <= end) & np.isfinite(values)
-                steps = detect_ebullition(elapsed[inside], values[inside], precision_mf=precision)
+                # bubbles over the whole closure: one in the dead band lifts the window
+                # off C'0 (see fitting.tracegas)
+                closure = (elapsed >= 0) & (elapsed <= end) & np.isfinite(values)
+                inside = closure & (elapsed >= dead_band)
+                steps = detect_ebullition(elapsed[closure], values[closure], precision_mf=precision)
                 if steps:
                     flags.append("ebullition")
                     quality["ebullition"] = [
@@ -743,7 +747,7 @@ class CycleRunner:
                         try:
                             diffusive = fit_closure(
                                 elapsed,
-                                values,
+                                without_steps(elapsed, values, steps),
                                 dead_band_s=segment.start_s,
                                 end_s=segment.end_s,
                                 settings=self.fit_settings,

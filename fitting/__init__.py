@@ -32,6 +32,7 @@ from .tracegas import (
     closing_onset_s,
     detect_ebullition,
     diffusive_segment,
+    without_steps,
 )
 from .window import DeadBandChoice, choose_dead_band, window_mask
 
@@ -71,4 +72,5 @@ __all__ = [
     "slope_to_flux",
     "wet_to_dry",
     "window_mask",
+    "without_steps",
 ]
