@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench bench-fit bench-sync bench-serve bench-tracegas clean
+.PHONY: demo test lint bench bench-fit bench-sync bench-serve bench-tracegas bench-compare clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,9 @@ bench-serve: $(STAMP)
 
 bench-tracegas: $(STAMP)
 	$(BIN)/python benchmarks/bench_tracegas.py
+
+bench-compare: $(STAMP)
+	$(BIN)/python benchmarks/bench_compare.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -212,3 +212,96 @@ def _trace(begin: dt.datetime, flux: float) -> list[tuple[Any, ...]]:
         )
         for k in range(6)
     ]
+
+
+#: ``trace_gas_systems``: each gas's flux at 10 degC [its flux unit] and Q10. CH4 is taken
+#: up (a dry steppe, as in the Inner Mongolia grassland comparison); N2O is emitted.
+TRACE_GASES = {
+    "co2": {"r10": 2.0, "q10": 2.0, "bias": -0.05},
+    "ch4": {"r10": -1.5, "q10": 1.3, "bias": -0.13},
+    "n2o": {"r10": 1.5, "q10": 2.5, "bias": 0.09},
+}
+
+
+def trace_gas_systems(
+    central: Central,
+    *,
+    days: int = 10,
+    site: str = "XLG",
+    zone: str = "Asia/Shanghai",
+    seed: int = 1,
+    gap: tuple[int, int] = (150, 166),
+) -> dict[str, Any]:
+    """An automated system (three collars, half-hourly) and a survey system (two collars,
+    three daytime visits a day) measuring CO2, CH4 and N2O on each closure, as a laser
+    analyser's site syncs them: one observation with a selected flux row per gas, each in
+    its own unit (umol m-2 s-1; nmol m-2 s-1). flux = r10 Q10^((T-10)/10) x collar factor x
+    (1 + 5 % noise), :data:`TRACE_GASES`; the survey reads each gas ``bias`` off (a
+    different bias per gas, so a gas mixed up with another shows). The collar factors
+    average 1 on both systems. The automated system is off for the half-hourly rounds
+    ``gap`` (a power cut: no observations at all). Returns the truth: per gas its
+    relative bias and the noise-free period sum of the automated system's collar mean [flux
+    unit x s] over every round, the gap's included."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    start = dt.datetime(2026, 7, 1, tzinfo=dt.UTC)
+    factors = {"C1": 1.0, "C2": 1.1, "C3": 0.9, "S1": 0.95, "S2": 1.05}
+    add_system(central, site, "auto", time_zone=zone, chambers=["C1", "C2", "C3"])
+    add_system(central, site, "survey", time_zone=zone, chambers=["S1", "S2"])
+
+    def fluxes(begin: dt.datetime, chamber: str, survey: bool) -> list[dict[str, Any]]:
+        temperature = soil_temperature(begin)
+        rows = []
+        for gas, p in TRACE_GASES.items():
+            flux = p["r10"] * p["q10"] ** ((temperature - 10) / 10) * factors[chamber]
+            se = None if survey else 0.05 * abs(flux)  # the SE of the 5 % noise
+            flux *= (1 + (p["bias"] if survey else 0.0)) * (1 + rng.normal(0, 0.05))
+            rows.append(flux_row(gas, flux, "manual" if survey else "site-1", flux_se=se))
+        return rows
+
+    auto, survey = [], []
+    truth_sum = dict.fromkeys(TRACE_GASES, 0.0)
+    for k in range(days * 48):
+        begins = [start + dt.timedelta(minutes=30 * k, seconds=300 * i) for i in range(3)]
+        for gas, p in TRACE_GASES.items():  # the collar mean at the closures' midpoints
+            mean = np.mean(
+                [
+                    p["r10"] * p["q10"] ** ((soil_temperature(b) - 10) / 10) * factors[c]
+                    for b, c in zip(begins, ["C1", "C2", "C3"], strict=True)
+                ]
+            )
+            truth_sum[gas] += float(mean) * 1800.0
+        if gap[0] <= k < gap[1]:
+            continue
+        for begin, chamber in zip(begins, ["C1", "C2", "C3"], strict=True):
+            auto.append(
+                observation(
+                    chamber,
+                    begin,
+                    None,
+                    version="",
+                    temperature=soil_temperature(begin),
+                    moisture=25.0,
+                    fluxes=fluxes(begin, chamber, survey=False),
+                )
+            )
+    for day in range(days):
+        for hour in (2, 4, 6):  # 10:00, 12:00, 14:00 local (UTC+8)
+            for j, chamber in enumerate(["S1", "S2"]):
+                begin = start + dt.timedelta(days=day, hours=hour, minutes=3 + 4 * j)
+                survey.append(
+                    observation(
+                        chamber,
+                        begin,
+                        None,
+                        version="",
+                        temperature=soil_temperature(begin),
+                        fluxes=fluxes(begin, chamber, survey=True),
+                    )
+                )
+    store(central, site, "auto", auto)
+    store(central, site, "survey", survey)
+    return {
+        gas: {"relative_bias": p["bias"], "sum_a": truth_sum[gas]} for gas, p in TRACE_GASES.items()
+    }

@@ -263,6 +263,15 @@ class SideTemporal:
     cumulative: pd.DataFrame | None = field(default=None, repr=False)
     notes: tuple[str, ...] = ()
 
+    @property
+    def sum_unit(self) -> str | None:
+        """The unit of the sums (``g C m-2``, ``mg C m-2``, ``mg N m-2``), or None without
+        sums."""
+        for frame in (self.period, self.daily, self.monthly, self.cumulative):
+            if frame is not None and frame.attrs.get("unit"):
+                return str(frame.attrs["unit"])
+        return None
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "label": self.label,
@@ -270,6 +279,7 @@ class SideTemporal:
             "lloyd_taylor": plain(self.lloyd_taylor),
             "diel": plain(self.diel),
             "sums": {
+                "unit": self.sum_unit,
                 "daily": plain(self.daily),
                 "monthly": plain(self.monthly),
                 "period": plain(self.period),

@@ -1136,6 +1136,7 @@ def _artificial_gap_errors(
     gen: np.random.Generator,
     *,
     relative: bool,
+    without_temperature: np.ndarray | None = None,
     min_gaps: int = 5,
     target_gaps: int = 40,
     max_rounds: int = 25,
@@ -1146,12 +1147,15 @@ def _artificial_gap_errors(
     Gap lengths are grouped in classes [2^k, 2^(k+1)) slots. For each class present among
     the real gaps, gaps of the class's median length are cut out of the measured data
     (non-overlapping, at least ``min_measured`` of each measured) and filled by
-    ``predict(mask)`` (the same method, from the remaining data); the error of each gap is
-    the mean of (fill - measured) over its measured slots, divided by the mean |fill| there
-    when ``relative``. Classes with fewer than ``min_gaps`` artificial gaps are interpolated
-    on log-log axes between the classes that have them; beyond the longest such class the
-    error grows as the square root of the length (a random walk), below the shortest it is
-    held.
+    ``predict(mask, cut_temperature)`` (the same method, from the remaining data); the error
+    of each gap is the mean of (fill - measured) over its measured slots, divided by the mean
+    |fill| there when ``relative``. Where most real gaps of a class have no soil temperature
+    either (``without_temperature``, per real run: a system that was off), the artificial
+    gaps lose theirs too (``cut_temperature``): their fill then follows the temperature
+    interpolated across them, as the real fill does, and the error includes that. Classes
+    with fewer than ``min_gaps`` artificial gaps are interpolated on log-log axes between the
+    classes that have them; beyond the longest such class the error grows as the square root
+    of the length (a random walk), below the shortest it is held.
 
     Returns, per real run, the RMS error of its mean (relative, or in flux units), and a
     summary per class.
@@ -1163,6 +1167,9 @@ def _artificial_gap_errors(
         length = int(np.median(run_len[classes == k]))
         if length >= n // 2:
             continue
+        cut = without_temperature is not None and bool(
+            np.mean(without_temperature[classes == k]) >= 0.5
+        )
         errors: list[float] = []
         per_round = int(np.clip(0.1 * n / (2 * length), 1, target_gaps))
         rounds = 0
@@ -1182,7 +1189,7 @@ def _artificial_gap_errors(
             mask = measured.copy()
             for st in chosen:
                 mask[st : st + length] = False
-            pred = predict(mask)
+            pred = predict(mask, cut)
             if pred is None:
                 continue
             for st in chosen:
@@ -1203,6 +1210,7 @@ def _artificial_gap_errors(
                     "n_real_gaps": int((classes == k).sum()),
                     "n_artificial_gaps": int(err.size),
                     "error": "relative" if relative else "flux unit",
+                    "temperature_cut": cut,
                     "rms_error": float(np.sqrt(np.mean(err**2))),
                     "mean_error": float(err.mean()),
                 }
@@ -1231,6 +1239,13 @@ def _leave_one_out_linear(centres: np.ndarray, f: np.ndarray, measured: np.ndarr
     out[idx[1:-1]] = v[:-2] + w * (v[2:] - v[:-2])
     out[idx[0]], out[idx[-1]] = v[1], v[-2]
     return out
+
+
+def _response(model: str, sensitivity: dict[str, Any], t: np.ndarray) -> np.ndarray:
+    """g(T) of gap_fill with the sensitivity :func:`_sensitivity` found (``q10``, ``e0_k``)."""
+    if model == "q10":
+        return np.power(sensitivity["q10"], (t - 10.0) / 10.0)
+    return np.exp(sensitivity["e0_k"] * _lt_u(t))
 
 
 def _sensitivity(
@@ -1373,7 +1388,10 @@ def gap_fill(
        (inflated by sqrt((1 + rho)/(1 - rho)) for autocorrelated residuals); with
        ``fill_error="artificial_gaps"``, raised to what artificial gaps of the same length
        show: the RMS relative error of their sums, times the gap's model sum, less the
-       scatter part. ``fill_se`` = sqrt(scatter^2 + level^2) per value.
+       scatter part. Where a gap has no soil temperature either (the system was off), the
+       artificial gaps of its length lose theirs too, so that the error of filling with the
+       interpolated temperature is counted (``attrs["artificial_gap_classes"]``,
+       ``temperature_cut``). ``fill_se`` = sqrt(scatter^2 + level^2) per value.
     5. Temperature missing in a slot is interpolated linearly in time (flagged
        ``temperature_filled``): over long gaps without temperature the fill then follows the
        interpolated temperature, not a diel cycle.
@@ -1496,8 +1514,8 @@ def gap_fill(
         # linear interpolation in time across each gap (held before the first and after
         # the last measurement); at measured slots the model is the line between the
         # neighbours, so that the residuals show the random error
-        def predict(mask: np.ndarray) -> np.ndarray | None:
-            if mask.sum() < 2:
+        def predict(mask: np.ndarray, cut_temperature: bool = False) -> np.ndarray | None:
+            if mask.sum() < 2:  # (no temperature in a linear fill: nothing to cut)
                 return None
             return np.interp(centres_ns, centres_ns[mask], f_slot[mask])
 
@@ -1559,13 +1577,26 @@ def gap_fill(
         # ... and what artificial gaps of the same length show beyond the AR(1) scatter
         if fill_error == "artificial_gaps" and n_runs:
 
-            def predict(mask: np.ndarray) -> np.ndarray | None:
-                fit = windows.fit(mask, f_slot, g)
-                return None if fit is None else fit.r10_t * g
+            def predict(mask: np.ndarray, cut_temperature: bool = False) -> np.ndarray | None:
+                g_mask = g
+                if cut_temperature:  # the artificial gaps' temperature interpolated, too
+                    known = t_ok & ~(measured & ~mask)
+                    if known.sum() < 2:
+                        return None
+                    t_mask = np.where(
+                        known, t_slot, np.interp(centres_ns, centres_ns[known], t_slot[known])
+                    )
+                    g_mask = _response(model_key, sensitivity, t_mask)
+                fit = windows.fit(mask, f_slot, g_mask)
+                return None if fit is None else fit.r10_t * g_mask
 
+            without_t = np.bincount(
+                run[in_run], weights=temperature_filled[in_run].astype(float), minlength=n_runs
+            ) >= 0.5 * np.maximum(run_len, 1)
             rel, calibration = _artificial_gap_errors(
-                predict, measured, f_slot, run_len, gen, relative=True
-            )
+                predict, measured, f_slot, run_len, gen, relative=True,
+                without_temperature=without_t,
+            )  # fmt: skip
             run_abs = np.bincount(run[in_run], weights=np.abs(model_flux[in_run]), minlength=n_runs)
             scatter_var = _ar1_run_variances(scatter, run, run_start, rho, n_runs)
             level_var = np.maximum(level_var, (rel * run_abs) ** 2 - scatter_var)
