@@ -1,6 +1,7 @@
 """Trace-gas analyser faults in the daemon, over the real protocols: an LI-7810 on MQTT
-(the machine's Mosquitto) whose timestamps stop, and an LGR UGGA whose fit turns invalid,
-each end with that group's lids open and an event, while the other group measures."""
+(the machine's Mosquitto) whose timestamps stop, and an LGR UGGA whose fit turns invalid or
+whose timestamps stop, each end with that group's lids open and an event, while the other
+group measures."""
 
 from __future__ import annotations
 
@@ -80,8 +81,9 @@ def _after(site_seconds, action):
     [
         ("irga1", lambda f: f.stale.add("irga1"), "analyser_silent", "stale data"),
         ("irga2", lambda f: f.fit_invalid.add("irga2"), "analyser_garbled", "Fit_Flag 0"),
+        ("irga2", lambda f: f.stale.add("irga2"), "analyser_silent", "stale data"),
     ],
-    ids=["li7810-stale", "ugga-fit-flag"],
+    ids=["li7810-stale", "ugga-fit-flag", "ugga-stale"],
 )
 def test_trace_gas_fault_opens_the_lids_with_an_event(rig, analyser, fault, kind, says):
     sim, daemon, clock, rows = rig
