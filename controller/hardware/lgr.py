@@ -247,6 +247,7 @@ class LGRAnalyser:
         self.last_fit_flag: int | None = None
         self.stale_watch: StaleWatch[tuple[str, float]] = StaleWatch(_later)
         self._last_time_text = ""
+        self._valid_mono: float | None = None  # when the last valid record arrived
 
     @property
     def stale(self) -> int:
@@ -320,6 +321,7 @@ class LGRAnalyser:
                 )
                 continue
             self._last_time_text = record.time_text.strip()
+            self._valid_mono = mono
             v = record.values
             return AnalyserReading(
                 time=arrived,
@@ -349,8 +351,8 @@ class LGRAnalyser:
                 f"{timeout_s:g} s; last frames: {self.link.last_frames()}"
             )
         return HardwareTimeoutError(
-            f"{self._where()}: no valid record within {timeout_s:g} s; last frames: "
-            f"{self.link.last_frames()}"
+            f"{self._where()}: {self.link.lost_since(self._valid_mono)}no valid record "
+            f"within {timeout_s:g} s; last frames: {self.link.last_frames()}"
         )
 
     def discard_pending(self) -> None:

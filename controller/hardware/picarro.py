@@ -173,6 +173,7 @@ class PicarroAnalyser:
         self.interval_s = 1.0
         self._next_poll = -math.inf
         self.stale_watch: StaleWatch[dt.datetime] = StaleWatch()
+        self._reply_mono: float | None = None  # when the last reply arrived
         gases = [s for s in self.species if s in _SPECIES and s != "H2O"]
         # a species read as its _dry form when the analyser reports both
         self._use: dict[str, str] = {}
@@ -202,9 +203,10 @@ class PicarroAnalyser:
             reply = self.link.read_line(timeout_s)
         except HardwareTimeoutError as exc:
             raise HardwareTimeoutError(
-                f"{self._where()}: no reply to {command} within {timeout_s:g} s; last "
-                f"frames: {self.link.last_frames()}"
+                f"{self._where()}: {self.link.lost_since(self._reply_mono)}no reply to "
+                f"{command} within {timeout_s:g} s; last frames: {self.link.last_frames()}"
             ) from exc
+        self._reply_mono = self.clock.monotonic()
         if reply.startswith("ERR:"):
             code = reply[4:].split("\t", 1)[0].strip()
             meaning = ERROR_CODES.get(code, "error")
