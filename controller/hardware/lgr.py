@@ -8,7 +8,14 @@ fit flag ``Fit_Flag`` and the MIU (multiport inlet unit) valve and its descripti
 record whose Fit_Flag is not 3 comes from an invalid spectral fit (the analyser's own
 judgement, e.g. during warm-up or at a pressure out of range): it is skipped, and
 ``max_invalid`` such records in a row, or only such records until the read's deadline,
-raise :class:`ProtocolError` (the analyser streams, but nothing it says is usable).
+raise :class:`ProtocolError` (the analyser streams, but nothing it says is usable). A
+record whose ``Time`` did not advance (the measurement froze while the stream repeats its
+last line) is not a new measurement: it is skipped, and a stream of such records ends in
+:class:`HardwareTimeoutError` "stale data" at the read's deadline, as silence would (the
+rule the three laser drivers share: :mod:`.stale`). The stream's dates read month-first
+(``mm/dd/yyyy``) or day-first by the analyser's settings, so the time of day is compared
+within one date, and a new date is always later; a ``Time`` of another form is only
+compared for equality.
 
 Checked and assumed (docs/hardware.md): 115200 8N1, the UGGA column order and the valid
 Fit_Flag value 3 are those of a public UGGA acquisition program (verified as far as one
@@ -26,6 +33,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 from dataclasses import dataclass
 
 from chamberd.controller.clock import Clock
@@ -33,8 +41,17 @@ from chamberd.controller.errors import HardwareTimeoutError, ProtocolError
 
 from .ports import AnalyserInfo, AnalyserReading
 from .serial_link import SerialLink
+from .stale import StaleWatch
 
-__all__ = ["BAUDRATE", "FIT_FLAG_VALID", "LAYOUTS", "LGRAnalyser", "LGRLayout", "parse_record"]
+__all__ = [
+    "BAUDRATE",
+    "FIT_FLAG_VALID",
+    "LAYOUTS",
+    "LGRAnalyser",
+    "LGRLayout",
+    "parse_record",
+    "record_time",
+]
 
 log = logging.getLogger(__name__)
 
@@ -164,6 +181,31 @@ def parse_record(line: str, layout: LGRLayout) -> LGRRecord:
     return LGRRecord(fields[0], values, fit_flag, dry, valve)
 
 
+_TIME = re.compile(r"\s*(\S+)\s+(\d{1,2}):(\d{2}):(\d{2}(?:\.\d+)?)\s*")
+
+
+def record_time(text: str) -> tuple[str, float]:
+    """A record's ``Time`` as (date as written, seconds of the day): comparable within one
+    date whichever order the date is written in; text of another form as (text, 0).
+
+    >>> record_time("  12/02/2026 01:00:00.123")
+    ('12/02/2026', 3600.123)
+    >>> record_time("garbled")
+    ('garbled', 0.0)
+    """
+    match = _TIME.fullmatch(text)
+    if match is None:
+        return (text.strip(), 0.0)
+    date, hours, minutes, seconds = match.groups()
+    return (date, int(hours) * 3600 + int(minutes) * 60 + float(seconds))
+
+
+def _later(new: tuple[str, float], last: tuple[str, float]) -> bool:
+    """A record's time is later than the last one's: a new date, or the same date and a
+    later time of day (dates in the stream are ambiguous, so they are not ordered)."""
+    return new[0] != last[0] or new[1] > last[1]
+
+
 def layout_from_header(line: str, model: str) -> LGRLayout | None:
     """The layout a header line (``Time, [CH4]_ppm, ...``) names; None if not a header."""
     names = tuple(f.strip() for f in line.split(","))
@@ -203,6 +245,14 @@ class LGRAnalyser:
         self.invalid = 0  # records with an invalid Fit_Flag in a row
         self.invalid_total = 0
         self.last_fit_flag: int | None = None
+        self.stale_watch: StaleWatch[tuple[str, float]] = StaleWatch(_later)
+        self._last_time_text = ""
+        self._valid_mono: float | None = None  # when the last valid record arrived
+
+    @property
+    def stale(self) -> int:
+        """Records skipped because their time did not advance."""
+        return self.stale_watch.total
 
     def _where(self) -> str:
         return f"{self.link.name} on {self.link.url}"
@@ -262,6 +312,16 @@ class LGRAnalyser:
                     )
                 continue
             self.invalid = 0
+            # a valid record repeating the last one's time is not a new measurement
+            if not self.stale_watch.fresh(record_time(record.time_text)):
+                log.debug(
+                    "%s: record at instrument time %s repeats; skipped",
+                    self._where(),
+                    record.time_text.strip(),
+                )
+                continue
+            self._last_time_text = record.time_text.strip()
+            self._valid_mono = mono
             v = record.values
             return AnalyserReading(
                 time=arrived,
@@ -284,9 +344,15 @@ class LGRAnalyser:
                 f"with Fit_Flag {self.last_fit_flag} (valid: {FIT_FLAG_VALID}); last frames: "
                 f"{self.link.last_frames()}"
             )
+        if self.stale_watch.run:
+            # the analyser streams its last record again and again: to the daemon, silence
+            return HardwareTimeoutError(
+                f"{self._where()}: {self.stale_watch.describe(self._last_time_text)} within "
+                f"{timeout_s:g} s; last frames: {self.link.last_frames()}"
+            )
         return HardwareTimeoutError(
-            f"{self._where()}: no valid record within {timeout_s:g} s; last frames: "
-            f"{self.link.last_frames()}"
+            f"{self._where()}: {self.link.lost_since(self._valid_mono)}no valid record "
+            f"within {timeout_s:g} s; last frames: {self.link.last_frames()}"
         )
 
     def discard_pending(self) -> None:

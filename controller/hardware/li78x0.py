@@ -26,7 +26,8 @@ What was checked and what is assumed (see docs/hardware.md):
 The instrument streams at 1 Hz whatever ``output_interval_s`` says. A record whose
 ``SECONDS``/``NANOSECONDS`` did not advance is not a new measurement (the instrument's
 measurement stopped while its broker keeps sending, or a duplicate): it is skipped, and a
-stream of such records ends in :class:`HardwareTimeoutError` ("stale") like a silent one.
+stream of such records ends in :class:`HardwareTimeoutError` ("stale") like a silent one
+(the rule the three laser drivers share: :mod:`.stale`).
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from chamberd.controller.errors import HardwareTimeoutError, ProtocolError
 
 from .mqtt_link import MqttLink
 from .ports import AnalyserInfo, AnalyserReading
+from .stale import StaleWatch
 
 __all__ = [
     "DEFAULT_TOPIC_ROOT",
@@ -233,10 +235,13 @@ class LI78x0Analyser:
         self.max_garbled = max_garbled
         self.connect_timeout_s = connect_timeout_s
         self.garbled = 0
-        self.stale = 0  # records skipped because the instrument's time did not advance
-        self._stale_run = 0  # ... since the last fresh record
+        self.stale_watch: StaleWatch[float] = StaleWatch()  # SECONDS.NANOSECONDS
         self.units = dict(DEFAULT_UNITS)
-        self._last_time_s: float | None = None
+
+    @property
+    def stale(self) -> int:
+        """Records skipped because the instrument's time did not advance."""
+        return self.stale_watch.total
 
     @classmethod
     def topics_for(cls, topic_root: str) -> tuple[str, str]:
@@ -309,26 +314,19 @@ class LI78x0Analyser:
                 continue
             self.garbled = 0
             when = record.instrument_time_s
-            if when is not None and self._last_time_s is not None and when <= self._last_time_s:
-                self.stale += 1
-                self._stale_run += 1
+            if not self.stale_watch.fresh(when):
                 log.debug(
                     "%s: record at instrument time %.3f repeats; skipped", self._where(), when
                 )
                 continue
-            if when is not None:
-                self._last_time_s = when
-            self._stale_run = 0
             if record.flags:
                 log.debug("%s: value flags %s", self._where(), record.flags)
             return reading
 
     def _timeout(self, timeout_s: float) -> HardwareTimeoutError:
-        if self._stale_run:
-            what = (
-                f"stale data (timestamps stopped at SECONDS {self._last_time_s:.0f}, "
-                f"{self._stale_run} repeats)"
-            )
+        watch = self.stale_watch
+        if watch.run:
+            what = watch.describe(f"SECONDS {watch.last:.0f}")
         else:
             what = "no data"
         if not self.link.is_connected:

@@ -25,7 +25,8 @@ fractions (``dry=True`` when every gas read is a ``_dry`` species).
 The driver polls: :meth:`read` sends ``_Meas_GetConcEx`` once per output interval and
 returns the first measurement newer than the last one, stamped by the clock when the
 reply arrived. Replies that repeat the last measurement's time (the analyser stopped
-measuring but answers) end in :class:`HardwareTimeoutError` ("stale") at the deadline.
+measuring but answers) end in :class:`HardwareTimeoutError` ("stale") at the deadline (the
+rule the three laser drivers share: :mod:`.stale`).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from chamberd.controller.errors import HardwareError, HardwareTimeoutError, Prot
 
 from .ports import AnalyserInfo, AnalyserReading
 from .serial_link import SerialLink
+from .stale import StaleWatch
 
 __all__ = [
     "BAUDRATE",
@@ -170,8 +172,8 @@ class PicarroAnalyser:
         self.reply_timeout_s = reply_timeout_s
         self.interval_s = 1.0
         self._next_poll = -math.inf
-        self._last: dt.datetime | None = None
-        self.stale = 0
+        self.stale_watch: StaleWatch[dt.datetime] = StaleWatch()
+        self._reply_mono: float | None = None  # when the last reply arrived
         gases = [s for s in self.species if s in _SPECIES and s != "H2O"]
         # a species read as its _dry form when the analyser reports both
         self._use: dict[str, str] = {}
@@ -185,6 +187,11 @@ class PicarroAnalyser:
             self._use[_SPECIES[s][0]].endswith("_dry") for s in gases if s != "H2O"
         )
 
+    @property
+    def stale(self) -> int:
+        """Replies skipped because they repeated the last measurement's time."""
+        return self.stale_watch.total
+
     def _where(self) -> str:
         return f"{self.link.name} on {self.link.url}"
 
@@ -196,9 +203,10 @@ class PicarroAnalyser:
             reply = self.link.read_line(timeout_s)
         except HardwareTimeoutError as exc:
             raise HardwareTimeoutError(
-                f"{self._where()}: no reply to {command} within {timeout_s:g} s; last "
-                f"frames: {self.link.last_frames()}"
+                f"{self._where()}: {self.link.lost_since(self._reply_mono)}no reply to "
+                f"{command} within {timeout_s:g} s; last frames: {self.link.last_frames()}"
             ) from exc
+        self._reply_mono = self.clock.monotonic()
         if reply.startswith("ERR:"):
             code = reply[4:].split("\t", 1)[0].strip()
             meaning = ERROR_CODES.get(code, "error")
@@ -293,20 +301,14 @@ class PicarroAnalyser:
                 ) from exc
             arrived, mono = self.clock.now(), self.clock.monotonic()
             measurement = parse_conc_ex(reply, self.species)
-            if self._last is not None and measurement.time <= self._last:
-                self.stale += 1
+            if not self.stale_watch.fresh(measurement.time):
                 self._next_poll = self.clock.monotonic() + self.interval_s / 4
                 continue
-            self._last = measurement.time
-            self.stale = 0
             return self._reading(measurement, arrived, mono)
 
     def _timeout(self, timeout_s: float, no_data: Exception | None) -> HardwareTimeoutError:
-        if self.stale:
-            what = (
-                f"stale data: the measurement time stopped at {self._last} "
-                f"({self.stale} repeated replies)"
-            )
+        if self.stale_watch.run:
+            what = self.stale_watch.describe()
         elif no_data is not None:
             what = "no measurement data (ERR:3002)"
         else:

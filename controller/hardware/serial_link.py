@@ -108,6 +108,8 @@ class SerialLink:
         self._opened_at = 0.0
         self._idle_reopens = 0
         self.reopens = 0  # times the port was reopened after a drop or a silent stretch
+        # the last time the port failed with an error (monotonic), and the error
+        self.last_drop: tuple[float, str] | None = None
 
     # --- connection -----------------------------------------------------------------------
 
@@ -123,6 +125,16 @@ class SerialLink:
         """``"not connected, "`` while the port is closed (it cannot be reopened), else
         empty: the start of a message about a read that got nothing."""
         return "" if self._port is not None else "not connected, "
+
+    def lost_since(self, since_s: float | None) -> str:
+        """The start of a message about a read that got nothing: ``"link lost (read failed:
+        socket disconnected), "`` when the port failed after monotonic time ``since_s``
+        (None: ever), then :meth:`state`."""
+        drop = self.last_drop
+        lost = ""
+        if drop is not None and (since_s is None or drop[0] > since_s):
+            lost = f"link lost ({drop[1]}), "
+        return lost + self.state()
 
     def last_frames(self) -> str:
         return " | ".join(self.frames) if self.frames else "(nothing exchanged)"
@@ -185,6 +197,7 @@ class SerialLink:
     def _drop(self, exc: BaseException) -> None:
         log.warning("%s: link lost (%s); will reopen", self._where(), operator_message(exc, 120))
         self.reopens += 1
+        self.last_drop = (self.clock.monotonic(), operator_message(exc, 80))
         self._close_port()
         self._failures += 1
         delay = min(self.backoff_s[0] * 2 ** (self._failures - 1), self.backoff_s[1])

@@ -227,6 +227,7 @@ class LGRDevice:
         self.layout = LAYOUTS[model]
         self.interval = site.cfg.analyser(analyser).output_interval_s
         self.send_header = False  # the first line a header (as some firmware sends)
+        self._last: str | None = None
 
     @property
     def interval_s(self) -> float | None:
@@ -242,6 +243,12 @@ class LGRDevice:
         if self.send_header:
             self.send_header = False
             return self.header()
+        if self.analyser in self.site.faults.stale and self._last is not None:
+            return self._last  # the measurement froze: the same record, again
+        self._last = self._record()
+        return self._last
+
+    def _record(self) -> str:
         clock = self.site.clock
         v = measured_values(self.site, self.analyser, self.model, clock.monotonic())
         w = v["h2o_mmol_mol"]

@@ -30,7 +30,10 @@ CHAMBER_SIM = [
 ]
 
 
-def tracegas_site(db: Path | str, *, cycle: dict | None = None) -> SiteConfig:
+def tracegas_site(
+    db: Path | str, *, cycle: dict | None = None, intervals_s: dict[str, float] | None = None
+) -> SiteConfig:
+    """The site; ``intervals_s``: analyser id -> its output interval (1 s otherwise)."""
     data = site_dict(4, 2, protocol="memory", db=db, cycle=cycle)
     data["analysers"] += [
         {
@@ -55,5 +58,8 @@ def tracegas_site(db: Path | str, *, cycle: dict | None = None) -> SiteConfig:
         first = chamber.pop("analyser")
         chamber["analysers"] = [first, "tg1" if first == "irga1" else "tg2"]
         chamber["sim"] = {**chamber.get("sim", {}), **CHAMBER_SIM[i]}
+    for analyser in data["analysers"]:
+        if intervals_s and analyser["id"] in intervals_s:
+            analyser["output_interval_s"] = intervals_s[analyser["id"]]
     data["cycle"] = {**data["cycle"], "gases": {"ch4": {"dead_band_s": 30.0}}}
     return parse_config(data, source="trace-gas test site")

@@ -1,5 +1,5 @@
 """LGR/ABB serial stream: exact lines over a real pty, then against the simulator over TCP
-(invalid Fit_Flag, a dropped link, a silent analyser)."""
+(invalid Fit_Flag, stale timestamps, a dropped link, a silent analyser)."""
 
 from __future__ import annotations
 
@@ -58,6 +58,21 @@ def test_invalid_fit_flag_records_are_skipped_then_refused(analyser, pty_device)
         analyser.read(0.5)
 
 
+def test_a_repeated_time_is_stale_and_ends_in_a_timeout_naming_it(analyser, pty_device):
+    pty_device.send(UGGA)
+    assert analyser.read(2.0).ch4_nmol_mol == pytest.approx(2014.18)
+    earlier = UGGA.replace(b"01:00:00.123", b"00:59:59.123")
+    pty_device.send(UGGA + UGGA + earlier)  # the measurement froze; the line repeats
+    stale = r"stale data \(timestamps stopped at 12/02/2026 01:00:00.123, 3 repeats\) within 0.5 s"
+    with pytest.raises(HardwareTimeoutError, match=stale):
+        analyser.read(0.5)
+    assert analyser.stale == 3
+    # a new date is later whichever way the stream writes dates, even at an earlier hour
+    pty_device.send(UGGA.replace(b"12/02/2026 01:00:00.123", b"13/02/2026 00:00:01.000"))
+    assert analyser.read(2.0).ch4_nmol_mol == pytest.approx(2014.18)
+    assert analyser.stale_watch.run == 0
+
+
 def test_a_header_line_sets_the_columns_by_name(analyser, pty_device):
     columns = list(LAYOUTS["lgr-ugga"].columns)
     order = [columns.index(c) for c in reversed(columns[1:])]  # a firmware's other order
@@ -113,11 +128,26 @@ def test_simulated_invalid_fit_flag_then_recovery(rig):
     assert driver.read(5.0).ch4_nmol_mol > 1900
 
 
+def test_simulated_stale_stream_times_out_then_recovers(rig):
+    site, _, driver = rig
+    driver.configure(output_interval_s=1.0)
+    driver.read(5.0)
+    site.faults.stale.add("T1")
+    with pytest.raises(HardwareTimeoutError, match=r"stale data \(timestamps stopped at "):
+        for _ in range(20):  # lines already queued come first
+            driver.read(4.0)
+    assert driver.stale >= 2
+    site.faults.stale.clear()
+    assert driver.read(10.0).ch4_nmol_mol > 1900
+
+
 def test_simulated_serial_drop_times_out_then_reconnects(rig):
     site, _, driver = rig
     driver.configure(output_interval_s=1.0)
     site.faults.link_down.add("T1")
-    with pytest.raises(HardwareTimeoutError, match="no valid record within 4 s"):
+    with pytest.raises(
+        HardwareTimeoutError, match=r"link lost \(.+\), .*no valid record within 4 s"
+    ):
         for _ in range(20):  # lines already queued come first
             driver.read(4.0)
     site.faults.link_down.clear()

@@ -8,7 +8,7 @@ import importlib
 import pytest
 
 
-@pytest.mark.parametrize("name", ["li78x0", "lgr", "picarro", "mqtt_link"])
+@pytest.mark.parametrize("name", ["li78x0", "lgr", "picarro", "mqtt_link", "stale"])
 def test_docstring_examples(name):
     module = importlib.import_module(f"chamberd.controller.hardware.{name}")
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
