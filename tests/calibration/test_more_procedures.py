@@ -146,6 +146,7 @@ def test_a_later_run_recovers_a_killed_one(make_sim_site):
 def test_site_limits_override_the_procedures(make_sim_site):
     from chamberd.calibration.procedures import get_procedure, limits_for
 
-    limits = limits_for(get_procedure("lid-check"), {"max_move_s": 2.0, "unrelated": 1.0})
+    # another procedure's limit does not apply to this one
+    limits = limits_for(get_procedure("lid-check"), {"max_move_s": 2.0, "max_span_error_pct": 1.5})
     assert limits == {"max_move_s": 2.0}
     assert get_procedure("7").id == "lid-check"
