@@ -126,3 +126,46 @@ def test_analyser_lost_during_an_adjustment_is_recorded_partly_adjusted(make_sim
     assert "checks_after" not in data and record["as_left"] is None
     assert record["as_found"]  # the state before it is kept, to set the analyser back
     assert abs(site.sim.span_gain("irga") - 1.04) < 1e-3  # the span was never sent
+
+
+def test_calibrate_run_exits_1_when_the_analyser_is_lost(make_sim_site, tmp_path, capsys):
+    """The same through ``chamberd calibrate run`` (on the site's clock): exit status 1,
+    the error on stderr, the record incomplete."""
+    from chamberd.controller.cli import main
+    from chamberd.controller.config import to_toml
+
+    site = make_sim_site(speed=SPEED)
+    site.sim.faults.plate.add("C1")
+    config = tmp_path / "site.toml"
+    config.write_text(to_toml(site.cfg), encoding="utf-8")
+    answers = tmp_path / "answers.toml"
+    answers.write_text('operator = "Trainee Six"\n', encoding="utf-8")
+    mark = len(site.sim.commands)
+
+    def lose() -> None:
+        if _wait_for(
+            lambda: any(k == "lid" and c == "C1" and v for _, k, c, v in site.sim.commands[mark:]),
+            300.0,
+        ):
+            site.clock.sleep(23.0)
+            site.hardware.analysers["irga"].power_off()
+
+    helper = threading.Thread(target=lose, daemon=True)
+    helper.start()
+    argv = ["calibrate", "run", "blank", "--config", str(config), "--chamber", "C1"]
+    argv += ["--answers", str(answers), "--speed", str(SPEED), "--timeline", site.clock.timeline]
+    status = main(argv)  # on this thread: it installs its SIGTERM handler
+    helper.join(60.0)
+    out, err = capsys.readouterr()
+    assert status == 1, (out, err)
+    assert "chamberd: error: analyser irga" in err and "no data within" in err
+    assert "INCOMPLETE: device lost or refused" in out
+    assert site.sim.lids_commanded_open()
+    store = SiteStore(site.db, site_id=site.cfg.site.id)
+    try:
+        assert [r["status"] for r in store.query("SELECT status FROM calibrations")] == [
+            "incomplete"
+        ]
+        assert store.calibration_locks() == []
+    finally:
+        store.close()
