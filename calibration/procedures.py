@@ -13,12 +13,22 @@ says so and why it was chosen.
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from chamberd.controller.errors import ConfigError
 
-__all__ = ["PROCEDURES", "Limit", "Procedure", "Step", "get_procedure", "limits_for"]
+__all__ = [
+    "PROCEDURES",
+    "Limit",
+    "Procedure",
+    "Step",
+    "get_procedure",
+    "limit_names",
+    "limits_for",
+    "unknown_limit",
+]
 
 
 @dataclass(frozen=True)
@@ -726,8 +736,43 @@ def get_procedure(name: str) -> Procedure:
     raise ConfigError(f"unknown calibration procedure {name!r} (one of: {known})")
 
 
+def limit_names() -> dict[str, tuple[str, ...]]:
+    """Every limit a site may override, with the procedures that use it."""
+    out: dict[str, tuple[str, ...]] = {}
+    for procedure in PROCEDURES.values():
+        for name in procedure.limits:
+            out[name] = (*out.get(name, ()), procedure.id)
+    return dict(sorted(out.items()))
+
+
+def unknown_limit(name: str) -> str | None:
+    """Why ``name`` is not a limit of any procedure (None when it is one).
+
+    The one rule for ``[calibration] limits``: the config schema refuses such a name, and
+    :func:`limits_for` does too, so a misspelt limit is never silently ignored.
+    """
+    names = limit_names()
+    if name in names:
+        return None
+    near = difflib.get_close_matches(name, list(names), n=3, cutoff=0.6)
+    if near:
+        return f"unknown limit (did you mean {' or '.join(near)}?)"
+    return "unknown limit (one of: " + ", ".join(names) + ")"
+
+
 def limits_for(procedure: Procedure, overrides: Mapping[str, float]) -> dict[str, float]:
-    """The procedure's limits with the site's overrides (``[calibration] limits``)."""
+    """The procedure's limits with the site's overrides (``[calibration] limits``).
+
+    An override of another procedure's limit does not apply here; a name no procedure has
+    is a :class:`ConfigError` (see :func:`unknown_limit`).
+    """
+    problems = [
+        f"calibration.limits.{name}: {why}"
+        for name in overrides
+        if (why := unknown_limit(name)) is not None
+    ]
+    if problems:
+        raise ConfigError("; ".join(problems))
     out = {name: limit.value for name, limit in procedure.limits.items()}
     for name, value in overrides.items():
         if name in out:

@@ -595,13 +595,28 @@ class AutomaticCheck(_Model):
     at: Annotated[str, AfterValidator(_clock_time)] = "03:00"  # local time of the site
 
 
+def _limit_name(name: str) -> str:
+    # The limit names are the procedures' data; the rule is theirs (``unknown_limit``),
+    # imported late so that loading a config does not load the procedures before it needs
+    # them (the runner applies the same rule in ``limits_for``).
+    from chamberd.calibration.procedures import unknown_limit
+
+    why = unknown_limit(name)
+    if why is not None:
+        raise PydanticCustomError("unknown_limit", "{why}", {"why": why})
+    return name
+
+
+LimitName = Annotated[Identifier, AfterValidator(_limit_name)]
+
+
 class CalibrationSection(_Model):
     """Calibration hardware and settings (``chamberd calibrate``)."""
 
     manifold: list[ManifoldSlot] = Field(default_factory=list, max_length=32)
     automatic: AutomaticCheck | None = None
     # overrides of the procedures' limits, by limit name (see docs/trainee.md)
-    limits: dict[Identifier, _number(float, ge=-1e9, le=1e9)] = Field(
+    limits: dict[LimitName, _number(float, ge=-1e9, le=1e9)] = Field(
         default_factory=dict, max_length=100
     )
 
@@ -1262,6 +1277,8 @@ def _check_paths(cfg: SiteConfig, errors: list[str]) -> None:
 def _path(loc: Sequence[Any]) -> str:
     out = ""
     for part in loc:
+        if part == "[key]":  # an error in a table's key: the key itself names the field
+            continue
         if isinstance(part, int):
             out += f"[{part}]"
             continue

@@ -87,7 +87,9 @@ def choose_dead_band(
     ``end_s``, in ``step_s`` steps) and each window end (fractions ``lengths`` of
     ``end_s``), the slope is fitted with the exponential (C'0 fixed) where it converges
     and the linear otherwise. The sensitivity at d is the largest relative change of the
-    slope against the neighbouring dead bands (d - step, d + step), per second. The window
+    slope against the neighbouring dead bands (d - step, d + step), per second; where a
+    neighbour's window holds the same samples (a gap in the trace), the next one that holds
+    others is taken instead. The window
     with the smallest sensitivity wins; ties go to the shorter dead band and the longer
     window. Windows with fewer than ``min_points`` samples are not considered.
 
@@ -134,9 +136,11 @@ def choose_dead_band(
     for fraction in lengths:
         end = end_s * fraction
         slopes = []
+        counts = []  # samples in each window: equal counts, the same samples
         for d in candidates:
             mask = (t_all >= d) & (t_all <= end)
-            if mask.sum() < min_points:
+            counts.append(int(mask.sum()))
+            if counts[-1] < min_points:
                 slopes.append(math.nan)
                 continue
             slopes.append(_slope(t_all[mask], y_all[mask], c0_mf, use_exp))
@@ -146,10 +150,19 @@ def choose_dead_band(
         for i, d in enumerate(candidates):
             if not math.isfinite(s[i]) or s[i] == 0:
                 continue
-            neighbours = [s[j] for j in (i - 1, i + 1) if 0 <= j < s.size and math.isfinite(s[j])]
-            if not neighbours:
+            # against the nearest candidate on each side whose window holds other samples:
+            # a neighbour over the same samples (a gap in the trace) has the same slope,
+            # which is no evidence that the flux is steady there
+            changes = []
+            for direction in (-1, 1):
+                j = i + direction
+                while 0 <= j < s.size and counts[j] == counts[i]:
+                    j += direction
+                if 0 <= j < s.size and math.isfinite(s[j]):
+                    changes.append(abs(s[j] - s[i]) / (abs(j - i) * step_s))
+            if not changes:
                 continue
-            sens = max(abs(v - s[i]) for v in neighbours) / abs(s[i]) / step_s
+            sens = max(changes) / abs(s[i])
             key = (sens, float(d), -end)
             if best is None or key < (best[0], best[1], -best[2]):
                 best = (sens, float(d), end)

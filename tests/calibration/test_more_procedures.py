@@ -8,6 +8,7 @@ import pytest
 from calsite import CYLINDERS, SimSite
 
 from chamberd.calibration.runner import AnswersConsole, CalibrationRunner, Interrupted
+from chamberd.controller.config import parse_config
 from chamberd.controller.store import SiteStore
 
 WHO = {"operator": "Trainee Five"}
@@ -63,14 +64,55 @@ def test_linearity(make_sim_site):
 
 
 def test_dead_band_scan(make_sim_site):
-    site = make_sim_site()
+    """A quiet analyser (0.05 umol/mol) so that the scan's outcome is the procedure's, not
+    the noise's: the flux rises for the few seconds the headspace mixes, then holds; the
+    fitting engine chooses a dead band past the mixing whose flux is the simulator's truth,
+    and the run passes. With a limit no scan can meet, the same run fails and says why."""
+    site = make_sim_site(sim={"analyser_noise_umol_mol": 0.05}, speed=20.0)
     record, text = run(site, "dead-band", {"closures": 1}, chamber="C2")
+    assert record["status"] == "pass", text
     scans = record["data"]["scans"]
     assert len(scans) == 1
-    assert len(scans[0]["dead_band_s"]) == len(scans[0]["flux_umol_m2_s"]) > 10
-    assert scans[0]["chosen_dead_band_s"] in scans[0]["dead_band_s"]
-    assert "<- chosen" in text
-    assert record["status"] in ("pass", "fail")
+    scan = scans[0]
+    # the table: every dead band from 0 to a third of the observation, each with its flux
+    observation_s = site.cfg.observation_s(site.cfg.chamber("C2"))
+    assert scan["dead_band_s"] == [float(d) for d in range(int(observation_s / 3) + 1)]
+    assert len(scan["flux_umol_m2_s"]) == len(scan["dead_band_s"])
+    assert all(isinstance(f, float) and f > 0 for f in scan["flux_umol_m2_s"])
+    # the choice: one of the scanned dead bands, past the mixing, its flux the truth
+    chosen = scan["chosen_dead_band_s"]
+    assert chosen in scan["dead_band_s"]
+    assert chosen >= site.cfg.sim.mixing_s, scan["reason"]
+    truth = [t.flux_umol_m2_s for t in site.sim.closures() if t.chamber == "C2"]
+    assert len(truth) == 1
+    flux = scan["flux_umol_m2_s"][scan["dead_band_s"].index(chosen)]
+    assert flux == pytest.approx(truth[0], rel=0.02)
+    assert scan["flux_umol_m2_s"][0] < flux  # at 0 s the headspace is not mixed yet
+    assert scan["configured_dead_band_s"] == 15.0
+    assert scan["model"] in ("linear", "exponential") and scan["end_s"] <= observation_s
+    limit = record["data"]["limits"]["max_sensitivity_pct_per_10s"]
+    assert limit == 2.0 and 0 <= scan["sensitivity_pct_per_10s"] <= limit
+    assert record["result"].startswith(f"dead bands chosen by the fitting engine: {chosen:g} s")
+    # the closure's reading keeps the scan and its trace; the table was shown, choice marked
+    (reading,) = record["readings"]
+    assert reading["step"] == "closure 1"
+    assert reading["data"]["chosen_dead_band_s"] == chosen
+    assert len(reading["data"]["trace"]["co2_umol_mol"]) > 50
+    assert f"{chosen:5.0f}  {flux:8.4f}  <- chosen" in text
+    assert site.sim.lids_commanded_open()
+
+    data = site.cfg.model_dump(mode="python")
+    data["calibration"]["limits"] = {"max_sensitivity_pct_per_10s": 1e-9}
+    strict = parse_config(data, source="dead band test")
+    lines: list[str] = []
+    console = AnswersConsole({**WHO, "closures": 1}, echo=lines.append)
+    runner = CalibrationRunner(strict, "dead-band", clock=site.clock, console=console, chamber="C2")
+    failed = runner.run()
+    assert failed["status"] == "fail", "\n".join(lines)
+    assert failed["data"]["limits"]["max_sensitivity_pct_per_10s"] == 1e-9
+    assert len(failed["data"]["scans"]) == 1
+    assert "lengthen observation_s" in "\n".join(lines)  # what to do on a fail
+    assert site.sim.lids_commanded_open()
 
 
 def test_gmp343_check_records_gain_offset_and_compensation(tmp_path):
@@ -146,6 +188,7 @@ def test_a_later_run_recovers_a_killed_one(make_sim_site):
 def test_site_limits_override_the_procedures(make_sim_site):
     from chamberd.calibration.procedures import get_procedure, limits_for
 
-    limits = limits_for(get_procedure("lid-check"), {"max_move_s": 2.0, "unrelated": 1.0})
+    # another procedure's limit does not apply to this one
+    limits = limits_for(get_procedure("lid-check"), {"max_move_s": 2.0, "max_span_error_pct": 1.5})
     assert limits == {"max_move_s": 2.0}
     assert get_procedure("7").id == "lid-check"

@@ -3,6 +3,7 @@ examples, and every error naming its field."""
 
 from __future__ import annotations
 
+import re
 import tomllib
 from pathlib import Path
 
@@ -42,7 +43,7 @@ def test_automatic_checks_and_limits_round_trip_through_to_toml():
         "span_slots": ["span1", "span2"],
         "at": "03:30",
     }
-    data["calibration"]["limits"] = {"span_rel": 0.01, "zero.umol_mol": 2.0}
+    data["calibration"]["limits"] = {"max_span_error_pct": 1.5, "stability_timeout_s": 1200}
     data["sim"]["drift"] = {"irga": {"span_drift_per_day": 0.007}}
     cfg = parse_config(data)
     assert cfg.calibration.automatic.purge_s == 120.0
@@ -148,3 +149,74 @@ def test_every_calibration_error_is_reported_at_once():
         "sim.cylinders.argon: no calibration.manifold slot 'argon'",
     ):
         assert line in text
+
+
+def test_every_limit_of_every_procedure_is_accepted_and_applied():
+    """A limit added to a procedure is a valid ``[calibration] limits`` name at once."""
+    from chamberd.calibration.procedures import PROCEDURES, limit_names, limits_for
+
+    data = _data()
+    overrides = {name: 7.5 for name in limit_names()}
+    data["calibration"]["limits"] = overrides
+    cfg = parse_config(data)
+    assert cfg.calibration.limits == overrides
+    for procedure in PROCEDURES.values():
+        assert limits_for(procedure, cfg.calibration.limits) == dict.fromkeys(
+            procedure.limits, 7.5
+        ), procedure.id
+    assert set(limit_names()) == {n for p in PROCEDURES.values() for n in p.limits}
+
+
+def _mutations(name: str) -> list[str]:
+    return [name[:-1], name + "_", name.replace("_", "-", 1), name.upper(), "x" + name]
+
+
+def test_a_misspelt_limit_is_refused_naming_the_field_and_the_nearest_name():
+    from chamberd.calibration.procedures import limit_names
+
+    names = limit_names()
+    for name in names:
+        for wrong in _mutations(name):
+            if wrong in names or wrong == name:
+                continue
+            data = _data()
+            data["calibration"]["limits"] = {wrong: 1.0}
+            text = _error(data)
+            assert f"calibration.limits.{wrong}: unknown limit" in text, text
+            assert name in text.split(f"calibration.limits.{wrong}:", 1)[1], (wrong, text)
+
+
+def test_a_limit_no_procedure_has_is_refused_with_the_valid_names():
+    data = _data()
+    # the name the hardware guide once showed; with another bad one, both are reported
+    data["calibration"]["limits"] = {"span_rel": 0.01, "zero_umol": 2.0}
+    text = _error(data)
+    assert "2 error(s)" in text
+    line = next(x for x in text.splitlines() if "calibration.limits.span_rel:" in x)
+    assert "unknown limit (one of: " in line and "max_span_error_pct" in line
+    assert "calibration.limits.zero_umol: unknown limit" in text
+
+
+def test_the_runner_refuses_an_unknown_limit_too():
+    """``limits_for`` is the runner's and the automatic check's door to the limits: a name
+    no procedure has is an error there as well, whoever built the overrides."""
+    from chamberd.calibration.procedures import get_procedure, limits_for
+
+    with pytest.raises(ConfigError, match=r"calibration\.limits\.span_rel: unknown limit"):
+        limits_for(get_procedure("zero-span-check"), {"span_rel": 0.01})
+
+
+def test_the_docs_limits_examples_name_real_limits():
+    """Every ``limits = { ... }`` in the docs and the example configs parses."""
+    from chamberd.calibration.procedures import unknown_limit
+
+    root = Path(__file__).resolve().parents[2]
+    found = 0
+    paths = [*(root / "docs").rglob("*.md"), *(root / "docs").rglob("*.toml"), root / "README.md"]
+    paths += list((root / "controller" / "examples").glob("*.toml"))
+    for path in paths:
+        for example in re.findall(r"\blimits\s*=\s*\{[^}\n]*\}", path.read_text("utf-8")):
+            for name in tomllib.loads(example)["limits"]:
+                assert unknown_limit(name) is None, (path.name, name)
+                found += 1
+    assert found >= 2  # hardware.md and trainee.md each show one

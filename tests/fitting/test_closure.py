@@ -161,3 +161,20 @@ def test_mismatched_arrays_raise():
             end_s=9.0,
             precision_mf=1.0,
         )
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_choose_dead_band_is_not_fooled_by_a_gap_in_the_trace(seed):
+    """Where no sample lies between two candidate dead bands, their windows hold the same
+    samples and the same slope: that is no evidence of a steady flux. Here the first reading
+    after the closure comes late (1.3 s) and three are lost at 15-17 s; before they were
+    skipped, the scan chose 0 s (in the mixing) or 16 s with a sensitivity of exactly 0."""
+    t, c = _synthetic(seed=seed, mixing_s=15.0)
+    t = t + 0.3
+    keep = ~np.isin(np.round(t, 1), [0.3, 15.3, 16.3])
+    t, c = t[keep], c[keep]
+    choice = choose_dead_band(t, c * 1e-6, c0_mf=410e-6, end_s=120.0)
+    assert choice.sensitivity_per_s > 0, choice.reason
+    assert choice.dead_band_s >= 5.0, choice.reason  # after the mixing disturbance
+    # the slopes are reported for every candidate, the gap's equal ones included
+    assert len(choice.slopes_mf_s) == len(choice.candidates_s) == 41
