@@ -441,6 +441,8 @@ def serve_command(
 def plot_command(database: str, observation: str, output: str) -> None:
     """Plot one observation: its trace, the fit window, the linear and exponential fits.
 
+    One panel per gas measured (CO2, CH4, N2O), each in its own unit.
+
     Example: chamberd plot site.db 3f2b9c0e-... -o obs.png
     """
     check_output_folder(output, "-o")

@@ -6,11 +6,12 @@ does, so the page never writes and never holds a lock the daemon waits on. Pages
 
 ``/``                   the site now: daemon alive (heartbeat), each analyser group's chamber
                         and phase with the live trace of the closure in progress (an inline
-                        SVG of the samples written so far), the next round, device health,
+                        SVG of the samples written so far, one per gas measured, each in
+                        its own unit), the next round, device health,
                         the last warnings and alarms; per chamber its last fluxes with their
                         flags, the fluxes of the last days (a small SVG), its service state
-``/obs/<uuid>``         one observation: its trace with the fits, dead band and window (the
-                        plot of ``chamberd plot``), the fits and QC flags
+``/obs/<uuid>``         one observation: its traces with the fits, dead band and window (the
+                        plot of ``chamberd plot``, a panel per gas), the fits and QC flags
 ``/central``            with ``--central URL``: sites, systems, their last uploads and clock
                         skew; the comparison reports of ``--reports DIR``
 ``/status.json``        what ``chamberd status --json`` prints
@@ -52,6 +53,7 @@ __all__ = ["SiteView", "WebServer", "make_app", "needs_token", "parse_bind", "sc
 
 _COOKIE = "chamberd_token"
 _TRACE_WIDTH, _TRACE_HEIGHT = 560, 180
+_TRACE_SMALL_HEIGHT = 120  # each of several gases' traces
 _SPARK_WIDTH, _SPARK_HEIGHT = 180, 36
 _HISTORY_DAYS = 3
 _PLOTS_KEPT = 16
@@ -167,8 +169,8 @@ class SiteView:
 
     def _trace(self, store: SiteStore, uuid: str) -> list[dict[str, Any]]:
         return store.query(
-            "SELECT elapsed_s, co2_umol_mol, phase FROM samples WHERE observation_uuid = ? "
-            "ORDER BY seq",
+            "SELECT elapsed_s, co2_umol_mol, ch4_nmol_mol, n2o_nmol_mol, phase FROM samples "
+            "WHERE observation_uuid = ? ORDER BY seq",
             (uuid,),
         )
 
@@ -233,7 +235,7 @@ class SiteView:
                 )
                 samples = traces.get(a.get("observation_uuid") or "", [])
                 if samples:
-                    out.append(_trace_svg(samples))
+                    out.append(_traces_html(samples))
                 out.append("</div>")
         elif daemon.get("running"):
             out.append("<p>waiting for the next round</p>")
@@ -441,16 +443,46 @@ def _scale(values: list[float], lo_px: float, hi_px: float) -> Callable[[float],
     return lambda v: lo_px + (v - lo) / span * (hi_px - lo_px)
 
 
-def _trace_svg(samples: list[dict[str, Any]]) -> str:
-    """The concentration trace so far: CO2 against elapsed time, the dead band shaded."""
+#: the gases of the live trace: gas, sample column, unit, digits shown, curve colour
+_TRACE_GASES = (
+    ("co2", "co2_umol_mol", "umol mol-1", 1, "#1f6feb"),
+    ("ch4", "ch4_nmol_mol", "nmol mol-1", 1, "#bf3989"),
+    ("n2o", "n2o_nmol_mol", "nmol mol-1", 2, "#8250df"),
+)
+
+
+def _traces_html(samples: list[dict[str, Any]]) -> str:
+    """The closure in progress: one trace per gas its samples report (CO2 first), each in
+    its own unit on its own axis; a CO2-only closure is the one trace it always was."""
+    present = [
+        g
+        for g in _TRACE_GASES
+        if any(s.get(g[1]) is not None and s["elapsed_s"] is not None for s in samples)
+    ]
+    if [g[0] for g in present] in ([], ["co2"]):
+        return _trace_svg(samples)
+    return "\n".join(_trace_svg(samples, gas, named=True) for gas in present)
+
+
+def _trace_svg(
+    samples: list[dict[str, Any]],
+    gas: tuple[str, str, str, int, str] = _TRACE_GASES[0],
+    *,
+    named: bool = False,
+) -> str:
+    """The concentration trace of one gas so far (CO2 by default) against elapsed time;
+    ``named``: a smaller one of several, its gas named in the text before it."""
+    name, column, unit, digits, colour = gas
+    label = name.upper()
     points = [
-        (s["elapsed_s"], s["co2_umol_mol"])
+        (s["elapsed_s"], s[column])
         for s in samples
-        if s["elapsed_s"] is not None and s["co2_umol_mol"] is not None
+        if s["elapsed_s"] is not None and s.get(column) is not None
     ]
     if len(points) < 2:
-        return "<p><small>(trace: fewer than two samples written yet)</small></p>"
-    w, h, pad = _TRACE_WIDTH, _TRACE_HEIGHT, 30
+        which = f"{label} trace" if named else "trace"
+        return f"<p><small>({which}: fewer than two samples written yet)</small></p>"
+    w, h, pad = _TRACE_WIDTH, (_TRACE_SMALL_HEIGHT if named else _TRACE_HEIGHT), 30
     x = _scale([p[0] for p in points], pad, w - 8)
     y = _scale([p[1] for p in points], h - 20, 8)
     line = " ".join(f"{x(t):.1f},{y(c):.1f}" for t, c in points)
@@ -458,13 +490,13 @@ def _trace_svg(samples: list[dict[str, Any]]) -> str:
     lo, hi = min(p[1] for p in points), max(p[1] for p in points)
     return (
         f'<svg class=trace width="{w}" height="{h}" viewBox="0 0 {w} {h}" role="img" '
-        f'aria-label="CO2 trace of the closure in progress">'
+        f'aria-label="{label} trace of the closure in progress">'
         f'<rect x="0" y="0" width="{w}" height="{h}" fill="#f6f8fa" stroke="#ccc"/>'
-        f'<polyline fill="none" stroke="#1f6feb" stroke-width="2" points="{line}"/>'
-        f'<text x="4" y="14" font-size="11">{hi:.1f}</text>'
-        f'<text x="4" y="{h - 22}" font-size="11">{lo:.1f}</text>'
-        f'<text x="{pad}" y="{h - 4}" font-size="11">CO2 [umol mol-1] against elapsed time; '
-        f"now {last_t:.0f} s, {last_c:.1f} umol mol-1 ({len(points)} samples written)</text>"
+        f'<polyline fill="none" stroke="{colour}" stroke-width="2" points="{line}"/>'
+        f'<text x="4" y="14" font-size="11">{hi:.{digits}f}</text>'
+        f'<text x="4" y="{h - 22}" font-size="11">{lo:.{digits}f}</text>'
+        f'<text x="{pad}" y="{h - 4}" font-size="11">{label} [{unit}] against elapsed time; '
+        f"now {last_t:.0f} s, {last_c:.{digits}f} {unit} ({len(points)} samples written)</text>"
         "</svg>"
     )
 

@@ -101,6 +101,10 @@ def test_the_live_trace_of_the_closure_in_progress(measured):
     assert trace and "<polyline" in trace[0]
     points = re.search(r'points="([^"]+)"', trace[0])[1].split()
     assert len(points) >= 100  # closing, dead band and the observation, written
+    activity = re.search(r"<div class=activity><p><b>C1</b>.*?</div>", page, re.S)[0]
+    assert len(re.findall(r"<svg class=trace ", activity)) == 1  # a CO2 site: CO2 alone
+    assert 'aria-label="CO2 trace of the closure in progress"' in trace[0]
+    assert "CO2 [umol mol-1] against elapsed time" in trace[0]
 
 
 def test_an_observation_page_and_its_plot(measured, server):
@@ -119,6 +123,26 @@ def test_an_observation_page_and_its_plot(measured, server):
     assert get(server.url + "obs/not-an-observation")[0] == 404
     assert get(server.url + "obs/not-an-observation.png")[0] == 404
     assert get(server.url + "central")[0] == 404  # no --central
+
+
+def test_the_plot_of_a_co2_observation_is_one_panel(measured):
+    """A CO2-only observation: the single panel of dry CO2 it always was."""
+    import matplotlib.pyplot as plt
+
+    from chamberd.controller.plot import observation_figure
+
+    store = SiteStore.open_readonly(measured["cfg"].storage.path)
+    try:
+        uuid = store.query("SELECT uuid FROM observations WHERE status = 'done' LIMIT 1")[0]
+        figure = observation_figure(store, uuid["uuid"])
+    finally:
+        store.close()
+    try:
+        assert [a.get_ylabel() for a in figure.axes] == ["dry CO2 [umol mol-1]"]
+        assert "umol m-2 s-1" in figure.axes[0].get_title()
+        assert tuple(figure.get_size_inches()) == (8, 4.5)
+    finally:
+        plt.close(figure)
 
 
 def test_status_json_has_no_password(measured, server):
@@ -342,3 +366,99 @@ def test_the_central_page_shows_a_synced_site_and_its_clock_skew(
         assert skew and float(skew.group(1)) < -86400 * 100  # July against December
     else:
         assert re.search(r"<td>-</td></tr>", page)  # no server clock: no skew, not 0
+
+
+@pytest.fixture(scope="module")
+def three_gases(tmp_path_factory):
+    """One round of a loop of three analysers (CO2, CH4, N2O in every observation), with
+    one live snapshot of the page taken during C1's opening."""
+    from .tracegas_site import three_gas_loop_site
+
+    folder = tmp_path_factory.mktemp("web3")
+    cfg = three_gas_loop_site(folder / "site.db")
+    clock = FakeClock(start=START)
+    site = build_site(cfg, clock=clock, site=SimulatedSite(cfg, clock), memory=True)
+    view = SiteView(cfg, clock)
+    live: dict[str, str] = {}
+    progress = site.daemon._progress
+
+    def snapshot(analyser_id, chamber, phase, uuid):
+        progress(analyser_id, chamber, phase, uuid)
+        if chamber == "C1" and phase == "opening" and "page" not in live:
+            live["page"] = view.site_page()
+
+    site.daemon._progress = snapshot
+    try:
+        site.daemon.startup()
+        site.daemon.run_round(START + dt.timedelta(minutes=1))
+        yield {"cfg": cfg, "view": view, "live": live}
+    finally:
+        site.daemon.shutdown("end of test")
+        site.close()
+
+
+def test_the_live_trace_of_a_trace_gas_closure_is_one_trace_per_gas(three_gases):
+    """The closure in progress on a CO2 + CH4 + N2O loop: one trace per gas, CO2 first,
+    each named with its unit and holding that gas's values (CH4 near its ambient 1950
+    nmol mol-1, never a CO2 value in umol mol-1 on a shared axis)."""
+    page = three_gases["live"]["page"]
+    assert "<b>C1</b> <span class=phase>opening</span> on analyser irga1" in page
+    activity = re.search(r"<div class=activity><p><b>C1</b>.*?</div>", page, re.S)[0]
+    traces = re.findall(r"<svg class=trace .*?</svg>", activity)
+    assert len(traces) == 3
+    expected = [("CO2", "umol mol-1", 350, 700), ("CH4", "nmol mol-1", 1800, 4000)]
+    expected.append(("N2O", "nmol mol-1", 300, 400))
+    for svg, (gas, unit, lo, hi) in zip(traces, expected, strict=True):
+        assert f'aria-label="{gas} trace of the closure in progress"' in svg
+        text = re.search(
+            rf"{gas} \[{unit}\] against elapsed time; now \d+ s, ([\d.]+) {unit} ", svg
+        )
+        assert text, svg[-300:]
+        assert lo < float(text.group(1)) < hi
+        labels = [float(v) for v in re.findall(r'font-size="11">([\d.]+)</text>', svg)]
+        assert len(labels) == 2 and all(lo < v < hi for v in labels)  # the axis's range
+        points = re.search(r'points="([^"]+)"', svg)[1].split()
+        assert len(points) >= 100  # closing, dead band and the observation, written
+    assert len({re.search(r'stroke="(#\w+)" stroke-width', svg)[1] for svg in traces}) == 3
+
+
+def test_the_plot_of_a_trace_gas_observation_has_a_panel_per_gas(three_gases):
+    """CO2, CH4 and N2O each in their own panel in their own unit, the fits drawn; the
+    observation page and its PNG are served (the PNG decodes, three panels tall)."""
+    import io
+
+    import matplotlib.pyplot as plt
+    from PIL import Image
+
+    from chamberd.controller.plot import observation_figure
+
+    store = SiteStore.open_readonly(three_gases["cfg"].storage.path)
+    try:
+        uuid = store.query("SELECT uuid FROM observations WHERE chamber = 'C1'")[0]["uuid"]
+        figure = observation_figure(store, uuid)
+    finally:
+        store.close()
+    try:
+        axes = figure.axes
+        assert [a.get_ylabel() for a in axes] == [
+            "dry CO2 [umol mol-1]",
+            "dry CH4 [nmol mol-1]",
+            "dry N2O [nmol mol-1]",
+        ]
+        assert "umol m-2 s-1" in axes[0].get_title()
+        assert all("nmol m-2 s-1" in a.get_title() for a in axes[1:])
+        for axis in axes:
+            labels = {line.get_label().split()[0] for line in axis.get_lines()}
+            assert {"linear", "exponential"} <= labels  # both fits drawn in every panel
+        assert axes[0].get_ylim()[1] < 1000 < 1500 < axes[1].get_ylim()[0]  # own scales
+    finally:
+        plt.close(figure)
+    with WebServer(make_app(three_gases["view"]), "127.0.0.1", 0) as s:
+        status, _, body = get(s.url + f"obs/{uuid}")
+        assert status == 200 and f'src="/obs/{uuid}.png"' in body.decode()
+        status, headers, png = get(s.url + f"obs/{uuid}.png")
+    assert status == 200 and headers["Content-Type"] == "image/png"
+    image = Image.open(io.BytesIO(png))
+    image.load()
+    width, height = image.size
+    assert width == 880 and height > 2 * 495  # three panels, each about a CO2 plot's height
