@@ -659,6 +659,9 @@ class SimSection(_Model):
     zero_offset_umol_mol: ZeroOffset = 0.0
     zero_drift_umol_mol_per_day: ZeroDrift = 0.0
     drift: dict[Identifier, AnalyserDrift] = Field(default_factory=dict, max_length=100)
+    # a response that is not straight: the raw reading adds curvature x true^2 before the
+    # gain (5e-5 reads 1000 umol/mol 50 high and 450 10 high: the linearity procedure fails)
+    co2_curvature_per_umol_mol: _number(float, ge=-1e-3, le=1e-3) = 0.0
     # the gas in the cylinder behind each calibration manifold slot [umol mol-1]
     cylinders: dict[Identifier, _number(float, ge=0, le=1_000_000)] = Field(
         default_factory=dict, max_length=100

@@ -56,6 +56,12 @@ _PROBE_REFERENCE = {"pressure_hpa": 1013.25, "temperature_degc": 25.0, "humidity
 _PROBE_HUMIDITY_PCT, _PROBE_OXYGEN_PCT = 50.0, 20.95
 _HUMIDITY_EFFECT_PER_PCT = 0.0002  # relative reading change per % RH not compensated
 _OXYGEN_EFFECT_PER_PCT = -0.0004  # relative reading change per % O2 not compensated
+# the breath test (fault ``breath``): the helper reaches the leaking spot BREATH_AT_S after
+# the lid sealed; breath (~40 000 umol/mol) seeping in through the leak raises the headspace
+# by a pulse peaking at BREATH_PEAK_UMOL_MOL BREATH_RISE_S later, which the leak then flushes
+# (gamma-variate shape; the simulator's assumption of the right order: "a leak lets in
+# hundreds", calibration.procedures)
+BREATH_AT_S, BREATH_RISE_S, BREATH_PEAK_UMOL_MOL = 10.0, 10.0, 300.0
 
 
 @dataclass
@@ -73,6 +79,10 @@ class Faults:
     error lines a GMP343 reports to ``ERRS``. ``stale``: trace-gas analyser ids whose
     records keep their last timestamp; ``fit_invalid``: LGR ids whose records carry an
     invalid Fit_Flag; ``analyser_err``: Picarro id -> the code of its ``ERR:`` replies.
+    ``switch_broken``: chamber -> "closed" | "open" | "both": that end-switch never makes
+    (a broken switch or a cut cable). ``breath``: chambers someone breathes around (the
+    blank procedure's breath test): a lid that seals while it is set and leaks (``leak``)
+    lets in a pulse of breath CO2 (:data:`BREATH_PEAK_UMOL_MOL`); a tight seal, nothing.
     A broker that is down: stop the publisher's broker, or point the driver at a closed
     port (tests start a private Mosquitto for that).
     """
@@ -97,6 +107,8 @@ class Faults:
     stale: set[str] = field(default_factory=set)
     fit_invalid: set[str] = field(default_factory=set)
     analyser_err: dict[str, str] = field(default_factory=dict)
+    switch_broken: dict[str, str] = field(default_factory=dict)
+    breath: set[str] = field(default_factory=set)
 
     def clear(self) -> None:
         for value in vars(self).values():
@@ -185,6 +197,7 @@ class _Seal:
     h2o_slope: float
     unsealed_at: float = math.inf
     leak: str | None = None
+    breath: bool = False  # someone breathed around the chamber while it was sealed
     ch4_c0: float = 0.0  # dry nmol/mol
     n2o_c0: float = 0.0
     ch4_slope: float = 0.0  # dry nmol/mol per s at sealing
@@ -294,9 +307,13 @@ class SimulatedSite:
             return self._position(chamber, self._mono())
 
     def closed_switch(self, chamber: str) -> bool:
+        if self.faults.switch_broken.get(chamber) in ("closed", "both"):
+            return False
         return self.lid_position(chamber) >= 1.0
 
     def open_switch(self, chamber: str) -> bool:
+        if self.faults.switch_broken.get(chamber) in ("open", "both"):
+            return False
         return self.lid_position(chamber) <= 0.0
 
     def command_lid(self, chamber: str, closed: bool) -> None:
@@ -382,6 +399,7 @@ class SimulatedSite:
                 slope=flux / air,
                 h2o_slope=0.0 if plate else cfg.sim.h2o_flux_mmol_m2_s / air,
                 leak=self.faults.leak.get(chamber),
+                breath=chamber in self.faults.breath,
                 ch4_c0=ch4_c0,
                 n2o_c0=n2o_c0,
                 ch4_slope=ch4_flux / air,
@@ -444,6 +462,9 @@ class SimulatedSite:
         else:
             c = seal.c0 + rise(seal.slope, closed_for)
             w = seal.w0 + rise(seal.h2o_slope, closed_for)
+        if seal.breath and seal.leak is not None and closed_for > BREATH_AT_S:
+            x = (closed_for - BREATH_AT_S) / BREATH_RISE_S
+            c += BREATH_PEAK_UMOL_MOL * x * math.exp(1.0 - x)
         if mono > seal.unsealed_at:  # flushed back to ambient
             decay = math.exp(-(mono - seal.unsealed_at) / _FLUSH_S * 3.0)
             c = ambient_c + (c - ambient_c) * decay
@@ -681,7 +702,8 @@ class SimulatedSite:
         offset, gain = self._raw_error(analyser, mono)
         if self._is_probe(analyser):
             true_co2 *= self._probe_factor(analyser, mono)
-        return offset + gain * true_co2
+        curvature = self.cfg.sim.co2_curvature_per_umol_mol
+        return offset + gain * (true_co2 + curvature * true_co2 * true_co2)
 
     def _mono_of(self, when: dt.datetime | None) -> float:
         if when is None:

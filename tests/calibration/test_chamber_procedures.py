@@ -1,5 +1,6 @@
 """Chamber procedures on the simulated site over the real wire: the blank test detects an
-injected leak, the lid check flags a slow lid, and the collar geometry procedure creates a
+injected leak and its breath test one the blank cannot see, the lid check flags a slow lid
+and missing end-switches, and the collar geometry procedure creates a
 geometry version that the daemon's next observation uses (virtual time)."""
 
 from __future__ import annotations
@@ -46,6 +47,63 @@ def test_blank_passes_on_a_sealed_plate_and_detects_a_leak(make_sim_site):
     assert site.sim.lids_commanded_open()
 
 
+class _Breather(AnswersConsole):
+    """A trainee whose helper breathes around ``chamber`` when the breath test is announced
+    (the simulator's ``breath`` fault), as the step tells them to."""
+
+    def __init__(self, answers, sim, chamber, **kwargs):
+        super().__init__(answers, **kwargs)
+        self.sim, self.chamber = sim, chamber
+
+    def say(self, text: str) -> None:
+        if text.startswith("-- Breath test"):
+            self.sim.faults.breath.add(self.chamber)
+        super().say(text)
+
+
+def test_breath_test_passes_a_tight_seal_and_finds_a_leak_the_blank_cannot(make_sim_site):
+    """On the plate a leaking lid shows no blank flux (the air outside is the air inside);
+    breath around it does: the leak lets in a pulse of breath CO2. A tight seal lets in
+    nothing and the breath test passes."""
+    site = make_sim_site(speed=20.0)  # two closures' readings hold their timing under load
+    site.sim.faults.plate.add("C1")
+
+    def breath_run():
+        lines: list[str] = []
+        answers = {**WHO, "breath_test": True}
+        console = _Breather(answers, site.sim, "C1", echo=lines.append)
+        record = CalibrationRunner(
+            site.cfg, "blank", clock=site.clock, console=console, chamber="C1"
+        ).run()
+        site.sim.faults.breath.clear()  # the helper stops breathing
+        return record, "\n".join(lines)
+
+    record, text = breath_run()
+    assert record["status"] == "pass", text
+    breath = record["data"]["breath"]
+    limit = record["data"]["limits"]["max_breath_rise_umol_mol"]
+    assert limit == 10.0
+    assert 0 <= breath["max_excess_umol_mol"] < limit
+    assert len(breath["trace"]["co2_umol_mol"]) > 30  # a minute of readings, stored
+    assert len(breath["trace"]["elapsed_s"]) == len(breath["trace"]["co2_umol_mol"])
+    assert "breath test: largest excess" in text
+    assert site.sim.lids_commanded_open()
+
+    site.sim.faults.leak["C1"] = "flat"
+    record, text = breath_run()
+    assert record["status"] == "fail", text
+    blank = record["data"]["blank"]
+    assert abs(blank["flux_umol_m2_s"]) < blank["mdf_umol_m2_s"]  # the blank sees nothing
+    breath = record["data"]["breath"]
+    assert breath["max_excess_umol_mol"] > 10 * limit  # hundreds let in, smoothed by mixing
+    co2 = breath["trace"]["co2_umol_mol"]
+    assert len(co2) > 30 and max(co2) - co2[0] > 100.0  # the trace holds the pulse
+    assert record["result"].startswith("breath test: CO2 rose"), record["result"]
+    assert "blank flux" not in record["result"]
+    assert "What to do" in text and "breathed on last" in text
+    assert site.sim.lids_commanded_open()
+
+
 def test_blank_judges_the_linear_flux_a_flat_noisy_trace_never_fails_it():
     """Seeded property behind the blank's criterion: on 400 traces of pure analyser noise
     (0.3 umol/mol at 1 Hz, the simulated site's) the linear flux stays below the MDF every
@@ -89,6 +147,36 @@ def test_lid_check_flags_a_slow_lid(make_sim_site):
         assert lids[chamber]["close_s"] == pytest.approx(3.0, abs=1.5)
     assert "C3 slow to close" in record["result"]
     assert [r["step"] for r in record["readings"]] == ["lid"] * 4
+    assert site.sim.lids_commanded_open()
+
+
+def test_lid_check_flags_missing_switches(make_sim_site):
+    """A closed switch that never makes (C2), both switches broken (C3), no switch wired at
+    all (C4, none in the config): each flagged; the lid with working switches (C1) passes."""
+    from chamberd.controller.config import parse_config
+
+    site = make_sim_site(speed=10.0)
+    site.sim.faults.switch_broken.update({"C2": "closed", "C3": "both"})
+    data = site.cfg.model_dump(mode="python")
+    (c4,) = [c for c in data["chambers"] if c["id"] == "C4"]
+    c4["closed_switch"] = c4["open_switch"] = None
+    cfg = parse_config(data, source="lid check test")
+    record, text = run(cfg, "lid-check", site.clock, {})
+    assert record["status"] == "fail", text
+    lids = {entry["chamber"]: entry for entry in record["data"]["lids"]}
+    assert lids["C1"]["flags"] == [], lids["C1"]
+    assert lids["C1"]["close_switch"] == "closed" and lids["C1"]["open_switch"] == "open"
+    assert lids["C2"]["flags"] == ["close switch did not make"], lids["C2"]
+    assert lids["C2"]["close_s"] is None and lids["C2"]["close_switch"] == "moving"
+    assert lids["C2"]["open_switch"] == "open"  # the lid moved; only its switch is broken
+    assert lids["C3"]["flags"] == ["close switch did not make", "open switch did not make"]
+    assert lids["C4"]["flags"] == ["no close switch", "no open switch"], lids["C4"]
+    assert lids["C4"]["close_switch"] == lids["C4"]["open_switch"] == "unknown"
+    for chamber in ("C2", "C3", "C4"):
+        assert chamber in record["result"]
+    assert "C1" not in record["result"]
+    assert [r["stable"] for r in record["readings"]] == [True, False, False, False]
+    assert "cable to the input module" in text  # what to do on a fail
     assert site.sim.lids_commanded_open()
 
 

@@ -1,6 +1,6 @@
 """The other procedures, each scripted on the simulated site over the real wire: warm-up
-and health, linearity, flow (with a low-flow fault), sensors, dead band, the GMP343
-multi-cylinder check; and Ctrl-C in the middle of a step."""
+and health, linearity (and a curved response failing it), flow (with a low-flow fault),
+sensors, dead band, the GMP343 multi-cylinder check; and Ctrl-C in the middle of a step."""
 
 from __future__ import annotations
 
@@ -61,6 +61,25 @@ def test_linearity(make_sim_site):
     assert record["data"]["gain"] == pytest.approx(1.02, abs=0.005)
     assert len(record["data"]["residuals"]) == 3
     assert len(record["data"]["checks"]) == 3
+
+
+def test_linearity_fails_a_curved_response(make_sim_site):
+    """A raw response with a quadratic term (5e-5 per umol/mol: 0, 450, 1000 read 0, 460.1,
+    1050): the straight line through the three leaves residuals of +4.5, -8.2 and +3.7
+    umol/mol; the zero's and the 450's exceed their allowance (2 umol/mol, 1 %), the
+    1000's (10 umol/mol) does not, and the result names the two."""
+    site = make_sim_site(sim={"co2_curvature_per_umol_mol": 5e-5}, speed=20.0)
+    record, text = run(site, "linearity", {"cylinders": list(CYLINDERS)})
+    assert record["status"] == "fail", text
+    residuals = {r["cylinder_id"]: r for r in record["data"]["residuals"]}
+    assert residuals["ZERO-N2-01"]["residual_umol_mol"] == pytest.approx(4.5, abs=1.0)
+    assert residuals["SPAN-450-01"]["residual_umol_mol"] == pytest.approx(-8.2, abs=1.0)
+    assert residuals["SPAN-1000-01"]["residual_umol_mol"] == pytest.approx(3.7, abs=1.0)
+    assert residuals["SPAN-450-01"]["allowed_umol_mol"] == pytest.approx(4.5)
+    assert "ZERO-N2-01 residual +" in record["result"]
+    assert "SPAN-450-01 residual -" in record["result"]
+    assert "SPAN-1000-01" not in record["result"]
+    assert "multi-point calibration" in text  # what to do on a fail
 
 
 def test_dead_band_scan(make_sim_site):

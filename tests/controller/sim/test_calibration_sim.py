@@ -1,5 +1,6 @@
 """The simulated site's calibration side: analyser drift, instrument calibration, the gas
-manifold, GMP343 compensation physics, and the plate / slow lid / low flow faults."""
+manifold, GMP343 compensation physics, a curved response, and the plate / slow lid / broken
+switch / breath / low flow faults."""
 
 from __future__ import annotations
 
@@ -182,6 +183,69 @@ def test_slow_lid_takes_its_extra_seconds(sim_cfg):
     assert not site.open_switch("C2")
     clock.advance(1.0)
     assert site.open_switch("C2")
+
+
+@pytest.mark.parametrize(
+    ("broken", "never"), [("closed", {"closed"}), ("open", {"open"}), ("both", {"closed", "open"})]
+)
+def test_a_broken_switch_never_makes_while_the_lid_moves(sim_cfg, broken, never):
+    clock, site = _site(_cfg(sim_cfg))
+    site.faults.switch_broken["C2"] = broken
+    site.command_lid("C2", True)
+    clock.advance(sim_cfg.sim.lid_delay_s + 1.0)
+    assert site.lid_position("C2") == 1.0
+    assert site.closed_switch("C2") is ("closed" not in never)
+    assert not site.open_switch("C2")
+    site.command_lid("C2", False)
+    clock.advance(sim_cfg.sim.lid_delay_s + 1.0)
+    assert site.lid_position("C2") == 0.0
+    assert site.open_switch("C2") is ("open" not in never)
+    site.faults.switch_broken.clear()
+    assert site.open_switch("C2")
+
+
+def test_breath_leaks_into_a_leaking_chamber_only(sim_cfg):
+    """Breath around a chamber sealed on the plate: through a leak, a pulse of a few
+    hundred umol/mol peaking 20 s after sealing (plus the loop's transport and mixing),
+    flushed by the leak after; through a tight seal, nothing. It acts on closures that seal
+    while someone breathes, not on one already recorded."""
+    from chamberd.controller.sim.site import BREATH_AT_S, BREATH_PEAK_UMOL_MOL, BREATH_RISE_S
+
+    def closure(site, clock):
+        site.command_lid("C1", True)
+        clock.advance(sim_cfg.sim.lid_delay_s)
+        co2 = []
+        for _ in range(90):
+            clock.advance(1.0)
+            co2.append(site.analyser_values("irga")["co2_umol_mol"])
+        site.command_lid("C1", False)
+        clock.advance(120.0)
+        return [c - co2[0] for c in co2]
+
+    clock, site = _site(_cfg(sim_cfg))
+    site.faults.plate.add("C1")
+    site.faults.breath.add("C1")
+    assert max(abs(c) for c in closure(site, clock)) < 0.5  # tight: no breath gets in
+    site.faults.leak["C1"] = "flat"
+    pulse = closure(site, clock)
+    peak = max(pulse)
+    assert 0.7 * BREATH_PEAK_UMOL_MOL < peak <= BREATH_PEAK_UMOL_MOL
+    assert BREATH_AT_S + BREATH_RISE_S <= pulse.index(peak) + 1 <= BREATH_AT_S + 30
+    assert pulse[5] == pytest.approx(0.0, abs=0.5) and pulse[-1] < 0.2 * peak
+    site.faults.breath.clear()
+    assert max(abs(c) for c in closure(site, clock)) < 0.5  # leaking, nobody breathing
+
+
+def test_curvature_bends_the_raw_response(sim_cfg):
+    _, straight = _site(_cfg(sim_cfg))
+    _, curved = _site(_cfg(sim_cfg, span_gain=1.01, co2_curvature_per_umol_mol=5e-5))
+    true = straight.analyser_values("irga")["co2_umol_mol"]
+    seen = curved.analyser_values("irga")["co2_umol_mol"]
+    assert seen == pytest.approx(1.01 * (true + 5e-5 * true**2), rel=1e-9)
+    data = sim_cfg.model_dump(mode="python")
+    data["sim"]["co2_curvature_per_umol_mol"] = 0.1
+    with pytest.raises(ConfigError, match="co2_curvature_per_umol_mol"):
+        parse_config(data)
 
 
 def test_low_flow_reads_low(sim_cfg):
