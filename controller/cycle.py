@@ -73,6 +73,8 @@ GASES = (
     ("ch4", "ch4_nmol_mol", "nmol m-2 s-1", "precision_ch4_nmol_mol"),
     ("n2o", "n2o_nmol_mol", "nmol m-2 s-1", "precision_n2o_nmol_mol"),
 )
+#: each gas's mole-fraction unit: the flux unit's amount per mol (umol m-2 s-1 from umol mol-1)
+MOLE_FRACTION_UNITS = {gas: f"{unit.split()[0]} mol-1" for gas, _, unit, _ in GASES}
 
 
 class Stopped(ChamberError):

@@ -75,6 +75,7 @@ from .health import (
     open_lids,
     refusals,
 )
+from .output import flux_text
 from .schedule import APSchedulerRunner, ClockRunner, make_trigger, slots_between
 from .store import SiteStore, iso, parse_iso
 
@@ -1544,8 +1545,7 @@ def observation_line(outcome: CycleOutcome) -> str:
         for gas, g in (extra.get("gases") or {}).items():
             if gas == "co2" or g.get("flux") is None:
                 continue
-            below = "below_detection" in g.get("flags", ())
-            value = f"< {g['mdf']:.3g}" if below and g.get("mdf") else f"{g['flux']:.3f}"
+            value = flux_text(g["flux"], g.get("mdf"), g.get("flags"))
             bubbles = ", ebullition" if "ebullition" in g.get("flags", ()) else ""
             others += f"; {gas.upper()} {value} {g['flux_unit']}{bubbles}"
         return (

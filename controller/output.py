@@ -24,7 +24,21 @@ import click
 
 from .errors import ChamberError, StorageError
 
-__all__ = ["check_output_folder", "open_output", "write_csv", "write_text"]
+__all__ = ["check_output_folder", "flux_text", "open_output", "write_csv", "write_text"]
+
+
+def flux_text(flux: float, mdf: float | None, flags: str | Iterable[str] | None) -> str:
+    """A trace-gas flux for people: ``< MDF`` when flagged ``below_detection`` (flags as a
+    ``;``-joined text or a sequence), else the number; the log line, ``chamberd status``
+    and the web page all show it so.
+
+    >>> flux_text(0.0123, 0.0257, "below_detection;low_r2"), flux_text(3.30291, 0.025, ())
+    ('< 0.0257', '3.303')
+    """
+    names = flags.split(";") if isinstance(flags, str) else list(flags or ())
+    if "below_detection" in names and mdf:
+        return f"< {mdf:.3g}"
+    return f"{flux:.3f}"
 
 
 def _format_value(value: Any) -> str:

@@ -16,17 +16,14 @@ import numpy as np
 
 from chamberd.fitting import FitSettings, fit_closure
 
+from .cycle import GASES, MOLE_FRACTION_UNITS
 from .errors import ConfigError, StorageError
 from .store import SiteStore
 
 __all__ = ["PLOT_GASES", "observation_figure", "plot_observation"]
 
 #: the gases plotted, in panel order: gas, its sample column, its mole-fraction unit
-PLOT_GASES = (
-    ("co2", "co2_umol_mol", "umol mol-1"),
-    ("ch4", "ch4_nmol_mol", "nmol mol-1"),
-    ("n2o", "n2o_nmol_mol", "nmol mol-1"),
-)
+PLOT_GASES = tuple((gas, column, MOLE_FRACTION_UNITS[gas]) for gas, column, _, _ in GASES)
 _MIN_SAMPLES = 4
 
 

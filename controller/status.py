@@ -26,6 +26,7 @@ from typing import Any, TextIO
 from .clock import Clock, local_and_utc
 from .config import SiteConfig
 from .health import LiveHealthFile
+from .output import flux_text
 from .store import SiteStore, parse_iso, process_alive
 
 __all__ = ["STALE_S", "daemon_status", "format_status", "site_status", "watch_status"]
@@ -355,8 +356,7 @@ def format_status(status: dict[str, Any]) -> str:
         for g in c.get("last_fluxes") or []:
             if g["gas"] == "co2" or g["flux"] is None:
                 continue
-            below = "below_detection" in (g.get("flags") or "").split(";")
-            shown = f"< {g['mdf']:.3g}" if below and g.get("mdf") else f"{g['flux']:.3f}"
+            shown = flux_text(g["flux"], g.get("mdf"), g.get("flags"))
             lines.append(f"{'':<8} {g['gas'].upper()} {shown} {g['flux_unit']}  {g['flags']}")
         if obs.get("reason"):
             lines.append(f"{'':<8} last reason: {obs['reason']}")

@@ -46,6 +46,8 @@ import bottle
 from .clock import Clock, local_and_utc
 from .config import SiteConfig
 from .errors import ConfigError, StorageError
+from .output import flux_text
+from .plot import PLOT_GASES
 from .status import site_status
 from .store import SiteStore, parse_iso
 
@@ -443,12 +445,10 @@ def _scale(values: list[float], lo_px: float, hi_px: float) -> Callable[[float],
     return lambda v: lo_px + (v - lo) / span * (hi_px - lo_px)
 
 
+#: how the live trace draws each gas: digits shown, curve colour
+_TRACE_STYLE = {"co2": (1, "#1f6feb"), "ch4": (1, "#bf3989"), "n2o": (2, "#8250df")}
 #: the gases of the live trace: gas, sample column, unit, digits shown, curve colour
-_TRACE_GASES = (
-    ("co2", "co2_umol_mol", "umol mol-1", 1, "#1f6feb"),
-    ("ch4", "ch4_nmol_mol", "nmol mol-1", 1, "#bf3989"),
-    ("n2o", "n2o_nmol_mol", "nmol mol-1", 2, "#8250df"),
-)
+_TRACE_GASES = tuple((*gas, *_TRACE_STYLE[gas[0]]) for gas in PLOT_GASES)
 
 
 def _traces_html(samples: list[dict[str, Any]]) -> str:
@@ -514,8 +514,7 @@ def _fluxes_html(flux: dict[str, Any], others: list[dict[str, Any]]) -> str:
     for g in others:
         if g["gas"] == "co2" or g["flux"] is None:
             continue
-        below = "below_detection" in (g.get("flags") or "").split(";")
-        shown = f"&lt; {g['mdf']:.3g}" if below and g.get("mdf") else f"{g['flux']:.3f}"
+        shown = _e(flux_text(g["flux"], g.get("mdf"), g.get("flags")))
         lines.append(f"<small class=gas>{_gas_name(g['gas'])} {shown} {_e(g['flux_unit'])}</small>")
     return "<br>".join(lines)
 

@@ -14,6 +14,7 @@ MODULES = [
     *sorted(f"chamberd.fitting.{m.name}" for m in pkgutil.iter_modules(chamberd.fitting.__path__)),
     "chamberd.calibration.stability",  # the stability rule's examples too
     "chamberd.controller.daemon",  # the start-up line's chamber list
+    "chamberd.controller.output",  # a flux below detection, for people
 ]
 
 

@@ -35,14 +35,9 @@ def get(url, *, headers=None):
         return error.code, dict(error.headers), error.read()
 
 
-@pytest.fixture(scope="module")
-def measured(tmp_path_factory, make_site_cfg):
-    """A site after two rounds, with one live snapshot of the page taken during C1's
-    opening (its trace written), and an event naming a database URL with a password."""
-    folder = tmp_path_factory.mktemp("web")
-    target = f"postgresql://site:{PASSWORD}@127.0.0.1:9/campaign"
-    cfg = make_site_cfg(4, 2, protocol="memory", db=folder / "site.db", sync={"target": target})
-    clock = FakeClock(start=START)
+def _site_with_snapshot(cfg, clock):
+    """The in-memory site of ``cfg``, its page's view, and a dict that gets one snapshot of
+    the page (``"page"``), taken while C1 is opening (its trace written)."""
     site = build_site(cfg, clock=clock, site=SimulatedSite(cfg, clock), memory=True)
     view = SiteView(cfg, clock)
     live: dict[str, str] = {}
@@ -54,6 +49,18 @@ def measured(tmp_path_factory, make_site_cfg):
             live["page"] = view.site_page()
 
     site.daemon._progress = snapshot
+    return site, view, live
+
+
+@pytest.fixture(scope="module")
+def measured(tmp_path_factory, make_site_cfg):
+    """A site after two rounds, with one live snapshot of the page taken during C1's
+    opening (its trace written), and an event naming a database URL with a password."""
+    folder = tmp_path_factory.mktemp("web")
+    target = f"postgresql://site:{PASSWORD}@127.0.0.1:9/campaign"
+    cfg = make_site_cfg(4, 2, protocol="memory", db=folder / "site.db", sync={"target": target})
+    clock = FakeClock(start=START)
+    site, view, live = _site_with_snapshot(cfg, clock)
     site.daemon.startup()
     for minutes in (1, 31):
         site.daemon.run_round(START + dt.timedelta(minutes=minutes))
@@ -377,17 +384,7 @@ def three_gases(tmp_path_factory):
     folder = tmp_path_factory.mktemp("web3")
     cfg = three_gas_loop_site(folder / "site.db")
     clock = FakeClock(start=START)
-    site = build_site(cfg, clock=clock, site=SimulatedSite(cfg, clock), memory=True)
-    view = SiteView(cfg, clock)
-    live: dict[str, str] = {}
-    progress = site.daemon._progress
-
-    def snapshot(analyser_id, chamber, phase, uuid):
-        progress(analyser_id, chamber, phase, uuid)
-        if chamber == "C1" and phase == "opening" and "page" not in live:
-            live["page"] = view.site_page()
-
-    site.daemon._progress = snapshot
+    site, view, live = _site_with_snapshot(cfg, clock)
     try:
         site.daemon.startup()
         site.daemon.run_round(START + dt.timedelta(minutes=1))
